@@ -1,0 +1,165 @@
+/* Template body of fp_math.h: included once per floating type. Do not include directly. */
+#define FN(name) CAT(name, SFX)
+
+/* sigmoid without overflow for any finite z: exp of a non-positive number only. */
+static inline TYPE FN(fp_sigmoid)(TYPE z)
+{
+    TYPE e = EXP(-FABS(z));
+    TYPE r = (TYPE)1 / ((TYPE)1 + e);
+    return z >= 0 ? r : e * r;
+}
+
+/* a := g(z) elementwise over n values, for every code but softmax. */
+static void FN(fp_act_forward)(int code, const TYPE *z, TYPE *a, ptrdiff_t n)
+{
+    ptrdiff_t i;
+    const TYPE slope = (TYPE)FP_LEAKY_SLOPE, thr = (TYPE)FP_SOFTPLUS_THRESHOLD;
+    const TYPE inv_sqrt2 = (TYPE)0.70710678118654752440;
+    switch (code) {
+    case FP_RELU:
+        for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : (TYPE)0;
+        break;
+    case FP_LEAKY_RELU:
+        for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : slope * z[i];
+        break;
+    case FP_ELU: /* expm1 of min(z, 0): never overflows */
+        for (i = 0; i < n; i++) {
+            TYPE neg = z[i] < 0 ? z[i] : (TYPE)0;
+            a[i] = z[i] > 0 ? z[i] : EXPM1(neg);
+        }
+        break;
+    case FP_GELU: /* exact form: z * Phi(z) */
+        for (i = 0; i < n; i++) a[i] = (TYPE)0.5 * z[i] * ((TYPE)1 + ERF(z[i] * inv_sqrt2));
+        break;
+    case FP_SIGMOID:
+        for (i = 0; i < n; i++) a[i] = FN(fp_sigmoid)(z[i]);
+        break;
+    case FP_TANH:
+        for (i = 0; i < n; i++) a[i] = TANH(z[i]);
+        break;
+    case FP_SOFTPLUS: /* log1p(exp(z)) below the threshold, z above it (as PyTorch) */
+        for (i = 0; i < n; i++) {
+            TYPE zc = z[i] < thr ? z[i] : thr;
+            TYPE s = LOG1P(EXP(zc));
+            a[i] = z[i] > thr ? z[i] : s;
+        }
+        break;
+    case FP_SILU:
+        for (i = 0; i < n; i++) a[i] = z[i] * FN(fp_sigmoid)(z[i]);
+        break;
+    default: /* identity */
+        if (a != z)
+            for (i = 0; i < n; i++) a[i] = z[i];
+        break;
+    }
+}
+
+/* dz := da * g'(z) elementwise, for every code but softmax; a = g(z) is given too so that
+ * sigmoid and tanh reuse it instead of recomputing. */
+static void FN(fp_act_backward)(int code, const TYPE *z, const TYPE *a, const TYPE *da, TYPE *dz,
+                                ptrdiff_t n)
+{
+    ptrdiff_t i;
+    const TYPE slope = (TYPE)FP_LEAKY_SLOPE, thr = (TYPE)FP_SOFTPLUS_THRESHOLD;
+    const TYPE inv_sqrt2 = (TYPE)0.70710678118654752440;
+    const TYPE inv_sqrt2pi = (TYPE)0.39894228040143267794;
+    switch (code) {
+    case FP_RELU:
+        for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? da[i] : (TYPE)0;
+        break;
+    case FP_LEAKY_RELU:
+        for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? da[i] : slope * da[i];
+        break;
+    case FP_ELU: /* g' = exp(z) for z <= 0 (exp(z), not a + 1: exact for very negative z) */
+        for (i = 0; i < n; i++) {
+            TYPE neg = z[i] < 0 ? z[i] : (TYPE)0;
+            dz[i] = z[i] > 0 ? da[i] : da[i] * EXP(neg);
+        }
+        break;
+    case FP_GELU: /* Phi(z) + z * phi(z) */
+        for (i = 0; i < n; i++) {
+            TYPE cdf = (TYPE)0.5 * ((TYPE)1 + ERF(z[i] * inv_sqrt2));
+            TYPE pdf = inv_sqrt2pi * EXP((TYPE)-0.5 * z[i] * z[i]);
+            dz[i] = da[i] * (cdf + z[i] * pdf);
+        }
+        break;
+    case FP_SIGMOID:
+        for (i = 0; i < n; i++) dz[i] = da[i] * a[i] * ((TYPE)1 - a[i]);
+        break;
+    case FP_TANH:
+        for (i = 0; i < n; i++) dz[i] = da[i] * ((TYPE)1 - a[i] * a[i]);
+        break;
+    case FP_SOFTPLUS:
+        for (i = 0; i < n; i++) dz[i] = z[i] > thr ? da[i] : da[i] * FN(fp_sigmoid)(z[i]);
+        break;
+    case FP_SILU: /* s * (1 + z * (1 - s)) */
+        for (i = 0; i < n; i++) {
+            TYPE s = FN(fp_sigmoid)(z[i]);
+            dz[i] = da[i] * s * ((TYPE)1 + z[i] * ((TYPE)1 - s));
+        }
+        break;
+    default: /* identity */
+        if (dz != da)
+            for (i = 0; i < n; i++) dz[i] = da[i];
+        break;
+    }
+}
+
+/* a := softmax(z) row by row, (rows x cols) row-major; shifted by the row max, so exp never
+ * overflows and the row sum is >= 1. */
+static void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t rows, ptrdiff_t cols)
+{
+    ptrdiff_t r, j;
+    for (r = 0; r < rows; r++) {
+        const TYPE *zr = z + r * cols;
+        TYPE *ar = a + r * cols;
+        TYPE m = zr[0], s = 0;
+        for (j = 1; j < cols; j++) m = zr[j] > m ? zr[j] : m;
+        for (j = 0; j < cols; j++) {
+            ar[j] = EXP(zr[j] - m);
+            s += ar[j];
+        }
+        s = (TYPE)1 / s;
+        for (j = 0; j < cols; j++) ar[j] *= s;
+    }
+}
+
+/* dz := a * (da - sum_j(da * a)) row by row: the softmax Jacobian-vector product. */
+static void FN(fp_softmax_backward)(const TYPE *a, const TYPE *da, TYPE *dz, ptrdiff_t rows,
+                                    ptrdiff_t cols)
+{
+    ptrdiff_t r, j;
+    for (r = 0; r < rows; r++) {
+        const TYPE *ar = a + r * cols, *dar = da + r * cols;
+        TYPE *dzr = dz + r * cols;
+        double dot = 0;
+        for (j = 0; j < cols; j++) dot += (double)dar[j] * ar[j];
+        for (j = 0; j < cols; j++) dzr[j] = ar[j] * (dar[j] - (TYPE)dot);
+    }
+}
+
+/* db += column sums of dz (rows x cols), accumulated in double in blocks of 256 columns. */
+static void FN(fp_colsum_add)(const TYPE *dz, TYPE *db, ptrdiff_t rows, ptrdiff_t cols)
+{
+    double acc[256];
+    ptrdiff_t c0, r, j, w;
+    for (c0 = 0; c0 < cols; c0 += 256) {
+        w = cols - c0 < 256 ? cols - c0 : 256;
+        for (j = 0; j < w; j++) acc[j] = 0;
+        for (r = 0; r < rows; r++) {
+            const TYPE *row = dz + r * cols + c0;
+            for (j = 0; j < w; j++) acc[j] += row[j];
+        }
+        for (j = 0; j < w; j++) db[c0 + j] += (TYPE)acc[j];
+    }
+}
+
+/* out[r, :] := b for every row: seeds a GEMM with beta = 1 so the bias add is free. */
+static void FN(fp_fill_rows)(TYPE *out, const TYPE *b, ptrdiff_t rows, ptrdiff_t cols)
+{
+    ptrdiff_t r, j;
+    for (r = 0; r < rows; r++)
+        for (j = 0; j < cols; j++) out[r * cols + j] = b[j];
+}
+
+#undef FN

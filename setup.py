@@ -1,0 +1,43 @@
+"""Build the compiled core. Metadata lives in pyproject.toml; this file holds only the
+extension list and the one set of Cython compiler directives for the whole build."""
+import glob
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTPROP_CYTHON_DEBUG") == "1"
+TRACE = os.environ.get("FASTPROP_CYTHON_TRACE") == "1"  # line tracing, for coverage
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+    "linetrace": TRACE,
+}
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+if TRACE:
+    macros.append(("CYTHON_TRACE_NOGIL", "1"))
+# -O3 lets gcc vectorize the branchless elementwise loops; never -ffast-math (it breaks NaN/inf
+# semantics) and never -march=native (wheels must run on any x86-64 / arm64 CPU).
+compile_args = [] if os.name == "nt" else ["-O3"]
+
+
+def ext(name):
+    return Extension(
+        f"fastprop._core.{name}",
+        [f"src/fastprop/_core/{name}.pyx"],
+        include_dirs=["csrc", np.get_include()],
+        define_macros=macros,
+        extra_compile_args=compile_args,
+    )
+
+
+EXTENSIONS = sorted(os.path.basename(p)[:-4] for p in glob.glob("src/fastprop/_core/*.pyx"))
+
+setup(ext_modules=cythonize([ext(name) for name in EXTENSIONS], compiler_directives=directives,
+                          include_path=["src"]))

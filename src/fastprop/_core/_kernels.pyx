@@ -1,0 +1,83 @@
+# Per-call entry points of the compiled core: one activation, one dense layer forward or
+# backward. Typed memoryview signatures are the contract (C-contiguous, one dtype per call);
+# only constant-time checks here, then the GIL is released and the C-level block in _dense.pxd
+# runs. Argument checking, dtype policy and output allocation live in fastprop.layers and
+# fastprop._validation.
+
+from libc.stddef cimport ptrdiff_t
+from cython cimport floating
+from fastprop._core._dense cimport (act_forward, act_backward, dense_forward as _fwd,
+                                    dense_backward as _bwd)
+
+
+def _same(tuple got, tuple want, str name):
+    if got != want:
+        raise ValueError(f"{name} has shape {got}, expected {want}")
+
+
+def activation_forward(int act, const floating[:, ::1] z, floating[:, ::1] a_out):
+    """a_out := g(z). IN z (n, m). OUT a_out (n, m); may be z's buffer."""
+    _same((a_out.shape[0], a_out.shape[1]), (z.shape[0], z.shape[1]), "a_out")
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        return
+    with nogil:
+        act_forward(act, &z[0, 0], &a_out[0, 0], z.shape[0], z.shape[1])
+
+
+def activation_backward(int act, const floating[:, ::1] z, const floating[:, ::1] a,
+                        const floating[:, ::1] da, floating[:, ::1] dz_out):
+    """dz_out := da * g'(z) (softmax: the row-wise Jacobian-vector product).
+    IN z, a = g(z), da (n, m). OUT dz_out (n, m)."""
+    shape = (z.shape[0], z.shape[1])
+    _same((a.shape[0], a.shape[1]), shape, "a")
+    _same((da.shape[0], da.shape[1]), shape, "da")
+    _same((dz_out.shape[0], dz_out.shape[1]), shape, "dz_out")
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        return
+    with nogil:
+        act_backward(act, &z[0, 0], &a[0, 0], &da[0, 0], &dz_out[0, 0], z.shape[0], z.shape[1])
+
+
+def dense_forward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
+                  const floating[::1] b, int act, floating[:, ::1] z_out,
+                  floating[:, ::1] a_out):
+    """z_out := a_prev @ W + b ; a_out := g(z_out).
+    IN a_prev (n, n_in), W (n_in, n_out), b (n_out,). OUT z_out, a_out (n, n_out)."""
+    cdef int n = a_prev.shape[0], n_in = a_prev.shape[1], n_out = W.shape[1]
+    _same((W.shape[0], W.shape[1]), (n_in, n_out), "W")
+    _same((b.shape[0],), (n_out,), "b")
+    _same((z_out.shape[0], z_out.shape[1]), (n, n_out), "z_out")
+    _same((a_out.shape[0], a_out.shape[1]), (n, n_out), "a_out")
+    if n == 0:
+        return
+    with nogil:
+        _fwd(&a_prev[0, 0], &W[0, 0], &b[0], act, n, n_in, n_out, &z_out[0, 0], &a_out[0, 0])
+
+
+def dense_backward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
+                   const floating[:, ::1] z, const floating[:, ::1] a,
+                   const floating[:, ::1] da, int act, floating[:, ::1] dz_out,
+                   floating[:, ::1] dW_out, floating[::1] db_out,
+                   floating[:, ::1] da_prev_out=None):
+    """dz_out := da * g'(z); dW_out += a_prev.T @ dz; db_out += dz.sum(0);
+    da_prev_out := dz @ W.T (skipped when None).
+    IN a_prev (n, n_in), W (n_in, n_out), z, a, da (n, n_out).
+    OUT dz_out (n, n_out), dW_out (n_in, n_out), db_out (n_out,), da_prev_out (n, n_in)."""
+    cdef int n = a_prev.shape[0], n_in = a_prev.shape[1], n_out = W.shape[1]
+    cdef floating *dap = NULL
+    _same((W.shape[0], W.shape[1]), (n_in, n_out), "W")
+    _same((z.shape[0], z.shape[1]), (n, n_out), "z")
+    _same((a.shape[0], a.shape[1]), (n, n_out), "a")
+    _same((da.shape[0], da.shape[1]), (n, n_out), "da")
+    _same((dz_out.shape[0], dz_out.shape[1]), (n, n_out), "dz_out")
+    _same((dW_out.shape[0], dW_out.shape[1]), (n_in, n_out), "dW_out")
+    _same((db_out.shape[0],), (n_out,), "db_out")
+    if da_prev_out is not None:
+        _same((da_prev_out.shape[0], da_prev_out.shape[1]), (n, n_in), "da_prev_out")
+        if n > 0:
+            dap = &da_prev_out[0, 0]
+    if n == 0:
+        return
+    with nogil:
+        _bwd(&a_prev[0, 0], &W[0, 0], &z[0, 0], &a[0, 0], &da[0, 0], act, n, n_in, n_out,
+             &dz_out[0, 0], &dW_out[0, 0], &db_out[0], dap)

@@ -1,0 +1,134 @@
+"""Every input check of the public API, in one place.
+
+Policy: arrays of any real numeric dtype (bool, integers, floats), any memory order or strides,
+read-only included, are accepted and converted once to a C-contiguous array of the working dtype;
+the caller's array is never written to. Complex, object, string, datetime and structured arrays
+are rejected with ``TypeError``; wrong shapes, empty batches and NaN / inf with ``ValueError``.
+Every message names the argument and what was expected.
+"""
+import operator
+import os
+
+import numpy as np
+
+__all__ = [
+    "as_dtype",
+    "as_array",
+    "check_size",
+    "check_alloc",
+]
+
+_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+_INT_MAX = 2**31 - 1  # BLAS dimensions are 32-bit ints
+
+
+def as_dtype(dtype, name="dtype"):
+    """Resolve ``dtype`` to ``np.float32`` or ``np.float64`` (the only working dtypes)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt.name not in _DTYPES:
+        raise ValueError(f"{name} must be 'float32' or 'float64', got {dt.name!r}")
+    return _DTYPES[dt.name]
+
+
+def check_size(value, name, minimum=1):
+    """Return ``value`` as a Python int >= minimum, or raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got a bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > _INT_MAX:
+        raise ValueError(f"{name} must be <= {_INT_MAX}, got {v}")
+    return v
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
+
+
+def check_alloc(n_values, itemsize, name):
+    """Raise ValueError if ``n_values`` items of ``itemsize`` bytes cannot fit in memory."""
+    nbytes = int(n_values) * int(itemsize)
+    if nbytes > _physical_memory():
+        raise ValueError(
+            f"{name} needs {nbytes / 2**30:.1f} GiB, more than this machine's memory")
+
+
+def _numeric_kind(arr, name):
+    kind = arr.dtype.kind
+    if kind in "biuf":
+        return
+    what = {
+        "c": "complex numbers are not accepted",
+        "O": "object arrays are not accepted",
+        "U": "strings are not accepted (convert numeric strings yourself)",
+        "S": "bytes are not accepted",
+        "M": "datetimes are not accepted",
+        "m": "timedeltas are not accepted",
+        "V": "structured arrays are not accepted",
+    }.get(kind, "this dtype is not accepted")
+    raise TypeError(f"{name} must hold real numbers (bool, int or float); got dtype "
+                    f"{arr.dtype}: {what}")
+
+
+def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=False,
+             finite=True, copy=False):
+    """Validate ``x`` and return it as a C-contiguous ``dtype`` array.
+
+    Parameters
+    ----------
+    x : array_like
+        The user's input; never written to.
+    name : str
+        The argument's name, used in error messages.
+    dtype : np.dtype
+        The working dtype (float32 or float64).
+    ndim : int
+        Required number of dimensions.
+    width : int, optional
+        Required size of the last axis.
+    allow_empty : bool
+        Whether a first axis of length 0 is accepted.
+    finite : bool
+        Whether NaN / inf are rejected.
+    copy : bool
+        Always return a new array (never a view of ``x``).
+    """
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    _numeric_kind(arr, name)
+    if arr.ndim != ndim:
+        shape = "(n_samples, n_features)" if ndim == 2 else f"{ndim} dimensions"
+        raise ValueError(f"{name} must have {ndim} dimensions {shape}, got {arr.ndim} "
+                         f"with shape {arr.shape}")
+    if width is not None and arr.shape[-1] != width:
+        wn = f" ({width_name})" if width_name else ""
+        raise ValueError(f"{name} must have {width} columns{wn}, got shape {arr.shape}")
+    if not allow_empty and arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}): at least one sample is needed")
+    if arr.ndim == 2 and arr.shape[1] == 0 and not allow_empty:
+        raise ValueError(f"{name} has no columns (shape {arr.shape})")
+    if arr.ndim >= 1 and arr.shape[0] > _INT_MAX:
+        raise ValueError(f"{name} has too many rows ({arr.shape[0]} > {_INT_MAX})")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(arr, dtype=dtype, order="C", copy=True) if copy else \
+            np.ascontiguousarray(arr, dtype=dtype)
+    # checked after the cast: float64 values beyond float32's range become inf there
+    if finite and arr.dtype.kind == "f" and not np.isfinite(out).all():
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinity")
+        raise ValueError(f"{name} has values beyond the range of {dtype.name}")
+    return out

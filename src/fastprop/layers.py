@@ -1,0 +1,209 @@
+"""The textbook block: a dense layer you can call step by step.
+
+Layer l's forward takes a[l-1], computes z[l] = a[l-1] W[l] + b[l] and a[l] = g(z[l]) and keeps a
+cache; its backward takes da[l] and the cache and returns da[l-1], dW[l], db[l]. Row-major: a
+batch of n samples is an (n, n_in) array, ``W`` is (n_in, n_out), ``b`` is (n_out,). (The
+textbook's column-vector form z = W a + b is the transpose of this one.)
+
+Both directions run in the compiled core with the GIL released; this module checks arguments,
+applies the dtype policy and allocates outputs.
+"""
+import numpy as np
+
+from fastprop import _validation as V
+from fastprop._core import _kernels
+from fastprop.activations import ACTIVATIONS, canonical_name
+from fastprop.initializers import canonical_init, default_init, initialize
+
+__all__ = ["Dense", "DenseCache"]
+
+
+class DenseCache:
+    """What :meth:`Dense.backward` needs from one :meth:`Dense.forward` call.
+
+    Attributes (read-only arrays): ``a_prev`` (n, n_in), ``z`` (n, n_out), ``a`` (n, n_out).
+    A cache belongs to the layer that made it; giving it to another layer raises ValueError.
+    """
+
+    __slots__ = ("layer", "a_prev", "z", "a")
+
+    def __init__(self, layer, a_prev, z, a):
+        self.layer = layer
+        self.a_prev, self.z, self.a = a_prev, z, a
+        for arr in (a_prev, z, a):
+            arr.flags.writeable = False
+
+    def __repr__(self):
+        return (f"DenseCache(a_prev={self.a_prev.shape}, z={self.z.shape}, "
+                f"dtype={self.z.dtype.name})")
+
+
+class Dense:
+    """Fully connected layer: ``z = a_prev @ W + b``, ``a = activation(z)``.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output widths, >= 1.
+    activation : str, default "identity"
+        One of ``identity`` (``linear``), ``relu``, ``leaky_relu``, ``elu``, ``gelu``,
+        ``sigmoid``, ``tanh``, ``softplus``, ``silu`` (``swish``), ``softmax``.
+    init : str, optional
+        Weight initializer (see :mod:`fastprop.initializers`). Default: ``he_uniform`` for
+        ReLU-like activations, ``glorot_uniform`` otherwise. Biases start at zero.
+    dtype : {"float32", "float64"}, default "float32"
+    seed : int or numpy.random.Generator, optional
+        The same seed gives the same weights.
+
+    Attributes
+    ----------
+    W : ndarray (n_in, n_out), writable
+    b : ndarray (n_out,), writable
+    dW, db : ndarray or None
+        Gradients of the last :meth:`backward` call (inside a model: views into the model's
+        flat gradient buffer).
+
+    Examples
+    --------
+    >>> import numpy as np, fastprop as fp
+    >>> layer = fp.Dense(3, 2, activation="relu", seed=0)
+    >>> a, cache = layer.forward(np.ones((4, 3)))
+    >>> da_prev, dW, db = layer.backward(np.ones((4, 2)), cache)
+    >>> a.shape, da_prev.shape, dW.shape, db.shape
+    ((4, 2), (4, 3), (3, 2), (2,))
+    """
+
+    def __init__(self, n_in, n_out, activation="identity", init=None, dtype="float32",
+                 seed=None):
+        self.n_in = V.check_size(n_in, "n_in")
+        self.n_out = V.check_size(n_out, "n_out")
+        self.activation = canonical_name(activation)
+        self.init = canonical_init(init if init is not None else default_init(self.activation))
+        dtype = V.as_dtype(dtype)
+        V.check_alloc(self.n_in * self.n_out + self.n_out, dtype.itemsize, "Dense(n_in, n_out)")
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            seed = V.check_size(seed, "seed", minimum=0)
+        rng = np.random.default_rng(seed)
+        self._W = initialize(self.init, self.n_in, self.n_out, rng).astype(dtype)
+        self._b = np.zeros(self.n_out, dtype=dtype)
+        self.dW = None
+        self.db = None
+
+    # -- parameters ------------------------------------------------------------------------
+    @property
+    def dtype(self):
+        return self._W.dtype
+
+    @property
+    def W(self):
+        """Weights, (n_in, n_out). Assigning copies into the existing buffer."""
+        return self._W
+
+    @W.setter
+    def W(self, value):
+        self._W[...] = self._checked(value, "W", self._W.shape)
+
+    @property
+    def b(self):
+        """Biases, (n_out,). Assigning copies into the existing buffer."""
+        return self._b
+
+    @b.setter
+    def b(self, value):
+        self._b[...] = self._checked(value, "b", self._b.shape)
+
+    def _checked(self, value, name, shape):
+        arr = V.as_array(value, name, self.dtype, ndim=len(shape))
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        return arr
+
+    @property
+    def n_params(self):
+        return self.n_in * self.n_out + self.n_out
+
+    def parameters(self):
+        """``[W, b]``."""
+        return [self._W, self._b]
+
+    def zero_grad(self):
+        """Set ``dW`` and ``db`` to zero (where they exist)."""
+        for g in (self.dW, self.db):
+            if g is not None:
+                g[...] = 0
+
+    def _bind(self, W, b, dW, db):
+        """Make W, b, dW, db views into a model's flat buffers (values already copied in)."""
+        self._W, self._b, self.dW, self.db = W, b, dW, db
+
+    # -- the block ---------------------------------------------------------------------------
+    def forward(self, a_prev):
+        """Forward pass of one batch.
+
+        Parameters
+        ----------
+        a_prev : array_like, (n_samples, n_in)
+            Any real numeric dtype, order or strides; never written to.
+
+        Returns
+        -------
+        a : ndarray (n_samples, n_out), the layer's dtype
+            ``activation(a_prev @ W + b)``; yours to keep and modify.
+        cache : DenseCache
+            Pass it to :meth:`backward`.
+        """
+        dtype = self.dtype
+        a_prev = V.as_array(a_prev, "a_prev", dtype, ndim=2, width=self.n_in,
+                            width_name="n_in", copy=True)
+        n = a_prev.shape[0]
+        z = np.empty((n, self.n_out), dtype=dtype)
+        a = np.empty_like(z)
+        _kernels.dense_forward(a_prev, self._W, self._b, ACTIVATIONS[self.activation], z, a)
+        return a.copy(), DenseCache(self, a_prev, z, a)
+
+    def backward(self, da, cache, need_da_prev=True):
+        """Backward pass for the batch that made ``cache``.
+
+        Parameters
+        ----------
+        da : array_like, (n_samples, n_out)
+            Gradient of the loss with respect to this layer's output ``a``.
+        cache : DenseCache
+            From this layer's :meth:`forward`.
+        need_da_prev : bool, default True
+            Skip the ``da_prev`` GEMM when False (the first layer of a network needs none).
+
+        Returns
+        -------
+        da_prev : ndarray (n_samples, n_in) or None
+        dW : ndarray (n_in, n_out)
+        db : ndarray (n_out,)
+            New arrays; also kept as ``self.dW`` and ``self.db``. Uses the current ``W``.
+        """
+        if not isinstance(cache, DenseCache):
+            raise TypeError(f"cache must be the DenseCache returned by forward, got "
+                            f"{type(cache).__name__}")
+        if cache.layer is not self:
+            raise ValueError("cache was made by a different layer's forward call")
+        if cache.z.dtype != self.dtype:
+            raise ValueError(f"cache has dtype {cache.z.dtype}, but the layer is now "
+                             f"{self.dtype}: call forward again")
+        n = cache.z.shape[0]
+        da = V.as_array(da, "da", self.dtype, ndim=2, width=self.n_out, width_name="n_out")
+        if da.shape[0] != n:
+            raise ValueError(f"da must have shape {cache.z.shape} (the forward call's output), "
+                             f"got {da.shape}")
+        dz = np.empty_like(cache.z)
+        dW = np.zeros_like(self._W)
+        db = np.zeros_like(self._b)
+        da_prev = np.empty_like(cache.a_prev) if need_da_prev else None
+        _kernels.dense_backward(cache.a_prev, self._W, cache.z, cache.a, da,
+                                ACTIVATIONS[self.activation], dz, dW, db, da_prev)
+        self.dW, self.db = dW, db
+        return da_prev, dW, db
+
+    __call__ = forward
+
+    def __repr__(self):
+        return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}, "
+                f"init={self.init!r}, dtype={self.dtype.name!r})")
