@@ -39,7 +39,7 @@ enum {
 #define EXP expf
 #define EXPM1 expm1f
 #define LOG1P log1pf
-#define ERF erff
+#define ERFC erfcf
 #define TANH tanhf
 #define FABS fabsf
 #include "fp_math_impl.h"
@@ -48,7 +48,7 @@ enum {
 #undef EXP
 #undef EXPM1
 #undef LOG1P
-#undef ERF
+#undef ERFC
 #undef TANH
 #undef FABS
 
@@ -57,7 +57,7 @@ enum {
 #define EXP exp
 #define EXPM1 expm1
 #define LOG1P log1p
-#define ERF erf
+#define ERFC erfc
 #define TANH tanh
 #define FABS fabs
 #include "fp_math_impl.h"
@@ -66,7 +66,7 @@ enum {
 #undef EXP
 #undef EXPM1
 #undef LOG1P
-#undef ERF
+#undef ERFC
 #undef TANH
 #undef FABS
 

@@ -28,8 +28,8 @@ static void FN(fp_act_forward)(int code, const TYPE *z, TYPE *a, ptrdiff_t n)
             a[i] = z[i] > 0 ? z[i] : EXPM1(neg);
         }
         break;
-    case FP_GELU: /* exact form: z * Phi(z) */
-        for (i = 0; i < n; i++) a[i] = (TYPE)0.5 * z[i] * ((TYPE)1 + ERF(z[i] * inv_sqrt2));
+    case FP_GELU: /* exact form z * Phi(z); Phi(z) = erfc(-z / sqrt 2) / 2 keeps the lower tail */
+        for (i = 0; i < n; i++) a[i] = (TYPE)0.5 * z[i] * ERFC(-z[i] * inv_sqrt2);
         break;
     case FP_SIGMOID:
         for (i = 0; i < n; i++) a[i] = FN(fp_sigmoid)(z[i]);
@@ -78,7 +78,7 @@ static void FN(fp_act_backward)(int code, const TYPE *z, const TYPE *a, const TY
         break;
     case FP_GELU: /* Phi(z) + z * phi(z) */
         for (i = 0; i < n; i++) {
-            TYPE cdf = (TYPE)0.5 * ((TYPE)1 + ERF(z[i] * inv_sqrt2));
+            TYPE cdf = (TYPE)0.5 * ERFC(-z[i] * inv_sqrt2);
             TYPE pdf = inv_sqrt2pi * EXP((TYPE)-0.5 * z[i] * z[i]);
             dz[i] = da[i] * (cdf + z[i] * pdf);
         }

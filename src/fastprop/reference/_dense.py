@@ -1,6 +1,6 @@
 """Reference activations and the dense block in plain NumPy."""
 import numpy as np
-from scipy.special import erf
+from scipy.special import erfc
 
 __all__ = [
     "activation_forward",
@@ -38,7 +38,7 @@ def activation_forward(name, z):
     if name == "elu":
         return np.where(z > 0, z, np.expm1(np.minimum(z, 0))).astype(z.dtype)
     if name == "gelu":
-        return (0.5 * z * (1 + erf(z / np.sqrt(2)))).astype(z.dtype)
+        return (0.5 * z * erfc(-z / np.sqrt(2))).astype(z.dtype)  # z * Phi(z)
     if name == "sigmoid":
         return sigmoid(z)
     if name == "tanh":
@@ -65,7 +65,7 @@ def activation_backward(name, z, a, da):
     if name == "elu":
         return np.where(z > 0, da, da * np.exp(np.minimum(z, 0))).astype(z.dtype)
     if name == "gelu":
-        cdf = 0.5 * (1 + erf(z / np.sqrt(2)))
+        cdf = 0.5 * erfc(-z / np.sqrt(2))
         pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
         return (da * (cdf + z * pdf)).astype(z.dtype)
     if name == "sigmoid":

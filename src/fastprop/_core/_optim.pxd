@@ -1,0 +1,220 @@
+# C-level optimizers over flat buffers, `nogil`: one fused pass over all of a model's parameters.
+#
+# Shared by the Python entry point (_optim.pyx) and the whole-model engine, which calls
+# optimizer_step from inside its nogil train step. Semantics and defaults are torch.optim's
+# (single-tensor CPU path), checked against it in tests/test_optim.py. Callers guarantee n >= 0
+# contiguous values per buffer, `hyper` of HYPER_SIZE doubles, and every state slot that
+# optimizer_slots() asks for; nothing is checked here.
+#
+# Per-element math runs in double and is rounded once on store, so float32 and float64 share
+# one body and float32 is never less accurate than torch's float32 arithmetic. Options are
+# loop-invariant: they are tested once, outside the loops, and each loop body is branch-free
+# straight-line math that gcc -O3 vectorizes (the first-step / nesterov / amsgrad selects on
+# loop-invariant flags are unswitched by the compiler).
+
+from libc.math cimport sqrt, pow
+from cython cimport floating
+
+
+# Optimizer kinds (fastprop.optim keeps the same codes via _optim.KINDS).
+cdef enum:
+    OPT_SGD = 0
+    OPT_ADAM = 1
+    OPT_ADAMW = 2
+    OPT_RMSPROP = 3
+    OPT_ADAGRAD = 4
+    N_OPT_KINDS = 5
+
+# Layout of `hyper` (doubles). Flags are 0.0 / 1.0. Entries a kind does not use are ignored.
+cdef enum:
+    H_LR = 0              # learning rate (the current one, after any schedule)
+    H_MOMENTUM = 1        # SGD, RMSprop
+    H_DAMPENING = 2       # SGD
+    H_NESTEROV = 3        # SGD flag
+    H_WEIGHT_DECAY = 4    # L2 added to the gradient; AdamW: decoupled (p *= 1 - lr * wd)
+    H_BETA1 = 5           # Adam, AdamW
+    H_BETA2 = 6           # Adam, AdamW
+    H_EPS = 7             # Adam, AdamW, RMSprop, Adagrad
+    H_ALPHA = 8           # RMSprop smoothing constant
+    H_CENTERED = 9        # RMSprop flag
+    H_AMSGRAD = 10        # Adam, AdamW flag
+    H_CLIP_NORM = 11      # global-norm clipping of grads before the update; <= 0: off
+    H_LR_DECAY = 12       # Adagrad
+    H_INITIAL_ACCUMULATOR_VALUE = 13   # Adagrad; used when the state is allocated, not here
+    HYPER_SIZE = 14
+
+# Bits of optimizer_slots(): which of s1, s2, s3 a kind reads and writes.
+#   SGD      s1 momentum_buffer (momentum != 0)
+#   Adam(W)  s1 exp_avg, s2 exp_avg_sq, s3 max_exp_avg_sq (amsgrad)
+#   RMSprop  s1 square_avg, s2 momentum_buffer (momentum > 0), s3 grad_avg (centered)
+#   Adagrad  s1 sum (starts at initial_accumulator_value)
+cdef enum:
+    SLOT_1 = 1
+    SLOT_2 = 2
+    SLOT_3 = 4
+
+
+cdef inline int optimizer_slots(int kind, const double *hyper) noexcept nogil:
+    """Bit mask of the state slots (SLOT_1 | SLOT_2 | SLOT_3) that `kind` with `hyper` uses."""
+    if kind == OPT_SGD:
+        return SLOT_1 if hyper[H_MOMENTUM] != 0 else 0
+    if kind == OPT_ADAM or kind == OPT_ADAMW:
+        return SLOT_1 | SLOT_2 | (SLOT_3 if hyper[H_AMSGRAD] != 0 else 0)
+    if kind == OPT_RMSPROP:
+        return (SLOT_1 | (SLOT_2 if hyper[H_MOMENTUM] > 0 else 0)
+                | (SLOT_3 if hyper[H_CENTERED] != 0 else 0))
+    if kind == OPT_ADAGRAD:
+        return SLOT_1
+    return 0
+
+
+cdef inline double l2_norm(const floating *g, Py_ssize_t n) noexcept nogil:
+    """sqrt(sum(g ** 2)), accumulated in double (four partial sums, for instruction-level
+    parallelism: the strict-order single-accumulator loop cannot be reordered without
+    -ffast-math)."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, x
+    cdef Py_ssize_t i, m = n - n % 4
+    for i in range(0, m, 4):
+        a0 += <double> g[i] * g[i]
+        a1 += <double> g[i + 1] * g[i + 1]
+        a2 += <double> g[i + 2] * g[i + 2]
+        a3 += <double> g[i + 3] * g[i + 3]
+    for i in range(m, n):
+        x = g[i]
+        a0 += x * x
+    return sqrt((a0 + a1) + (a2 + a3))
+
+
+cdef inline double clip_by_global_norm(floating *g, Py_ssize_t n,
+                                       double max_norm) noexcept nogil:
+    """g *= min(1, max_norm / (||g|| + 1e-6)) in place, as torch.nn.utils.clip_grad_norm_.
+    Returns ||g|| before clipping."""
+    cdef double norm = l2_norm(g, n)
+    cdef double coef = max_norm / (norm + 1e-6)
+    cdef Py_ssize_t i
+    if coef < 1.0:
+        for i in range(n):
+            g[i] = <floating> (g[i] * coef)
+    return norm
+
+
+cdef inline void sgd_step(const double *h, floating *p, const floating *g, floating *buf,
+                          Py_ssize_t n, long long step) noexcept nogil:
+    """d = g + wd p;  b = d (first step) or mu b + (1 - dampening) d;
+    p -= lr * (d + mu b if nesterov else b)   (no momentum: p -= lr d)."""
+    cdef double lr = h[H_LR], mu = h[H_MOMENTUM], wd = h[H_WEIGHT_DECAY]
+    cdef double keep = 0.0 if step <= 1 else mu          # the buffer starts as the gradient
+    cdef double take = 1.0 if step <= 1 else 1.0 - h[H_DAMPENING]
+    cdef bint nesterov = h[H_NESTEROV] != 0
+    cdef double pi, d, b
+    cdef Py_ssize_t i
+    if mu == 0:
+        for i in range(n):
+            pi = p[i]
+            d = g[i] + wd * pi
+            p[i] = <floating> (pi - lr * d)
+        return
+    for i in range(n):
+        pi = p[i]
+        d = g[i] + wd * pi
+        b = keep * buf[i] + take * d
+        buf[i] = <floating> b
+        b = buf[i]                                       # as stored (float32: rounded)
+        p[i] = <floating> (pi - lr * ((d + mu * b) if nesterov else b))
+
+
+cdef inline void adam_step(const double *h, bint decoupled, floating *p, const floating *g,
+                           floating *m, floating *v, floating *vmax, Py_ssize_t n,
+                           long long step) noexcept nogil:
+    """Adam (decoupled=False: d = g + wd p) or AdamW (decoupled: p *= 1 - lr wd; d = g):
+    m += (1 - b1)(d - m);  v = b2 v + (1 - b2) d^2;  vmax = max(vmax, v) (amsgrad);
+    p -= lr / (1 - b1^t) * m / (sqrt(v or vmax) / sqrt(1 - b2^t) + eps)."""
+    cdef double lr = h[H_LR], b1 = h[H_BETA1], b2 = h[H_BETA2], eps = h[H_EPS]
+    cdef double wd = 0.0 if decoupled else h[H_WEIGHT_DECAY]
+    cdef double shrink = 1.0 - lr * h[H_WEIGHT_DECAY] if decoupled else 1.0
+    cdef double step_size = lr / (1.0 - pow(b1, <double> step))
+    cdef double bc2_sqrt = sqrt(1.0 - pow(b2, <double> step))
+    cdef bint amsgrad = h[H_AMSGRAD] != 0
+    cdef double pi, d, mi, vi, vm
+    cdef Py_ssize_t i
+    for i in range(n):
+        pi = p[i] * shrink
+        d = g[i] + wd * pi
+        mi = m[i]
+        mi = mi + (1.0 - b1) * (d - mi)
+        vi = v[i] * b2 + (1.0 - b2) * d * d
+        m[i] = <floating> mi
+        v[i] = <floating> vi
+        if amsgrad:
+            vm = vmax[i]
+            vm = vm if vm > vi else vi
+            vmax[i] = <floating> vm
+            vi = vm
+        p[i] = <floating> (pi - step_size * (mi / (sqrt(vi) / bc2_sqrt + eps)))
+
+
+cdef inline void rmsprop_step(const double *h, floating *p, const floating *g, floating *sq,
+                              floating *buf, floating *gavg, Py_ssize_t n) noexcept nogil:
+    """d = g + wd p;  sq = alpha sq + (1 - alpha) d^2;  gavg += (1 - alpha)(d - gavg) (centered);
+    r = d / (sqrt(sq - gavg^2 if centered else sq) + eps);
+    b = mu b + r, p -= lr b (momentum > 0)  or  p -= lr r."""
+    cdef double lr = h[H_LR], mu = h[H_MOMENTUM], wd = h[H_WEIGHT_DECAY]
+    cdef double alpha = h[H_ALPHA], eps = h[H_EPS]
+    cdef bint centered = h[H_CENTERED] != 0, use_momentum = mu > 0
+    cdef double pi, d, s, a, r, b
+    cdef Py_ssize_t i
+    for i in range(n):
+        pi = p[i]
+        d = g[i] + wd * pi
+        s = sq[i] * alpha + (1.0 - alpha) * d * d
+        sq[i] = <floating> s
+        if centered:
+            a = gavg[i]
+            a = a + (1.0 - alpha) * (d - a)
+            gavg[i] = <floating> a
+            s = s - a * a
+        r = d / (sqrt(s) + eps)
+        if use_momentum:
+            b = buf[i] * mu + r
+            buf[i] = <floating> b
+            r = b
+        p[i] = <floating> (pi - lr * r)
+
+
+cdef inline void adagrad_step(const double *h, floating *p, const floating *g, floating *acc,
+                              Py_ssize_t n, long long step) noexcept nogil:
+    """d = g + wd p;  acc += d^2;  p -= lr / (1 + (t - 1) lr_decay) * d / (sqrt(acc) + eps)."""
+    cdef double clr = h[H_LR] / (1.0 + (step - 1) * h[H_LR_DECAY])
+    cdef double wd = h[H_WEIGHT_DECAY], eps = h[H_EPS]
+    cdef double pi, d, s
+    cdef Py_ssize_t i
+    for i in range(n):
+        pi = p[i]
+        d = g[i] + wd * pi
+        s = acc[i] + d * d
+        acc[i] = <floating> s
+        p[i] = <floating> (pi - clr * (d / (sqrt(s) + eps)))
+
+
+cdef inline void optimizer_step(int kind, const double *hyper, floating *params,
+                                floating *grads, floating *s1, floating *s2, floating *s3,
+                                Py_ssize_t n, long long step) noexcept nogil:
+    """One update of `params` (n values) by optimizer `kind`, torch.optim semantics.
+
+    hyper : HYPER_SIZE doubles, layout H_* above.  step : 1-based step number after increment.
+    IN/OUT params; grads (clipped in place when hyper[H_CLIP_NORM] > 0, never weight-decayed);
+    s1, s2, s3 state (see optimizer_slots; NULL where unused). Unknown kinds do nothing."""
+    if n <= 0:
+        return
+    if hyper[H_CLIP_NORM] > 0:
+        clip_by_global_norm(grads, n, hyper[H_CLIP_NORM])
+    if kind == OPT_SGD:
+        sgd_step(hyper, params, grads, s1, n, step)
+    elif kind == OPT_ADAM:
+        adam_step(hyper, False, params, grads, s1, s2, s3, n, step)
+    elif kind == OPT_ADAMW:
+        adam_step(hyper, True, params, grads, s1, s2, s3, n, step)
+    elif kind == OPT_RMSPROP:
+        rmsprop_step(hyper, params, grads, s1, s2, s3, n)
+    elif kind == OPT_ADAGRAD:
+        adagrad_step(hyper, params, grads, s1, n, step)

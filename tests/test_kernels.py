@@ -1,0 +1,159 @@
+"""Compiled kernels against fastprop.reference, both dtypes, including extreme inputs."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from fastprop import reference as R
+from fastprop._core import _kernels as K
+from fastprop.activations import ACTIVATIONS
+
+from conftest import assert_close
+
+NAMES = list(ACTIVATIONS)
+
+
+def _z(rng, shape, dtype, scale=3.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 3), (37, 129), (3, 1100)])
+def test_activation_matches_reference(name, shape, dtype):
+    rng = np.random.default_rng(hash((name, shape)) % 2**32)
+    z = _z(rng, shape, dtype)
+    da = _z(rng, shape, dtype, 1.0)
+    a = np.empty_like(z)
+    K.activation_forward(ACTIVATIONS[name], z, a)
+    assert_close(a, R.activation_forward(name, z), dtype)
+    dz = np.empty_like(z)
+    K.activation_backward(ACTIVATIONS[name], z, a, da, dz)
+    assert_close(dz, R.activation_backward(name, z, a, da), dtype)
+
+
+EXTREMES = [-3e38, -1e30, -1e4, -750.0, -100.0, -88.8, -20.5, -1e-30, 0.0, 1e-30, 19.99, 20.0,
+            20.01, 88.8, 100.0, 750.0, 1e4, 1e30, 3e38]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_activation_extreme_inputs_are_finite(name, dtype):
+    z = np.array([EXTREMES], dtype=dtype)
+    if name == "softmax":
+        z = np.array(EXTREMES, dtype=dtype).reshape(-1, 1) * np.array([[1, -1, 0.5]], dtype)
+    a = np.empty_like(z)
+    dz = np.empty_like(z)
+    da = np.ones_like(z)
+    with np.errstate(all="raise"):
+        K.activation_forward(ACTIVATIONS[name], z, a)
+        K.activation_backward(ACTIVATIONS[name], z, a, da, dz)
+    assert np.isfinite(a).all()
+    assert np.isfinite(dz).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_close(a, R.activation_forward(name, z), dtype)
+        assert_close(dz, R.activation_backward(name, z, a, da), dtype)
+
+
+def test_activation_values_by_hand():
+    z = np.array([[-2.0, 0.0, 3.0]])
+    out = np.empty_like(z)
+    expect = {
+        "identity": [-2, 0, 3],
+        "relu": [0, 0, 3],
+        "leaky_relu": [-0.02, 0, 3],
+        "elu": [np.exp(-2) - 1, 0, 3],
+        "sigmoid": [1 / (1 + np.exp(2)), 0.5, 1 / (1 + np.exp(-3))],
+        "tanh": np.tanh([-2, 0, 3]),
+        "softplus": np.log1p(np.exp([-2, 0, 3])),
+        "silu": [-2 / (1 + np.exp(2)), 0, 3 / (1 + np.exp(-3))],
+        "gelu": [-2 * 0.5 * (1 + math.erf(-2 / math.sqrt(2))), 0.0,
+                 3 * 0.5 * (1 + math.erf(3 / math.sqrt(2)))],
+        "softmax": np.exp([-2, 0, 3]) / np.exp([-2, 0, 3]).sum(),
+    }
+    for name, want in expect.items():
+        K.activation_forward(ACTIVATIONS[name], z, out)
+        np.testing.assert_allclose(out[0], want, rtol=1e-14, atol=1e-15, err_msg=name)
+    # derivatives at 0 follow PyTorch: relu'(0) = 0, leaky_relu'(0) = 0.01, elu'(0) = 1
+    z0 = np.zeros((1, 1))
+    for name, want in [("relu", 0.0), ("leaky_relu", 0.01), ("elu", 1.0), ("gelu", 0.5),
+                       ("sigmoid", 0.25), ("tanh", 1.0), ("softplus", 0.5), ("silu", 0.5)]:
+        a = np.empty_like(z0)
+        K.activation_forward(ACTIVATIONS[name], z0, a)
+        dz = np.empty_like(z0)
+        K.activation_backward(ACTIVATIONS[name], z0, a, np.ones_like(z0), dz)
+        assert dz[0, 0] == pytest.approx(want, abs=1e-15), name
+
+
+SHAPES = [(1, 64, 32), (1, 1, 1), (7, 13, 5), (32, 784, 128), (3, 1031, 17), (129, 65, 1003)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n,n_in,n_out", SHAPES)
+def test_dense_forward_backward_match_reference(name, n, n_in, n_out, dtype):
+    rng = np.random.default_rng(n * 1000 + n_in + n_out)
+    a_prev = rng.standard_normal((n, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    da = rng.standard_normal((n, n_out)).astype(dtype)
+    z = np.empty((n, n_out), dtype)
+    a = np.empty_like(z)
+    K.dense_forward(a_prev, W, b, ACTIVATIONS[name], z, a)
+    z_ref, a_ref = R.dense_forward(a_prev, W, b, name)
+    assert_close(z, z_ref, dtype)
+    assert_close(a, a_ref, dtype)
+
+    dz = np.empty_like(z)
+    dW = np.zeros_like(W)
+    db = np.zeros_like(b)
+    da_prev = np.empty_like(a_prev)
+    K.dense_backward(a_prev, W, z_ref, a_ref, da, ACTIVATIONS[name], dz, dW, db, da_prev)
+    dz_ref, dW_ref, db_ref, da_prev_ref = R.dense_backward(a_prev, W, z_ref, a_ref, da, name)
+    assert_close(dz, dz_ref, dtype)
+    assert_close(dW, dW_ref, dtype)
+    assert_close(db, db_ref, dtype)
+    assert_close(da_prev, da_prev_ref, dtype)
+
+
+def test_dense_backward_accumulates_and_skips_da_prev(dtype):
+    rng = np.random.default_rng(3)
+    a_prev = rng.standard_normal((6, 4)).astype(dtype)
+    W = rng.standard_normal((4, 3)).astype(dtype)
+    z = rng.standard_normal((6, 3)).astype(dtype)
+    a = np.maximum(z, 0)
+    da = rng.standard_normal((6, 3)).astype(dtype)
+    dW = np.ones_like(W)
+    db = np.ones(3, dtype)
+    dz = np.empty_like(z)
+    K.dense_backward(a_prev, W, z, a, da, ACTIVATIONS["relu"], dz, dW, db, None)
+    _, dW_ref, db_ref, _ = R.dense_backward(a_prev, W, z, a, da, "relu", need_da_prev=False)
+    assert_close(dW, dW_ref + 1, dtype)
+    assert_close(db, db_ref + 1, dtype)
+
+
+def test_large_layer(dtype):
+    rng = np.random.default_rng(9)
+    n, n_in, n_out = 256, 1024, 1024
+    a_prev = rng.standard_normal((n, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) / 32).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    z = np.empty((n, n_out), dtype)
+    a = np.empty_like(z)
+    K.dense_forward(a_prev, W, b, ACTIVATIONS["tanh"], z, a)
+    z_ref, a_ref = R.dense_forward(a_prev, W, b, "tanh")
+    assert_close(a, a_ref, dtype)
+    dz, dW, db, da_prev = (np.empty_like(z), np.zeros_like(W), np.zeros_like(b),
+                           np.empty_like(a_prev))
+    K.dense_backward(a_prev, W, z, a, a, ACTIVATIONS["tanh"], dz, dW, db, da_prev)
+    _, dW_ref, db_ref, da_prev_ref = R.dense_backward(a_prev, W, z, a, a, "tanh")
+    assert_close(dW, dW_ref, dtype)
+    assert_close(db, db_ref, dtype)
+    assert_close(da_prev, da_prev_ref, dtype)
+
+
+def test_kernel_shape_checks():
+    z = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="a_out"):
+        K.activation_forward(1, z, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="W"):
+        K.dense_forward(z, np.zeros((4, 2)), np.zeros(2), 1, np.zeros((2, 2)), np.zeros((2, 2)))
