@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum {
     FP_IDENTITY = 0,
@@ -30,6 +31,22 @@ enum {
 
 #define FP_LEAKY_SLOPE 0.01
 #define FP_SOFTPLUS_THRESHOLD 20.0 /* as torch.nn.functional.softplus: linear above it */
+
+/* splitmix64 (Steele, Lea, Flood 2014): a tiny, fast generator whose whole state is one
+ * uint64, so a model's dropout stream is saved and restored as a single number. */
+static inline uint64_t fp_rng_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* uniform double in [0, 1) with 53 random bits */
+static inline double fp_rng_uniform(uint64_t *state)
+{
+    return (double)(fp_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)

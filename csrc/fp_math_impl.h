@@ -162,4 +162,34 @@ static void FN(fp_fill_rows)(TYPE *out, const TYPE *b, ptrdiff_t rows, ptrdiff_t
         for (j = 0; j < cols; j++) out[r * cols + j] = b[j];
 }
 
+/* Inverted dropout: mask := (u >= rate) / (1 - rate) with u uniform, out := x * mask.
+ * Active only in training; in inference the layer is the identity. */
+static void FN(fp_dropout_forward)(const TYPE *x, TYPE *out, TYPE *mask, ptrdiff_t n, double rate,
+                                   uint64_t *state)
+{
+    ptrdiff_t i;
+    const TYPE scale = (TYPE)(1.0 / (1.0 - rate));
+    for (i = 0; i < n; i++) mask[i] = fp_rng_uniform(state) >= rate ? scale : (TYPE)0;
+    for (i = 0; i < n; i++) out[i] = x[i] * mask[i];
+}
+
+/* x *= y elementwise (dropout backward: da_prev *= mask) */
+static void FN(fp_mul_inplace)(TYPE *x, const TYPE *y, ptrdiff_t n)
+{
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) x[i] *= y[i];
+}
+
+/* Gather rows: out[i, :] := src[idx[i], :] for i < n (minibatches without Python copies). */
+static void FN(fp_gather_rows)(const TYPE *src, const int64_t *idx, TYPE *out, ptrdiff_t n,
+                               ptrdiff_t cols)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < n; i++) {
+        const TYPE *row = src + idx[i] * cols;
+        TYPE *o = out + i * cols;
+        for (j = 0; j < cols; j++) o[j] = row[j];
+    }
+}
+
 #undef FN

@@ -2,10 +2,27 @@
 
 The public model is the textbook block (:class:`Dense`): ``forward`` computes
 ``z = a_prev @ W + b`` and ``a = g(z)`` and keeps a cache; ``backward`` takes ``da`` and the cache
-and returns ``da_prev, dW, db``. :mod:`fastprop.reference` is the same math in plain NumPy.
+and returns ``da_prev, dW, db``. :class:`Sequential` chains blocks into a model trained by one
+compiled call per step. :mod:`fastprop.reference` is the same math in plain NumPy.
 """
 from fastprop._version import __version__
-from fastprop.layers import Dense, DenseCache
-from fastprop import reference
+from fastprop import callbacks, datasets, losses, optim, reference
+from fastprop.io import load
+from fastprop.layers import Dense, DenseCache, Dropout, DropoutCache
+from fastprop.model import Sequential, gradcheck
 
-__all__ = ["__version__", "Dense", "DenseCache", "reference"]
+__all__ = [
+    "__version__",
+    "Dense",
+    "DenseCache",
+    "Dropout",
+    "DropoutCache",
+    "Sequential",
+    "gradcheck",
+    "load",
+    "callbacks",
+    "datasets",
+    "losses",
+    "optim",
+    "reference",
+]

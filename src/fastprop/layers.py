@@ -15,7 +15,7 @@ from fastprop._core import _kernels
 from fastprop.activations import ACTIVATIONS, canonical_name
 from fastprop.initializers import canonical_init, default_init, initialize
 
-__all__ = ["Dense", "DenseCache"]
+__all__ = ["Dense", "DenseCache", "Dropout", "DropoutCache"]
 
 
 class DenseCache:
@@ -207,3 +207,84 @@ class Dense:
     def __repr__(self):
         return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}, "
                 f"init={self.init!r}, dtype={self.dtype.name!r})")
+
+
+class DropoutCache:
+    """The mask of one :meth:`Dropout.forward` call (read-only, values 0 or 1 / (1 - rate))."""
+
+    __slots__ = ("layer", "mask")
+
+    def __init__(self, layer, mask):
+        self.layer, self.mask = layer, mask
+        if mask is not None:
+            mask.flags.writeable = False
+
+
+class Dropout:
+    """Inverted dropout: in training each input is zeroed with probability ``rate`` and the
+    survivors are scaled by ``1 / (1 - rate)``; in inference the layer is the identity.
+
+    Inside a :class:`~fastprop.Sequential` model the mask is drawn by the compiled engine from
+    the model's seeded stream, and only while training (``fit``, ``train_step``,
+    ``forward(training=True)``); ``predict`` and ``evaluate`` never drop.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+        Probability of dropping each value.
+    seed : int, optional
+        Seed of the standalone :meth:`forward` (a model uses its own seed).
+    """
+
+    def __init__(self, rate, seed=None):
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.number)):
+            raise TypeError(f"rate must be a number in [0, 1), got {type(rate).__name__}")
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            seed = V.check_size(seed, "seed", minimum=0)
+        self._rng = np.random.default_rng(seed)
+
+    n_params = 0
+
+    def parameters(self):
+        return []
+
+    def forward(self, a_prev, training=True, dtype=None):
+        """Return ``(a, cache)``; ``a = a_prev * mask`` in training, ``a_prev`` otherwise.
+
+        ``a_prev`` keeps its floating dtype (float32 / float64; other inputs become float64
+        unless ``dtype`` says otherwise)."""
+        if dtype is None:
+            dtype = getattr(a_prev, "dtype", np.float64)
+            dtype = dtype if np.dtype(dtype) in (np.float32, np.float64) else np.float64
+        a_prev = V.as_array(a_prev, "a_prev", V.as_dtype(dtype), ndim=2, copy=True)
+        if not training or self.rate == 0:
+            return a_prev, DropoutCache(self, None)
+        keep = 1.0 - self.rate
+        mask = ((self._rng.random(a_prev.shape) >= self.rate) / keep).astype(a_prev.dtype)
+        return a_prev * mask, DropoutCache(self, mask)
+
+    def backward(self, da, cache):
+        """Return ``da_prev = da * mask`` for the forward call that made ``cache``."""
+        if not isinstance(cache, DropoutCache):
+            raise TypeError(f"cache must be the DropoutCache returned by forward, got "
+                            f"{type(cache).__name__}")
+        if cache.layer is not self:
+            raise ValueError("cache was made by a different layer's forward call")
+        dtype = cache.mask.dtype if cache.mask is not None else \
+            (da.dtype if getattr(da, "dtype", None) in (np.float32, np.float64) else np.float64)
+        da = V.as_array(da, "da", dtype, ndim=2, copy=True)
+        if cache.mask is None:
+            return da
+        if da.shape != cache.mask.shape:
+            raise ValueError(f"da must have shape {cache.mask.shape} (the forward call's "
+                             f"output), got {da.shape}")
+        return da * cache.mask
+
+    __call__ = forward
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"

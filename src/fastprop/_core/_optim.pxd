@@ -3,7 +3,7 @@
 # Shared by the Python entry point (_optim.pyx) and the whole-model engine, which calls
 # optimizer_step from inside its nogil train step. Semantics and defaults are torch.optim's
 # (single-tensor CPU path), checked against it in tests/test_optim.py. Callers guarantee n >= 0
-# contiguous values per buffer, `hyper` of HYPER_SIZE doubles, and every state slot that
+# contiguous values per buffer, `hyper` of N_HYPER doubles, and every state slot that
 # optimizer_slots() asks for; nothing is checked here.
 #
 # Per-element math runs in double and is rounded once on store, so float32 and float64 share
@@ -41,7 +41,7 @@ cdef enum:
     H_CLIP_NORM = 11      # global-norm clipping of grads before the update; <= 0: off
     H_LR_DECAY = 12       # Adagrad
     H_INITIAL_ACCUMULATOR_VALUE = 13   # Adagrad; used when the state is allocated, not here
-    HYPER_SIZE = 14
+    N_HYPER = 14          # length of `hyper`
 
 # Bits of optimizer_slots(): which of s1, s2, s3 a kind reads and writes.
 #   SGD      s1 momentum_buffer (momentum != 0)
@@ -119,7 +119,6 @@ cdef inline void sgd_step(const double *h, floating *p, const floating *g, float
         d = g[i] + wd * pi
         b = keep * buf[i] + take * d
         buf[i] = <floating> b
-        b = buf[i]                                       # as stored (float32: rounded)
         p[i] = <floating> (pi - lr * ((d + mu * b) if nesterov else b))
 
 
@@ -201,7 +200,7 @@ cdef inline void optimizer_step(int kind, const double *hyper, floating *params,
                                 Py_ssize_t n, long long step) noexcept nogil:
     """One update of `params` (n values) by optimizer `kind`, torch.optim semantics.
 
-    hyper : HYPER_SIZE doubles, layout H_* above.  step : 1-based step number after increment.
+    hyper : N_HYPER doubles, layout H_* above.  step : 1-based step number after increment.
     IN/OUT params; grads (clipped in place when hyper[H_CLIP_NORM] > 0, never weight-decayed);
     s1, s2, s3 state (see optimizer_slots; NULL where unused). Unknown kinds do nothing."""
     if n <= 0:

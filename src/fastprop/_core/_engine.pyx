@@ -1,0 +1,431 @@
+# The whole-model engine: a model's layer list compiled into a Plan (sizes, activation codes,
+# dropout rates, offsets into the flat parameter buffer, workspace pointers), run by one nogil
+# function per call: forward through every layer, loss, backward, optimizer update. Python
+# touches nothing per layer.
+#
+# Memory: parameters and gradients are two flat buffers owned by the model (each layer's W, b,
+# dW, db are views into them). The workspace (z, a, delta, dropout buffers of every layer, and
+# the gathered minibatch) is one byte buffer sized for the largest batch seen so far; a
+# steady-state step allocates nothing. Backward keeps one delta buffer per layer: the
+# activation derivative is applied in place (dz overwrites da), and the output layer's delta is
+# written directly by the fused loss kernel.
+#
+# predict() uses its own per-call scratch (malloc'd inside nogil), never the shared workspace,
+# so several threads may predict with one model at once. Training calls share the workspace:
+# the model serializes them with a lock.
+
+from libc.stdint cimport uint64_t, int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+from libc.stddef cimport ptrdiff_t
+from cython cimport floating
+cimport numpy as cnp
+import numpy as np
+
+from fastprop._core._dense cimport (dense_forward, dense_backward, act_forward, FP_IDENTITY)
+from fastprop._core._loss cimport loss_and_grad
+from fastprop._core._optim cimport optimizer_step
+
+cnp.import_array()
+
+cdef extern from "fp_math.h" nogil:
+    void fp_dropout_forward_f(const float *x, float *out, float *mask, ptrdiff_t n, double rate,
+                              uint64_t *state)
+    void fp_dropout_forward_d(const double *x, double *out, double *mask, ptrdiff_t n,
+                              double rate, uint64_t *state)
+    void fp_mul_inplace_f(float *x, const float *y, ptrdiff_t n)
+    void fp_mul_inplace_d(double *x, const double *y, ptrdiff_t n)
+    void fp_gather_rows_f(const float *src, const int64_t *idx, float *out, ptrdiff_t n,
+                          ptrdiff_t cols)
+    void fp_gather_rows_d(const double *src, const int64_t *idx, double *out, ptrdiff_t n,
+                          ptrdiff_t cols)
+
+
+cdef struct Plan:
+    int L               # number of dense layers
+    int *n_in
+    int *n_out
+    int *act
+    double *drop        # dropout rate on each dense layer's input (0: none)
+    Py_ssize_t *w_off   # offsets of W[l], b[l] in the flat buffers (in elements)
+    Py_ssize_t *b_off
+    int loss
+    char **z            # workspace, per layer: z (n, n_out), a (n, n_out; = z for identity),
+    char **a
+    char **g            # delta (n, n_out): da, then dz in place
+    char **d            # dropped input (n, n_in) and its mask, NULL without dropout
+    char **m
+    char *xb            # gathered minibatch: inputs, dense targets, labels, sample weights
+    char *yb
+    char *lb
+    char *wb
+    uint64_t rng        # dropout stream (splitmix64 state)
+
+
+cdef inline void _dropout(const floating *x, floating *out, floating *mask, ptrdiff_t n,
+                          double rate, uint64_t *state) noexcept nogil:
+    if floating is float:
+        fp_dropout_forward_f(x, out, mask, n, rate, state)
+    else:
+        fp_dropout_forward_d(x, out, mask, n, rate, state)
+
+
+cdef inline void _mul(floating *x, const floating *y, ptrdiff_t n) noexcept nogil:
+    if floating is float:
+        fp_mul_inplace_f(x, y, n)
+    else:
+        fp_mul_inplace_d(x, y, n)
+
+
+cdef inline void _gather(const floating *src, const int64_t *idx, floating *out, ptrdiff_t n,
+                         ptrdiff_t cols) noexcept nogil:
+    if floating is float:
+        fp_gather_rows_f(src, idx, out, n, cols)
+    else:
+        fp_gather_rows_d(src, idx, out, n, cols)
+
+
+cdef inline const floating *_layer_input(Plan *p, int l, const floating *X,
+                                         bint training) noexcept nogil:
+    if training and p.drop[l] > 0:
+        return <floating *> p.d[l]
+    if l == 0:
+        return X
+    return <floating *> p.a[l - 1]
+
+
+cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
+                   bint training) noexcept nogil:
+    """Every layer's z and a into the workspace (dropout applied when training)."""
+    cdef int l
+    cdef const floating *a_in = X
+    for l in range(p.L):
+        if training and p.drop[l] > 0:
+            _dropout(a_in, <floating *> p.d[l], <floating *> p.m[l],
+                     <ptrdiff_t> n * p.n_in[l], p.drop[l], &p.rng)
+            a_in = <floating *> p.d[l]
+        dense_forward(a_in, params + p.w_off[l], params + p.b_off[l], p.act[l], n,
+                      p.n_in[l], p.n_out[l], <floating *> p.z[l], <floating *> p.a[l])
+        a_in = <floating *> p.a[l]
+
+
+cdef void _backward(Plan *p, const floating *X, const floating *params, floating *grads,
+                    int n, bint training) noexcept nogil:
+    """grads += every layer's dW, db, given the output layer's dz in p.g[L-1]."""
+    cdef int l, act
+    cdef floating *da_prev
+    for l in range(p.L - 1, -1, -1):
+        act = FP_IDENTITY if l == p.L - 1 else p.act[l]   # the loss already gave dz
+        da_prev = NULL if l == 0 else <floating *> p.g[l - 1]
+        dense_backward(_layer_input(p, l, X, training), params + p.w_off[l],
+                       <floating *> p.z[l], <floating *> p.a[l], <floating *> p.g[l], act, n,
+                       p.n_in[l], p.n_out[l], <floating *> p.g[l], grads + p.w_off[l],
+                       grads + p.b_off[l], da_prev)
+        if da_prev != NULL and training and p.drop[l] > 0:
+            _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * p.n_in[l])
+
+
+cdef double _loss_grad(Plan *p, const floating *y, const long long *labels, const floating *w,
+                       int n, bint grad) noexcept nogil:
+    cdef int last = p.L - 1
+    return loss_and_grad(p.loss, p.act[last], <floating *> p.z[last], <floating *> p.a[last],
+                         y, labels, w, n, p.n_out[last],
+                         <floating *> p.g[last] if grad else NULL,
+                         <floating *> p.g[last] if grad else NULL)
+
+
+cdef double _step(Plan *p, const floating *X, const floating *y, const long long *labels,
+                  const floating *w, floating *params, floating *grads, Py_ssize_t n_params,
+                  int n, int opt_kind, const double *hyper, floating *s1, floating *s2,
+                  floating *s3, long long t, bint update) noexcept nogil:
+    """Forward, loss, backward and (if update) the optimizer, for one batch; returns the loss
+    of the forward pass."""
+    cdef double loss
+    _forward(p, X, params, n, True)
+    loss = _loss_grad(p, y, labels, w, n, True)
+    memset(grads, 0, n_params * sizeof(floating))
+    _backward(p, X, params, grads, n, True)
+    if update:
+        optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+    return loss
+
+
+cdef void _predict(Plan *p, const floating *X, const floating *params, int n, int rows,
+                   floating *buf0, floating *buf1, floating *out_a,
+                   floating *out_z) noexcept nogil:
+    """Inference in chunks of `rows` samples through two ping-pong buffers; the output layer
+    writes z to out_z (if not NULL) and a to out_a."""
+    cdef int r0 = 0, nr, l, n_out
+    cdef const floating *a_in
+    cdef floating *zb
+    cdef floating *ab
+    while r0 < n:
+        nr = rows if n - r0 > rows else n - r0
+        a_in = X + <ptrdiff_t> r0 * p.n_in[0]
+        for l in range(p.L):
+            n_out = p.n_out[l]
+            if l == p.L - 1:
+                ab = out_a + <ptrdiff_t> r0 * n_out
+                zb = out_z + <ptrdiff_t> r0 * n_out if out_z != NULL else ab
+            else:
+                zb = buf0 if l % 2 == 0 else buf1
+                ab = zb
+            dense_forward(a_in, params + p.w_off[l], params + p.b_off[l], p.act[l], nr,
+                          p.n_in[l], n_out, zb, ab)
+            a_in = ab
+        r0 += nr
+
+
+cdef inline void *_ptr(object arr):
+    return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray> arr)
+
+
+cdef class Engine:
+    """Compiled plan of a Sequential model. Private: fastprop.model validates everything."""
+    cdef Plan p
+    cdef readonly bint is_double
+    cdef readonly Py_ssize_t capacity, n_params
+    cdef object params, grads, ws
+    cdef int itemsize, n_in0, k, max_width
+
+    def __cinit__(self):
+        memset(&self.p, 0, sizeof(Plan))
+
+    def __init__(self, n_in, n_out, act, drop, w_off, b_off, int loss, params, grads,
+                 uint64_t seed):
+        cdef int L = len(n_in), l
+        self.p.L = L
+        self.p.n_in = <int *> malloc(L * sizeof(int))
+        self.p.n_out = <int *> malloc(L * sizeof(int))
+        self.p.act = <int *> malloc(L * sizeof(int))
+        self.p.drop = <double *> malloc(L * sizeof(double))
+        self.p.w_off = <Py_ssize_t *> malloc(L * sizeof(Py_ssize_t))
+        self.p.b_off = <Py_ssize_t *> malloc(L * sizeof(Py_ssize_t))
+        self.p.z = <char **> malloc(5 * L * sizeof(char *))
+        if self.p.n_in == NULL or self.p.n_out == NULL or self.p.act == NULL or \
+                self.p.drop == NULL or self.p.w_off == NULL or self.p.b_off == NULL or \
+                self.p.z == NULL:
+            raise MemoryError()
+        memset(self.p.z, 0, 5 * L * sizeof(char *))
+        self.p.a = self.p.z + L
+        self.p.g = self.p.z + 2 * L
+        self.p.d = self.p.z + 3 * L
+        self.p.m = self.p.z + 4 * L
+        self.max_width = 1
+        for l in range(L):
+            self.p.n_in[l] = n_in[l]
+            self.p.n_out[l] = n_out[l]
+            self.p.act[l] = act[l]
+            self.p.drop[l] = drop[l]
+            self.p.w_off[l] = w_off[l]
+            self.p.b_off[l] = b_off[l]
+            self.max_width = max(self.max_width, n_out[l])
+        self.p.loss = loss
+        self.p.rng = seed
+        self.params, self.grads = params, grads
+        self.is_double = params.dtype == np.float64
+        self.itemsize = params.dtype.itemsize
+        self.n_params = params.shape[0]
+        self.n_in0 = n_in[0]
+        self.k = n_out[L - 1]
+        self.capacity = 0
+        self.ws = None
+
+    def __dealloc__(self):
+        free(self.p.n_in)
+        free(self.p.n_out)
+        free(self.p.act)
+        free(self.p.drop)
+        free(self.p.w_off)
+        free(self.p.b_off)
+        free(self.p.z)
+
+    property rng_state:
+        def __get__(self):
+            return int(self.p.rng)
+
+        def __set__(self, uint64_t value):
+            self.p.rng = value
+
+    def ensure_capacity(self, Py_ssize_t n):
+        """Size the workspace for batches of up to n samples (grows, never shrinks)."""
+        if n <= self.capacity:
+            return
+        cdef int L = self.p.L, l
+        cdef Py_ssize_t off = 0, sz = self.itemsize
+        offsets = []
+
+        def take(Py_ssize_t nbytes):
+            nonlocal off
+            start = off
+            off += (nbytes + 63) // 64 * 64   # 64-byte aligned sub-buffers
+            return start
+
+        for l in range(L):
+            zo = take(n * self.p.n_out[l] * sz)
+            ao = zo if self.p.act[l] == FP_IDENTITY else take(n * self.p.n_out[l] * sz)
+            go = take(n * self.p.n_out[l] * sz)
+            do = mo = -1
+            if self.p.drop[l] > 0:
+                do = take(n * self.p.n_in[l] * sz)
+                mo = take(n * self.p.n_in[l] * sz)
+            offsets.append((zo, ao, go, do, mo))
+        xo = take(n * self.n_in0 * sz)
+        yo = take(n * self.k * sz)
+        lo = take(n * 8)
+        wo = take(n * sz)
+        ws = np.empty(off + 64, dtype=np.uint8)
+        cdef char *base = <char *> cnp.PyArray_DATA(ws)
+        base += (64 - (<size_t> base) % 64) % 64
+        for l in range(L):
+            zo, ao, go, do, mo = offsets[l]
+            self.p.z[l] = base + <Py_ssize_t> zo
+            self.p.a[l] = base + <Py_ssize_t> ao
+            self.p.g[l] = base + <Py_ssize_t> go
+            self.p.d[l] = NULL if do < 0 else base + <Py_ssize_t> do
+            self.p.m[l] = NULL if mo < 0 else base + <Py_ssize_t> mo
+        self.p.xb = base + <Py_ssize_t> xo
+        self.p.yb = base + <Py_ssize_t> yo
+        self.p.lb = base + <Py_ssize_t> lo
+        self.p.wb = base + <Py_ssize_t> wo
+        self.ws = ws
+        self.capacity = n
+
+    def workspace_nbytes(self):
+        return 0 if self.ws is None else self.ws.nbytes
+
+    def train_step(self, X, y, labels, w, idx, int opt_kind, const double[::1] hyper, s1, s2,
+                   s3, long long t, bint update=True):
+        """One training step on X (n, n_in) or, when idx is given, on the rows idx of X / y /
+        labels / w (gathered in C). Returns the loss of the forward pass. Arrays are validated
+        C-contiguous arrays of the model dtype (labels int64, idx int64)."""
+        cdef int n = idx.shape[0] if idx is not None else X.shape[0]
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(y)
+        cdef void *pl = _ptr(labels)
+        cdef void *pw = _ptr(w)
+        cdef const int64_t *pi = <const int64_t *> _ptr(idx)
+        cdef void *pp = _ptr(self.params)
+        cdef void *pg = _ptr(self.grads)
+        cdef void *q1 = _ptr(s1)
+        cdef void *q2 = _ptr(s2)
+        cdef void *q3 = _ptr(s3)
+        cdef const double *h = &hyper[0]
+        cdef double loss
+        self.ensure_capacity(n)
+        with nogil:
+            if pi != NULL:
+                self._gather(px, py, pl, pw, pi, n)
+                px = self.p.xb
+                py = NULL if py == NULL else self.p.yb
+                pl = NULL if pl == NULL else self.p.lb
+                pw = NULL if pw == NULL else self.p.wb
+            if self.is_double:
+                loss = _step[double](&self.p, <double *> px, <double *> py, <long long *> pl,
+                                     <double *> pw, <double *> pp, <double *> pg,
+                                     self.n_params, n, opt_kind, h, <double *> q1,
+                                     <double *> q2, <double *> q3, t, update)
+            else:
+                loss = _step[float](&self.p, <float *> px, <float *> py, <long long *> pl,
+                                    <float *> pw, <float *> pp, <float *> pg, self.n_params,
+                                    n, opt_kind, h, <float *> q1, <float *> q2, <float *> q3,
+                                    t, update)
+        return loss
+
+    cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
+                      const int64_t *idx, int n) noexcept nogil:
+        cdef int i
+        if self.is_double:
+            _gather[double](<double *> px, idx, <double *> self.p.xb, n, self.n_in0)
+            if py != NULL:
+                _gather[double](<double *> py, idx, <double *> self.p.yb, n, self.k)
+            if pw != NULL:
+                _gather[double](<double *> pw, idx, <double *> self.p.wb, n, 1)
+        else:
+            _gather[float](<float *> px, idx, <float *> self.p.xb, n, self.n_in0)
+            if py != NULL:
+                _gather[float](<float *> py, idx, <float *> self.p.yb, n, self.k)
+            if pw != NULL:
+                _gather[float](<float *> pw, idx, <float *> self.p.wb, n, 1)
+        if pl != NULL:
+            for i in range(n):
+                (<int64_t *> self.p.lb)[i] = (<const int64_t *> pl)[idx[i]]
+
+    def forward(self, X, bint training):
+        """Forward pass of X into the workspace (the textbook path keeps these caches)."""
+        cdef int n = X.shape[0]
+        cdef void *px = _ptr(X)
+        cdef void *pp = _ptr(self.params)
+        self.ensure_capacity(n)
+        with nogil:
+            if self.is_double:
+                _forward[double](&self.p, <double *> px, <double *> pp, n, training)
+            else:
+                _forward[float](&self.p, <float *> px, <float *> pp, n, training)
+
+    def backward(self, X, y, labels, w, bint training):
+        """After forward(X): loss, then grads := dL/dparams (zeroed first). Returns the loss."""
+        cdef int n = X.shape[0]
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(y)
+        cdef void *pl = _ptr(labels)
+        cdef void *pw = _ptr(w)
+        cdef void *pp = _ptr(self.params)
+        cdef void *pg = _ptr(self.grads)
+        cdef double loss
+        with nogil:
+            if self.is_double:
+                loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
+                                          <double *> pw, n, True)
+                memset(pg, 0, self.n_params * sizeof(double))
+                _backward[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
+                                  training)
+            else:
+                loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
+                                         <float *> pw, n, True)
+                memset(pg, 0, self.n_params * sizeof(float))
+                _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
+                                 training)
+        return loss
+
+    def layer_buffers(self, int l, int n):
+        """Views (z, a, delta) of layer l's workspace for the first n samples (read-only)."""
+        dt = np.float64 if self.is_double else np.float32
+        out = []
+        for ptr in (<size_t> self.p.z[l], <size_t> self.p.a[l], <size_t> self.p.g[l]):
+            off = ptr - <size_t> cnp.PyArray_DATA(self.ws)
+            v = self.ws[off:off + n * self.p.n_out[l] * self.itemsize].view(dt)
+            v = v.reshape(n, self.p.n_out[l])
+            v.flags.writeable = False
+            out.append(v)
+        return out
+
+    def predict(self, X, out_a, out_z=None, int rows=256):
+        """out_a := the network's output for X (inference: no dropout); out_z := the output
+        layer's z when given. Thread-safe: scratch is per call."""
+        cdef int n = X.shape[0]
+        cdef int chunk = rows if rows < n else n
+        cdef size_t nbytes = <size_t> chunk * self.max_width * self.itemsize
+        cdef void *px = _ptr(X)
+        cdef void *pp = _ptr(self.params)
+        cdef void *pa = _ptr(out_a)
+        cdef void *pz = _ptr(out_z)
+        cdef void *b0
+        cdef void *b1
+        cdef bint failed = False
+        with nogil:
+            b0 = malloc(2 * nbytes + 1)
+            if b0 == NULL:
+                failed = True
+            else:
+                b1 = <char *> b0 + nbytes
+                if self.is_double:
+                    _predict[double](&self.p, <double *> px, <double *> pp, n, chunk,
+                                     <double *> b0, <double *> b1, <double *> pa,
+                                     <double *> pz)
+                else:
+                    _predict[float](&self.p, <float *> px, <float *> pp, n, chunk,
+                                    <float *> b0, <float *> b1, <float *> pa, <float *> pz)
+                free(b0)
+        if failed:
+            raise MemoryError("predict: no memory for the scratch buffers")

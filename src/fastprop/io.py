@@ -1,0 +1,585 @@
+"""Save and load a whole model -- architecture, weights, optimizer state, RNG -- without pickle.
+
+File format (``FORMAT = "fastprop-model"``, ``FORMAT_VERSION = 1``; extension ``.fpz`` by
+convention, any name accepted). The file is an ordinary ``.npz`` archive, i.e. a ZIP written by
+:func:`numpy.savez` (stored, uncompressed), with exactly these members:
+
+``header.npy``
+    uint8, 1-D: a UTF-8 JSON object (at most ``MAX_HEADER_BYTES`` bytes)::
+
+        {"format": "fastprop-model", "format_version": 1, "fastprop_version": "0.1.0",
+         "config": {...model.get_config()...}, "dtype": "float32", "n_params": 1234, "t": 10,
+         "arrays": {"params": {"dtype": "float32", "shape": [1234], "sha256": "<64 hex>"},
+                    "opt_m":  {...}, "opt_v": {...},
+                    "rng":    {"dtype": "uint64", "shape": [...], "sha256": "<64 hex>"}}}
+
+    ``t`` is the optimizer's step count; ``arrays`` lists every other member, with its dtype,
+    shape and the SHA-256 of its little-endian, C-order bytes.
+``params.npy``
+    The model's flat parameter buffer, ``(n_params,)``, the model's dtype, little-endian.
+``opt_<name>.npy``
+    One per optimizer state array (``<name>`` is ``[A-Za-z0-9_]{1,64}``), the model's dtype.
+``rng.npy``
+    uint64: the dropout generator's state.
+
+Writing is atomic: the archive goes to a temporary file in the destination's directory, is
+flushed and fsync'ed, then renamed over the destination with :func:`os.replace`; on any failure
+the temporary file is removed and an existing file at the destination is untouched.
+
+Reading never unpickles (``allow_pickle=False``) and validates everything before it returns a
+model: the file is a ZIP with exactly the expected members; the header is a JSON object with
+exactly the expected fields; format and version match; every member's declared size, ``.npy``
+dtype and shape agree with the header *before* anything is read or allocated (a member claiming
+more bytes than the header allows -- a zip bomb -- is refused unread); the config builds a model
+(:meth:`Sequential.from_config`) whose parameter count and optimizer / RNG layout match the
+arrays; checksums match; parameters and optimizer state are finite. Any failure raises
+``ValueError`` naming the file and the problem (``FileNotFoundError`` for a missing file); no
+partly restored model is ever returned.
+"""
+import hashlib
+import io as _io
+import json
+import math
+import os
+import re
+import stat
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+from numpy.lib import format as _npy
+
+from fastprop import _validation as V
+from fastprop._version import __version__
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MAX_HEADER_BYTES", "save", "load", "to_bytes",
+           "from_bytes"]
+
+FORMAT = "fastprop-model"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 8 * 2**20  # the JSON header; ~100 bytes per layer, so ~80k layers
+
+_HEADER_KEYS = frozenset({"format", "format_version", "fastprop_version", "config", "dtype",
+                          "n_params", "t", "arrays"})
+_ARRAY_KEYS = frozenset({"dtype", "shape", "sha256"})
+_STATE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+_MODEL_DTYPES = ("float32", "float64")
+_T_MAX = 2**63 - 1
+_MAX_NPY_HEADER = 10000  # numpy's own default limit on a .npy header
+
+
+# -- public API ------------------------------------------------------------------------------
+def save(model, path):
+    """Write ``model`` to ``path`` atomically, in the fastprop model format (no pickle).
+
+    Parameters
+    ----------
+    model : Sequential
+        The model: its config, flat parameters, optimizer state and step count, and dropout
+        RNG state are saved.
+    path : str or os.PathLike
+        Destination; ``.fpz`` by convention, any name accepted (nothing is appended). An
+        existing file is replaced only once the new one is completely on disk, and keeps its
+        permission bits.
+
+    Raises
+    ------
+    TypeError
+        If ``path`` is not a path, or the model does not provide the state interface.
+    ValueError
+        If ``path`` is a directory, or the model's state cannot be saved faithfully (for
+        instance NaN / inf parameters: the file would not load).
+    OSError
+        If the destination directory is missing or not writable. Nothing is left behind.
+
+    See Also
+    --------
+    load, to_bytes
+    """
+    path = _as_path(path)
+    if os.path.isdir(path):
+        raise ValueError(f"cannot save model to {path!r}: it is a directory")
+    header, members = _collect(model)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _set_mode(f.fileno(), path)
+            _write(f, header, members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def load(path):
+    """Read a model written by :func:`save`, validating every field first.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    model : Sequential
+        A new model with the saved architecture, parameters, optimizer state (including the
+        step count) and dropout RNG state: its predictions and further training are identical
+        to those of the saved model.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``path`` is a directory, or not a fastprop model file (empty, not a ZIP, a ``.npy``,
+        another archive), or is truncated, corrupted or tampered with, or was written by a newer
+        format version. The message names the file and what is wrong.
+    TypeError
+        If ``path`` is not a path.
+    """
+    path = _as_path(path)
+    where = f"cannot load model from {path!r}"
+    if os.path.isdir(path):
+        raise _fail(where, "it is a directory")
+    with open(path, "rb") as f:
+        return _read(f, where)
+
+
+def to_bytes(model):
+    """Serialize ``model`` to bytes: exactly the contents :func:`save` writes to a file.
+
+    Used by ``Sequential.__getstate__`` so that :mod:`pickle` and :func:`copy.deepcopy` work.
+    """
+    header, members = _collect(model)
+    buf = _io.BytesIO()
+    _write(buf, header, members)
+    return buf.getvalue()
+
+
+def from_bytes(data):
+    """Rebuild a model from :func:`to_bytes` output, with the same validation as :func:`load`.
+
+    Parameters
+    ----------
+    data : bytes, bytearray or memoryview
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return _read(_io.BytesIO(bytes(data)), "cannot load model from bytes")
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _as_path(path):
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fsdecode(os.fspath(path))
+
+
+def _le(dtype_name):
+    """The little-endian dtype stored on disk for ``dtype_name``."""
+    return np.dtype(dtype_name).newbyteorder("<")
+
+
+def _sha256(arr):
+    return hashlib.sha256(memoryview(np.ascontiguousarray(arr)).cast("B")).hexdigest()
+
+
+def _collect(model):
+    """Take the model's state through its public interface; return (header, members)."""
+    try:
+        config = model.get_config()
+        params = model.params
+        opt_arrays, t = model.optimizer.get_state()
+        rng = model.get_rng_state()
+    except AttributeError as exc:
+        raise TypeError(f"model must be a fastprop Sequential, got {type(model).__name__} "
+                        f"({exc})") from None
+    if not isinstance(config, dict):
+        raise TypeError(f"model.get_config() must return a dict, got {type(config).__name__}")
+    dtype = config.get("dtype")
+    if dtype not in _MODEL_DTYPES:
+        raise ValueError(f"model config has dtype {dtype!r}, expected 'float32' or 'float64'")
+    if not isinstance(opt_arrays, dict):
+        raise TypeError("optimizer.get_state() must return (dict of arrays, t)")
+
+    members = {}
+
+    def add(name, arr, want, finite):
+        arr = np.asarray(arr)
+        if arr.dtype != np.dtype(want):
+            raise ValueError(f"cannot save model: {name} has dtype {arr.dtype}, expected {want}")
+        if finite and not np.isfinite(arr).all():
+            raise ValueError(f"cannot save model: {name} contains NaN or infinity (the file "
+                             f"would not load)")
+        # a copy: the checksum and the bytes written must agree even if training continues
+        members[name] = np.array(arr, dtype=_le(want), order="C", copy=True)
+
+    add("params", params, dtype, True)
+    if members["params"].ndim != 1:
+        raise ValueError(f"cannot save model: params must be 1-D, got shape "
+                         f"{members['params'].shape}")
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+        raise TypeError(f"cannot save model: optimizer step count t must be an integer, got "
+                        f"{type(t).__name__}")
+    for name, arr in opt_arrays.items():
+        if not isinstance(name, str) or not _STATE_NAME.match(name):
+            raise ValueError(f"cannot save model: optimizer state name {name!r} must match "
+                             f"[A-Za-z0-9_]{{1,64}}")
+        add(f"opt_{name}", arr, dtype, True)
+    add("rng", rng, "uint64", False)
+
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fastprop_version": __version__,
+        "config": config,
+        "dtype": dtype,
+        "n_params": int(members["params"].size),
+        "t": int(t),
+        "arrays": {name: {"dtype": np.dtype(a.dtype.name).name, "shape": list(a.shape),
+                          "sha256": _sha256(a)} for name, a in members.items()},
+    }
+    # what load would say about this header, said now: every file save writes can be loaded
+    _check_header(header, "cannot save model")
+    return header, members
+
+
+def _write(f, header, members):
+    try:
+        text = json.dumps(header, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot save model: its config is not JSON-serialisable ({exc})") from None
+    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    if raw.size > MAX_HEADER_BYTES:
+        raise ValueError(f"cannot save model: header is {raw.size} bytes, more than "
+                         f"{MAX_HEADER_BYTES}")
+    np.savez(f, allow_pickle=False, header=raw, **members)
+
+
+def _set_mode(fd, path):
+    """Give the temp file (mkstemp: 0600) the mode the destination has, or would have."""
+    if not hasattr(os, "fchmod"):
+        return
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    os.fchmod(fd, mode)
+
+
+def _umask():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory):
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _fail(where, what):
+    """A ValueError ``"<where>: <what>"``, marked as already carrying its context."""
+    exc = ValueError(f"{where}: {what}")
+    exc._fastprop_io = True
+    return exc
+
+
+# What a damaged archive makes zipfile / zlib / numpy raise; all become ValueError.
+_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+           NotImplementedError, RuntimeError, KeyError, IndexError, OverflowError,
+           UnicodeError, SyntaxError)
+
+
+def _read(f, where):
+    head = f.read(8)
+    f.seek(0)
+    if not head:
+        raise _fail(where, "the file is empty")
+    if head.startswith(_npy.MAGIC_PREFIX):
+        raise _fail(where, "it is a single .npy array, not a fastprop model archive")
+    if not head.startswith(b"PK"):
+        raise _fail(where, "not a fastprop model file (not a ZIP archive)")
+    try:
+        npz = np.load(f, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise _fail(where, "not a fastprop model archive")
+        with npz:
+            return _read_archive(npz, where)
+    except ValueError as exc:
+        if getattr(exc, "_fastprop_io", False):
+            raise
+        raise _fail(where, f"the file is corrupted ({exc})") from None
+    except _DAMAGE as exc:
+        raise _fail(where, f"the file is truncated or corrupted "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_archive(npz, where):
+    zf = npz.zip
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    if len(names) != len(set(names)):
+        raise _fail(where, "the archive has duplicate member names")
+    infos = {i.filename: i for i in infos}
+    if "header.npy" not in infos:
+        raise _fail(where, "no header.npy member: not a fastprop model file "
+                           f"(members: {sorted(names)[:10]})")
+    for info in infos.values():
+        if info.flag_bits & 0x1:
+            raise _fail(where, f"member {info.filename} is encrypted")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _fail(where, f"member {info.filename} uses an unsupported compression method")
+
+    # 1. the header, bounded before it is read
+    _check_member(zf, infos["header.npy"], "|u1", None, where, MAX_HEADER_BYTES)
+    raw = npz["header.npy"]
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
+                            parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise _fail(where, "header is not valid UTF-8") from None
+    except ValueError as exc:
+        raise _fail(where, f"header is not valid JSON ({exc})") from None
+    _check_header(header, where)
+
+    # 2. exactly the members the header lists, each of exactly the size it implies
+    expected = {f"{name}.npy" for name in header["arrays"]} | {"header.npy"}
+    missing = sorted(expected - infos.keys())
+    if missing:
+        raise _fail(where, f"missing member(s) {missing}")
+    extra = sorted(infos.keys() - expected)
+    if extra:
+        raise _fail(where, f"unexpected member(s) {extra[:10]}")
+    for name, spec in header["arrays"].items():
+        _check_member(zf, infos[f"{name}.npy"], _le(spec["dtype"]).str, tuple(spec["shape"]),
+                      where)
+
+    # 3. a fresh model from the config, whose layout must match the arrays
+    model = _build(header, where)
+
+    # 4. the arrays: checksums and finiteness
+    dtype = np.dtype(header["dtype"])
+    arrays = {}
+    for name, spec in header["arrays"].items():
+        arr = npz[f"{name}.npy"]
+        if _sha256(arr) != spec["sha256"]:
+            raise _fail(where, f"{name} checksum mismatch: the file is corrupted or was "
+                               f"modified")
+        if name != "rng" and not np.isfinite(arr).all():
+            raise _fail(where, f"{name} contains NaN or infinity")
+        arrays[name] = arr.astype(np.uint64 if name == "rng" else dtype, copy=False)
+
+    # 5. restore the state; the model is returned only if all of it was accepted
+    opt = {name[4:]: a for name, a in arrays.items() if name.startswith("opt_")}
+    try:
+        model.params[...] = arrays["params"]
+        if opt or header["t"]:  # else: a fresh optimizer, nothing to restore
+            model.optimizer.set_state(opt, header["t"])
+        model.set_rng_state(arrays["rng"])
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, f"the model rejected the saved state ({exc})") from None
+    return model
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_member(zf, info, descr, shape, where, max_bytes=None):
+    """Check a member's .npy header against what is expected, reading only that header.
+
+    The member's declared uncompressed size must be exactly its .npy header plus the data the
+    expected ``shape`` and ``descr`` imply, so nothing larger is ever decompressed or allocated.
+    ``shape=None`` accepts any 1-D shape whose data fits in ``max_bytes``.
+    """
+    name = info.filename
+    item = np.dtype(descr).itemsize
+    # the declared size, before anything is decompressed
+    limit = _MAX_NPY_HEADER + 16 + (max_bytes if shape is None else math.prod(shape) * item)
+    if info.file_size > limit:
+        raise _fail(where, f"member {name} declares {info.file_size} bytes, more than the "
+                           f"{limit} its header allows (refusing to decompress it)")
+    with zf.open(info) as m:
+        try:
+            version = _npy.read_magic(m)
+            if version == (1, 0):
+                got_shape, fortran, got_dtype = _npy.read_array_header_1_0(m)
+            elif version == (2, 0):
+                got_shape, fortran, got_dtype = _npy.read_array_header_2_0(m)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except ValueError as exc:
+            raise _fail(where, f"member {name} is not a valid .npy array ({exc})") from None
+        offset = m.tell()
+    if got_dtype.str != descr or got_dtype.hasobject:
+        raise _fail(where, f"member {name} has dtype {got_dtype.str!r}, expected {descr!r}")
+    if fortran and len(got_shape) > 1:
+        raise _fail(where, f"member {name} is Fortran-ordered, expected C order")
+    if shape is None:
+        if len(got_shape) != 1 or got_shape[0] * item > max_bytes:
+            raise _fail(where, f"member {name} has shape {got_shape}, expected 1-D of at most "
+                               f"{max_bytes} bytes")
+    elif tuple(got_shape) != shape:
+        raise _fail(where, f"member {name} has shape {got_shape}, header says {shape}")
+    nbytes = math.prod(got_shape) * item
+    if info.file_size != offset + nbytes:
+        raise _fail(where, f"member {name} is {info.file_size} bytes, expected "
+                           f"{offset + nbytes} for shape {tuple(got_shape)}")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_header(h, where):
+    """Validate the decoded header's structure and types (not yet against a model)."""
+    if not isinstance(h, dict):
+        raise _fail(where, f"header must be a JSON object, got {type(h).__name__}")
+    if h.get("format") != FORMAT:
+        raise _fail(where, f"not a fastprop model file (format is {h.get('format')!r}, "
+                           f"expected {FORMAT!r})")
+    version = h.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise _fail(where, f"format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise _fail(where, f"the file has format version {version}, newer than this fastprop "
+                           f"({__version__}) reads (up to {FORMAT_VERSION}): upgrade fastprop "
+                           f"(written by fastprop {h.get('fastprop_version')!r})")
+    missing = sorted(_HEADER_KEYS - h.keys())
+    if missing:
+        raise _fail(where, f"header lacks field(s) {missing}")
+    extra = sorted(h.keys() - _HEADER_KEYS)
+    if extra:
+        raise _fail(where, f"header has unexpected field(s) {extra}")
+    if not isinstance(h["fastprop_version"], str) or len(h["fastprop_version"]) > 64:
+        raise _fail(where, "fastprop_version must be a short string")
+    if not isinstance(h["config"], dict):
+        raise _fail(where, f"config must be a JSON object, got {type(h['config']).__name__}")
+    dtype = h["dtype"]
+    if dtype not in _MODEL_DTYPES:
+        raise _fail(where, f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if h["config"].get("dtype") != dtype:
+        raise _fail(where, f"config dtype {h['config'].get('dtype')!r} differs from the "
+                           f"header's dtype {dtype!r}")
+    n_params = h["n_params"]
+    if not _is_int(n_params) or n_params < 1:
+        raise _fail(where, f"n_params must be a positive integer, got {n_params!r}")
+    t = h["t"]
+    if not _is_int(t) or not 0 <= t <= _T_MAX:
+        raise _fail(where, f"t (the optimizer step count) must be an integer in [0, 2**63), "
+                           f"got {t!r}")
+
+    arrays = h["arrays"]
+    if not isinstance(arrays, dict):
+        raise _fail(where, "arrays must be a JSON object")
+    for name in ("params", "rng"):
+        if name not in arrays:
+            raise _fail(where, f"arrays lacks {name!r}")
+    total = 0
+    for name, spec in arrays.items():
+        if name == "params":
+            want = dtype
+        elif name == "rng":
+            want = "uint64"
+        elif name.startswith("opt_") and _STATE_NAME.match(name[4:]):
+            want = dtype
+        else:
+            raise _fail(where, f"unexpected array name {name!r}")
+        if not isinstance(spec, dict) or spec.keys() != _ARRAY_KEYS:
+            raise _fail(where, f"arrays[{name!r}] must have exactly the fields "
+                               f"{sorted(_ARRAY_KEYS)}")
+        if spec["dtype"] != want:
+            raise _fail(where, f"{name} has dtype {spec['dtype']!r}, expected {want!r}")
+        shape = spec["shape"]
+        if (not isinstance(shape, list) or len(shape) > 8
+                or not all(_is_int(d) and 0 <= d <= 2**62 for d in shape)):
+            raise _fail(where, f"{name} shape must be a list of non-negative integers, "
+                               f"got {shape!r}")
+        if not isinstance(spec["sha256"], str) or not _SHA256.match(spec["sha256"]):
+            raise _fail(where, f"{name} sha256 must be 64 lowercase hex digits")
+        size = math.prod(shape)
+        total += size * np.dtype(want).itemsize
+        try:
+            V.check_alloc(size, np.dtype(want).itemsize, name)
+        except ValueError as exc:
+            raise _fail(where, str(exc)) from None
+    if arrays["params"]["shape"] != [n_params]:
+        raise _fail(where, f"params shape {arrays['params']['shape']} does not match "
+                           f"n_params {n_params}")
+    if len(arrays["rng"]["shape"]) != 1:
+        raise _fail(where, f"rng must be 1-D, got shape {arrays['rng']['shape']}")
+    try:
+        V.check_alloc(total, 1, "the model's arrays")
+    except ValueError as exc:
+        raise _fail(where, str(exc)) from None
+
+
+def _sequential():
+    # imported here: fastprop.model imports this module
+    from fastprop.model import Sequential
+    return Sequential
+
+
+def _build(header, where):
+    """A fresh model from the header's config; its layout must match the saved arrays."""
+    try:
+        model = _sequential().from_config(header["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _fail(where, f"invalid model config ({type(exc).__name__}: {exc})") from None
+    arrays = header["arrays"]
+    if model.params.dtype != np.dtype(header["dtype"]):
+        raise _fail(where, f"config builds a {model.params.dtype} model, header says "
+                           f"{header['dtype']}")
+    if model.params.size != header["n_params"]:
+        raise _fail(where, f"n_params is {header['n_params']} but the architecture has "
+                           f"{model.params.size} parameters")
+    state, _ = model.optimizer.get_state()
+    got = {k: v["shape"] for k, v in arrays.items() if k.startswith("opt_")}
+    if state:
+        want = {f"opt_{k}": list(np.shape(v)) for k, v in state.items()}
+    else:  # an optimizer that allocates its state lazily: flat arrays, one value per parameter
+        want = {k: [header["n_params"]] for k in got}
+    if want != got:
+        raise _fail(where, f"optimizer state {got} does not match the optimizer's layout "
+                           f"{want}")
+    rng_shape = list(np.shape(model.get_rng_state()))
+    if arrays["rng"]["shape"] != rng_shape:
+        raise _fail(where, f"rng shape {arrays['rng']['shape']} does not match the model's "
+                           f"{rng_shape}")
+    return model

@@ -1,0 +1,686 @@
+"""Optimizers over flat parameter buffers, with torch.optim's semantics and defaults.
+
+A model keeps all of its parameters in one contiguous 1-D array ``params`` and their gradients
+in ``grads`` (same length, same dtype). An optimizer update is one fused compiled pass over
+these two arrays and its state arrays (``self.state``, flat too, same dtype), with the GIL
+released. Each class takes torch's constructor keywords with torch's defaults, plus
+
+- ``clip_norm``: clip the global L2 norm of ``grads`` first (in place), as
+  ``torch.nn.utils.clip_grad_norm_(parameters, clip_norm)`` does;
+- ``schedule``: a learning-rate schedule (:class:`StepLR`, :class:`ExponentialLR`,
+  :class:`CosineAnnealingLR`), applied once per epoch by :meth:`Optimizer.schedule_epoch`.
+
+Weight decay never writes to ``grads``: it is added to a local copy of each gradient value (L2,
+torch's ``weight_decay``) or, for :class:`AdamW`, applied to the parameters (decoupled).
+
+Examples
+--------
+>>> import numpy as np
+>>> from fastprop.optim import Adam
+>>> params = np.ones(4); grads = np.full(4, 0.5)
+>>> opt = Adam(lr=0.1)
+>>> opt.step(params, grads)      # first step of Adam moves each parameter by ~lr
+>>> params.round(6)
+array([0.9, 0.9, 0.9, 0.9])
+"""
+import math
+import numbers
+import operator
+from collections.abc import Mapping
+
+import numpy as np
+
+from fastprop import _validation as V
+from fastprop._core import _optim as _C
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "Adagrad",
+    "Schedule",
+    "StepLR",
+    "ExponentialLR",
+    "CosineAnnealingLR",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "get_optimizer",
+    "optimizer_from_config",
+    "schedule_from_config",
+]
+
+
+# -- argument checks -----------------------------------------------------------------------------
+def _real(value, name, low=None, low_open=False, high=None, high_open=False):
+    """``value`` as a finite Python float within the given bounds, or raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _count(value, name, minimum):
+    """``value`` as a Python int >= minimum (no upper bound), or raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got a bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} "
+                        f"{value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _flat(x, name, dtype=None):
+    """Check that ``x`` is a writable 1-D C-contiguous float32 / float64 ndarray (of ``dtype``)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype}, expected {dtype.name} (params)")
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be a flat 1-D array, got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
+    if not x.flags.writeable:
+        raise ValueError(f"{name} is read-only, but it is updated in place")
+    return x
+
+
+# -- learning-rate schedules ---------------------------------------------------------------------
+class Schedule:
+    """A learning-rate schedule: ``schedule(epoch, base_lr) -> lr``, epochs counted from 0.
+
+    Closed forms of torch.optim.lr_scheduler's schedules: the lr of epoch ``e`` is the one
+    torch's scheduler gives after ``e`` calls of ``scheduler.step()``.
+    """
+
+    _keys = ()
+
+    def __call__(self, epoch, base_lr):
+        epoch = _count(epoch, "epoch", 0)
+        base_lr = _real(base_lr, "base_lr", low=0.0)
+        return float(self._lr(epoch, base_lr))
+
+    def _lr(self, epoch, base_lr):
+        raise NotImplementedError
+
+    def get_config(self):
+        """JSON-serialisable dict: ``name`` and the constructor arguments."""
+        return {"name": type(self).__name__, **{k: getattr(self, k) for k in self._keys}}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._keys)
+        return f"{type(self).__name__}({args})"
+
+
+class StepLR(Schedule):
+    """Decay by ``gamma`` every ``step_size`` epochs: ``lr = base_lr * gamma ** (epoch // step_size)``.
+
+    Parameters
+    ----------
+    step_size : int >= 1
+    gamma : float > 0, default 0.1
+    """
+
+    _keys = ("step_size", "gamma")
+
+    def __init__(self, step_size, gamma=0.1):
+        self.step_size = _count(step_size, "step_size", 1)
+        self.gamma = _real(gamma, "gamma", low=0.0, low_open=True)
+
+    def _lr(self, epoch, base_lr):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(Schedule):
+    """Decay by ``gamma`` every epoch: ``lr = base_lr * gamma ** epoch``.
+
+    Parameters
+    ----------
+    gamma : float > 0
+    """
+
+    _keys = ("gamma",)
+
+    def __init__(self, gamma):
+        self.gamma = _real(gamma, "gamma", low=0.0, low_open=True)
+
+    def _lr(self, epoch, base_lr):
+        return base_lr * self.gamma ** epoch
+
+
+class CosineAnnealingLR(Schedule):
+    """Cosine annealing from ``base_lr`` to ``eta_min`` over ``T_max`` epochs (closed form)::
+
+        lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2
+
+    Beyond ``T_max`` the cosine continues (back up to ``base_lr`` at ``2 T_max``), as in torch.
+
+    Parameters
+    ----------
+    T_max : int >= 1
+    eta_min : float >= 0, default 0
+    """
+
+    _keys = ("T_max", "eta_min")
+
+    def __init__(self, T_max, eta_min=0.0):
+        self.T_max = _count(T_max, "T_max", 1)
+        self.eta_min = _real(eta_min, "eta_min", low=0.0)
+
+    def _lr(self, epoch, base_lr):
+        cos = 1 + math.cos(math.pi * epoch / self.T_max)
+        return self.eta_min + (base_lr - self.eta_min) * cos / 2
+
+
+SCHEDULES = {cls.__name__: cls for cls in (StepLR, ExponentialLR, CosineAnnealingLR)}
+
+
+def _from_config(cfg, table, what):
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"{what} config must be a dict, got {type(cfg).__name__}")
+    name = cfg.get("name")
+    if name not in table:
+        raise ValueError(f"{what} config 'name' must be one of {', '.join(table)}; got {name!r}")
+    cls = table[name]
+    allowed = set(cls._keys) | {"name"}
+    unknown = sorted(set(cfg) - allowed, key=str)
+    if unknown:
+        raise ValueError(f"{what} config for {name} has unknown keys {unknown}; "
+                         f"expected some of {sorted(allowed)}")
+    return cls(**{k: v for k, v in cfg.items() if k != "name"})
+
+
+def schedule_from_config(cfg):
+    """Rebuild a schedule from :meth:`Schedule.get_config` output (None gives None)."""
+    if cfg is None:
+        return None
+    return _from_config(cfg, SCHEDULES, "schedule")
+
+
+# -- optimizers ----------------------------------------------------------------------------------
+class Optimizer:
+    """Base class: one compiled update of flat ``params`` from flat ``grads`` per :meth:`step`.
+
+    Attributes
+    ----------
+    kind : int
+        The compiled core's code for this optimizer (``_core._optim.KINDS``).
+    lr : float
+        The current learning rate. Assigning it sets ``base_lr`` too; with a schedule,
+        :meth:`schedule_epoch` overwrites it with ``schedule(epoch, base_lr)``.
+    base_lr : float
+        The learning rate the schedule starts from (the constructor's ``lr``).
+    state : dict of str to ndarray
+        The flat state arrays (torch's names), allocated by the first :meth:`step`, or by
+        :meth:`_setup`; the same arrays for the optimizer's lifetime.
+    t : int
+        Number of steps taken (torch's ``state["step"]``).
+    """
+
+    kind = None
+    #: names of the state slots s1, s2, s3 of the compiled core (None: never used)
+    _slot_names = (None, None, None)
+    #: state entries that are running means of squares: never negative
+    _nonnegative = ()
+    #: constructor arguments saved by get_config, besides clip_norm and schedule
+    _keys = ()
+
+    def __init__(self, lr, weight_decay, clip_norm, schedule):
+        self.base_lr = self._lr = _real(lr, "lr", low=0.0)
+        self.weight_decay = _real(weight_decay, "weight_decay", low=0.0)
+        self.clip_norm = (None if clip_norm is None
+                          else _real(clip_norm, "clip_norm", low=0.0, low_open=True))
+        if isinstance(schedule, Mapping):
+            schedule = schedule_from_config(schedule)
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be None, a Schedule (StepLR, ExponentialLR, "
+                            f"CosineAnnealingLR) or its config dict, got "
+                            f"{type(schedule).__name__}")
+        self.schedule = schedule
+        self.state = {}
+        self.t = 0
+        self._n = None
+        self._dtype = None
+
+    # -- learning rate ---------------------------------------------------------------------
+    @property
+    def lr(self):
+        """The current learning rate (float >= 0)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self.base_lr = self._lr = _real(value, "lr", low=0.0)
+
+    def schedule_epoch(self, epoch):
+        """Set ``lr = schedule(epoch, base_lr)`` (epochs from 0) and return it.
+
+        Without a schedule the learning rate stays as it is. The training loop calls this once
+        at the start of every epoch.
+        """
+        epoch = _count(epoch, "epoch", 0)
+        if self.schedule is not None:
+            self._lr = _real(self.schedule(epoch, self.base_lr), "scheduled lr", low=0.0)
+        return self._lr
+
+    # -- the compiled core's view ----------------------------------------------------------
+    def _hyper_values(self):
+        return {}
+
+    def hyper(self):
+        """The hyperparameters as the compiled core reads them: float64 array, layout
+        ``_core._optim.HYPER_INDEX`` (flags as 0.0 / 1.0, clip_norm 0.0 when off), with the
+        current ``lr``."""
+        h = np.zeros(_C.HYPER_SIZE, dtype=np.float64)
+        values = {"lr": self._lr, "weight_decay": self.weight_decay,
+                  "clip_norm": self.clip_norm or 0.0, **self._hyper_values()}
+        for key, value in values.items():
+            h[_C.HYPER_INDEX[key]] = float(value)
+        return h
+
+    def _state_names(self):
+        """Names of the state arrays these options use, in slot order."""
+        used = _C.slots(self.kind, self.hyper())
+        return [name for name, u in zip(self._slot_names, used) if u]
+
+    def _initial_value(self, name):
+        return 0.0
+
+    def _slot_arrays(self):
+        """(s1, s2, s3) for the compiled core: the state arrays, None where unused."""
+        return tuple(self.state.get(name) if name else None for name in self._slot_names)
+
+    def _setup(self, n_params, dtype):
+        """Allocate the state arrays (at their initial values) for ``n_params`` parameters of
+        ``dtype``.
+
+        Idempotent: with the size and dtype already set up, nothing changes (state and t kept).
+        Set up again for another size or dtype (another model), it starts over with ``t = 0``.
+        """
+        n = _count(n_params, "n_params", 1)
+        dtype = V.as_dtype(dtype)
+        if n == self._n and dtype == self._dtype:
+            return
+        names = self._state_names()
+        V.check_alloc(n * len(names), dtype.itemsize, "optimizer state")
+        state = {name: np.full(n, self._initial_value(name), dtype=dtype) for name in names}
+        if self._n is not None:
+            self.t = 0
+        self.state, self._n, self._dtype = state, n, dtype
+
+    def reset(self):
+        """Forget the state: arrays back to their initial values (in place), ``t = 0``."""
+        for name, arr in self.state.items():
+            arr[...] = self._initial_value(name)
+        self.t = 0
+
+    # -- the update ------------------------------------------------------------------------
+    def step(self, params, grads):
+        """One update of ``params`` in place from ``grads``; increments :attr:`t`.
+
+        Parameters
+        ----------
+        params : ndarray (n,), float32 or float64, C-contiguous, writable
+            Updated in place.
+        grads : ndarray (n,), same dtype, C-contiguous, writable
+            Read; scaled in place only when ``clip_norm`` is set.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming the argument, before anything is changed.
+        """
+        _flat(params, "params")
+        _flat(grads, "grads", params.dtype)
+        n = params.shape[0]
+        if n == 0:
+            raise ValueError("params is empty")
+        if grads.shape[0] != n:
+            raise ValueError(f"grads has length {grads.shape[0]}, expected {n} (params)")
+        if self._n is not None and (n != self._n or params.dtype != self._dtype):
+            raise ValueError(f"params has length {n} and dtype {params.dtype}, but this "
+                             f"optimizer was set up for {self._n} {self._dtype.name} values; "
+                             f"call reset() and _setup() for a new model")
+        if np.may_share_memory(params, grads):
+            raise ValueError("grads must not share memory with params")
+        self._setup(n, params.dtype)
+        t = self.t + 1
+        s1, s2, s3 = self._slot_arrays()
+        _C.step(self.kind, self.hyper(), params, grads, s1, s2, s3, t)
+        self.t = t
+
+    # -- save / load -----------------------------------------------------------------------
+    def get_config(self):
+        """JSON-serialisable dict: ``name``, the hyperparameters (``lr`` is ``base_lr``),
+        ``clip_norm`` and ``schedule`` (its config, or None)."""
+        cfg = {"name": type(self).__name__}
+        for key in self._keys:
+            value = getattr(self, key)
+            cfg[key] = list(value) if isinstance(value, tuple) else value
+        cfg["lr"] = self.base_lr
+        cfg["clip_norm"] = self.clip_norm
+        cfg["schedule"] = None if self.schedule is None else self.schedule.get_config()
+        return cfg
+
+    def get_state(self):
+        """(copies of the state arrays by name, t)."""
+        return {name: arr.copy() for name, arr in self.state.items()}, self.t
+
+    def set_state(self, arrays, t):
+        """Restore what :meth:`get_state` returned; validated in full before anything changes.
+
+        Raises
+        ------
+        TypeError
+            ``arrays`` not a dict, entries not float arrays of the optimizer's dtype, t not int.
+        ValueError
+            Missing or unknown names, wrong shapes, NaN / inf, negative second moments, t < 0.
+        """
+        if not isinstance(arrays, Mapping):
+            raise TypeError(f"arrays must be a dict of state arrays, got "
+                            f"{type(arrays).__name__}")
+        t = _count(t, "t", 0)
+        names = self._state_names()
+        if set(arrays) != set(names):
+            raise ValueError(f"arrays must hold exactly {names} for these options, got "
+                             f"{sorted(arrays, key=str)}")
+        n, dtype = self._n, self._dtype
+        checked = {}
+        for name in names:
+            label = f"arrays[{name!r}]"
+            arr = arrays[name]
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{label} must be a numpy.ndarray, got {type(arr).__name__}")
+            if arr.dtype not in (np.float32, np.float64) or (dtype is not None
+                                                           and arr.dtype != dtype):
+                want = dtype.name if dtype is not None else "float32 or float64"
+                raise TypeError(f"{label} has dtype {arr.dtype}, expected {want}")
+            dtype = arr.dtype
+            if arr.ndim != 1 or (n is not None and arr.shape[0] != n) or arr.shape[0] == 0:
+                want = f"({n},)" if n is not None else "a non-empty 1-D shape"
+                raise ValueError(f"{label} has shape {arr.shape}, expected {want}")
+            n = arr.shape[0]
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{label} contains NaN or infinity")
+            if name in self._nonnegative and (arr < 0).any():
+                raise ValueError(f"{label} holds negative values (it is a mean of squares)")
+            checked[name] = arr
+        if n is not None:
+            self._setup(n, dtype)
+        for name, arr in checked.items():
+            self.state[name][...] = arr
+        self.t = t
+
+    def __repr__(self):
+        parts = [f"lr={self._lr!r}"] + [f"{k}={getattr(self, k)!r}" for k in self._keys]
+        if self.clip_norm is not None:
+            parts.append(f"clip_norm={self.clip_norm!r}")
+        if self.schedule is not None:
+            parts.append(f"schedule={self.schedule!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional momentum (torch.optim.SGD).
+
+    With d = g + weight_decay * p, each step::
+
+        b = d                                    (first step)
+        b = momentum * b + (1 - dampening) * d   (later steps)
+        p = p - lr * (d + momentum * b)          (nesterov)
+        p = p - lr * b                           (momentum, not nesterov)
+        p = p - lr * d                           (momentum == 0)
+
+    Parameters
+    ----------
+    lr : float >= 0, default 1e-3
+    momentum : float >= 0, default 0
+    dampening : float, default 0
+    weight_decay : float >= 0, default 0
+        L2 penalty added to the gradient.
+    nesterov : bool, default False
+        Needs momentum > 0 and dampening == 0.
+    clip_norm : float > 0, optional
+        Clip the global gradient norm to this value first (in place).
+    schedule : Schedule, optional
+
+    State: ``momentum_buffer`` (when momentum != 0).
+    """
+
+    kind = _C.KINDS["sgd"]
+    _slot_names = ("momentum_buffer", None, None)
+    _keys = ("momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 clip_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+        self.momentum = _real(momentum, "momentum", low=0.0)
+        self.dampening = _real(dampening, "dampening")
+        self.nesterov = _flag(nesterov, "nesterov")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+
+    def _hyper_values(self):
+        return {"momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    r"""Adam (torch.optim.Adam), with L2 weight decay added to the gradient.
+
+    With d = g + weight_decay * p and t the step number (from 1)::
+
+        m = m + (1 - beta1) * (d - m)
+        v = beta2 * v + (1 - beta2) * d**2
+        v_max = max(v_max, v)                 (amsgrad; v_max replaces v below)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Parameters
+    ----------
+    lr : float >= 0, default 1e-3
+    betas : (float, float) in [0, 1), default (0.9, 0.999)
+    eps : float >= 0, default 1e-8
+    weight_decay : float >= 0, default 0
+    amsgrad : bool, default False
+    clip_norm : float > 0, optional
+    schedule : Schedule, optional
+
+    State: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad).
+    """
+
+    kind = _C.KINDS["adam"]
+    _slot_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _nonnegative = ("exp_avg_sq", "max_exp_avg_sq")
+    _keys = ("betas", "eps", "weight_decay", "amsgrad")
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
+                 *, clip_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__"):
+            raise TypeError(f"betas must be a pair of floats, got {type(betas).__name__}")
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair of floats, got {len(betas)} values")
+        self.betas = tuple(_real(b, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
+                           for i, b in enumerate(betas))
+        self.eps = _real(eps, "eps", low=0.0)
+        self.amsgrad = _flag(amsgrad, "amsgrad")
+
+    def _hyper_values(self):
+        return {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
+                "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    r"""AdamW (torch.optim.AdamW): Adam with decoupled weight decay.
+
+    Each step first shrinks the parameters, ``p = p * (1 - lr * weight_decay)``, then applies
+    the Adam update of :class:`Adam` with d = g (the gradient is not decayed).
+
+    Parameters
+    ----------
+    lr : float >= 0, default 1e-3
+    betas : (float, float) in [0, 1), default (0.9, 0.999)
+    eps : float >= 0, default 1e-8
+    weight_decay : float >= 0, default 1e-2
+    amsgrad : bool, default False
+    clip_norm : float > 0, optional
+    schedule : Schedule, optional
+
+    State: ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (amsgrad).
+    """
+
+    kind = _C.KINDS["adamw"]
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, clip_norm=None, schedule=None):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, clip_norm=clip_norm,
+                         schedule=schedule)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (torch.optim.RMSprop).
+
+    With d = g + weight_decay * p::
+
+        s = alpha * s + (1 - alpha) * d**2
+        a = a + (1 - alpha) * (d - a)                     (centered: running mean of d)
+        r = d / (sqrt(s - a**2 if centered else s) + eps)
+        b = momentum * b + r;  p = p - lr * b             (momentum > 0)
+        p = p - lr * r                                    (momentum == 0)
+
+    Parameters
+    ----------
+    lr : float >= 0, default 1e-2
+    alpha : float in [0, 1], default 0.99
+        Smoothing constant (torch accepts any alpha >= 0; above 1 the mean of squares can turn
+        negative, so it is rejected here).
+    eps : float >= 0, default 1e-8
+    weight_decay : float >= 0, default 0
+    momentum : float >= 0, default 0
+    centered : bool, default False
+    clip_norm : float > 0, optional
+    schedule : Schedule, optional
+
+    State: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered).
+    """
+
+    kind = _C.KINDS["rmsprop"]
+    _slot_names = ("square_avg", "momentum_buffer", "grad_avg")
+    _nonnegative = ("square_avg",)
+    _keys = ("alpha", "eps", "weight_decay", "momentum", "centered")
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, *, clip_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+        self.alpha = _real(alpha, "alpha", low=0.0, high=1.0)
+        self.eps = _real(eps, "eps", low=0.0)
+        self.momentum = _real(momentum, "momentum", low=0.0)
+        self.centered = _flag(centered, "centered")
+
+    def _hyper_values(self):
+        return {"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "centered": self.centered}
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad (torch.optim.Adagrad).
+
+    With d = g + weight_decay * p and t the step number (from 1)::
+
+        s = s + d**2                  (s starts at initial_accumulator_value)
+        p = p - lr / (1 + (t - 1) * lr_decay) * d / (sqrt(s) + eps)
+
+    Parameters
+    ----------
+    lr : float >= 0, default 1e-2
+    lr_decay : float >= 0, default 0
+    weight_decay : float >= 0, default 0
+    initial_accumulator_value : float >= 0, default 0
+    eps : float >= 0, default 1e-10
+    clip_norm : float > 0, optional
+    schedule : Schedule, optional
+
+    State: ``sum``.
+    """
+
+    kind = _C.KINDS["adagrad"]
+    _slot_names = ("sum", None, None)
+    _nonnegative = ("sum",)
+    _keys = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
+    def __init__(self, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
+                 eps=1e-10, *, clip_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+        self.lr_decay = _real(lr_decay, "lr_decay", low=0.0)
+        self.initial_accumulator_value = _real(initial_accumulator_value,
+                                               "initial_accumulator_value", low=0.0)
+        self.eps = _real(eps, "eps", low=0.0)
+
+    def _hyper_values(self):
+        return {"lr_decay": self.lr_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+    def _initial_value(self, name):
+        return self.initial_accumulator_value
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+_BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}
+
+
+def get_optimizer(optimizer):
+    """An optimizer from a name (case-insensitive, default settings), an instance (returned
+    as is), or None (``Adam()``, the default)."""
+    if optimizer is None:
+        return Adam()
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a name or an Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    cls = OPTIMIZERS.get(optimizer.lower())
+    if cls is None:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+    return cls()
+
+
+def optimizer_from_config(cfg):
+    """Rebuild an optimizer from :meth:`Optimizer.get_config` output (state not included)."""
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"optimizer config must be a dict, got {type(cfg).__name__}")
+    name = cfg.get("name")
+    cls = _BY_CLASS_NAME.get(name)
+    if cls is None:
+        raise ValueError(f"optimizer config 'name' must be one of {', '.join(_BY_CLASS_NAME)}; "
+                         f"got {name!r}")
+    allowed = set(cls._keys) | {"name", "lr", "clip_norm", "schedule"}
+    unknown = sorted(set(cfg) - allowed, key=str)
+    if unknown:
+        raise ValueError(f"optimizer config for {name} has unknown keys {unknown}; "
+                         f"expected some of {sorted(allowed)}")
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    if "schedule" in kwargs:
+        kwargs["schedule"] = schedule_from_config(kwargs["schedule"])
+    return cls(**kwargs)
