@@ -24,7 +24,7 @@ if TRACE:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 # -O3 lets gcc vectorize the branchless elementwise loops; never -ffast-math (it breaks NaN/inf
 # semantics) and never -march=native (wheels must run on any x86-64 / arm64 CPU).
-compile_args = [] if os.name == "nt" else ["-O3"]
+compile_args = [] if os.name == "nt" else ["-O3", "-fno-math-errno"]
 
 
 def ext(name):

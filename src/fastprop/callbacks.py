@@ -28,6 +28,7 @@ monitored key missing from the epoch logs raises ``ValueError`` listing the keys
 """
 import csv
 import inspect
+import io
 import math
 import numbers
 import os
@@ -326,6 +327,7 @@ class CallbackList:
         """Reset ``model.stop_training`` to False, then call every ``on_train_begin``."""
         if self.model is not None:
             self.model.stop_training = False
+        ProgressBar._open_line = None      # left over if an earlier fit raised mid-epoch
         for cb in self.callbacks:
             cb.on_train_begin(logs)
 
@@ -395,7 +397,8 @@ class ProgressBar(Callback):
 
     and finished with the epoch's logs and time::
 
-        Epoch 3/10 [====================] 90/90 - loss 0.1201 - val_loss 0.1377 - 1.6s - 56,250 samples/s
+        Epoch 3/10 [====================] 90/90 - loss 0.1201 - val_loss 0.1377 - lr 0.001
+        - 1.6s - 56,250 samples/s                                          (on one line)
 
     Elsewhere (a file, a pipe, a notebook capture) exactly one line per epoch, written when the
     epoch ends.
@@ -534,9 +537,10 @@ class ProgressBar(Callback):
 
     def _columns(self):
         try:
-            return os.get_terminal_size(self._out().fileno()).columns
-        except (AttributeError, ValueError, OSError, TypeError):
-            return 80
+            columns = os.get_terminal_size(self._out().fileno()).columns
+        except (AttributeError, ValueError, OSError, TypeError, io.UnsupportedOperation):
+            columns = 0
+        return columns if columns > 0 else 80     # a pty with no size reports 0
 
     def _draw(self, line, final=False):
         """Redraw the live line (final: the epoch's last redraw, ended by a newline)."""

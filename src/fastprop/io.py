@@ -10,7 +10,7 @@ convention, any name accepted). The file is an ordinary ``.npz`` archive, i.e. a
         {"format": "fastprop-model", "format_version": 1, "fastprop_version": "0.1.0",
          "config": {...model.get_config()...}, "dtype": "float32", "n_params": 1234, "t": 10,
          "arrays": {"params": {"dtype": "float32", "shape": [1234], "sha256": "<64 hex>"},
-                    "opt_m":  {...}, "opt_v": {...},
+                    "opt_exp_avg": {...}, "opt_exp_avg_sq": {...},
                     "rng":    {"dtype": "uint64", "shape": [...], "sha256": "<64 hex>"}}}
 
     ``t`` is the optimizer's step count; ``arrays`` lists every other member, with its dtype,
@@ -35,7 +35,12 @@ more bytes than the header allows -- a zip bomb -- is refused unread); the confi
 arrays; checksums match; parameters and optimizer state are finite. Any failure raises
 ``ValueError`` naming the file and the problem (``FileNotFoundError`` for a missing file); no
 partly restored model is ever returned.
+
+The checksums (and the ZIP's CRC-32s) detect damage, not malice: they are no signature, and a
+deliberately edited file that is still consistent loads. Never loading pickle is what makes
+an untrusted file safe to open.
 """
+import contextlib
 import hashlib
 import io as _io
 import json
@@ -311,10 +316,24 @@ def _fail(where, what):
     return exc
 
 
-# What a damaged archive makes zipfile / zlib / numpy raise; all become ValueError.
+# What reading a damaged archive makes zipfile / zlib / numpy raise.
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-           NotImplementedError, RuntimeError, KeyError, IndexError, OverflowError,
-           UnicodeError, SyntaxError)
+           NotImplementedError, KeyError, OverflowError, UnicodeError, ValueError)
+
+
+@contextlib.contextmanager
+def _reading(where):
+    """Turn what a damaged archive makes the readers raise into ValueError naming ``where``.
+
+    Used around archive access only, so bugs elsewhere are not disguised as damage.
+    """
+    try:
+        yield
+    except _DAMAGE as exc:
+        if getattr(exc, "_fastprop_io", False):
+            raise
+        raise _fail(where, f"the file is truncated or corrupted "
+                           f"({type(exc).__name__}: {exc})") from None
 
 
 def _read(f, where):
@@ -324,21 +343,15 @@ def _read(f, where):
         raise _fail(where, "the file is empty")
     if head.startswith(_npy.MAGIC_PREFIX):
         raise _fail(where, "it is a single .npy array, not a fastprop model archive")
-    if not head.startswith(b"PK"):
-        raise _fail(where, "not a fastprop model file (not a ZIP archive)")
-    try:
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        what = "not a ZIP archive" + (", or truncated" if head.startswith(b"PK") else "")
+        raise _fail(where, f"not a fastprop model file ({what})")
+    with _reading(where):
         npz = np.load(f, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise _fail(where, "not a fastprop model archive")
-        with npz:
-            return _read_archive(npz, where)
-    except ValueError as exc:
-        if getattr(exc, "_fastprop_io", False):
-            raise
-        raise _fail(where, f"the file is corrupted ({exc})") from None
-    except _DAMAGE as exc:
-        raise _fail(where, f"the file is truncated or corrupted "
-                           f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # cannot happen after the sniffing above
+        raise _fail(where, "not a fastprop model archive")
+    with npz:
+        return _read_archive(npz, where)
 
 
 def _read_archive(npz, where):
@@ -358,8 +371,9 @@ def _read_archive(npz, where):
             raise _fail(where, f"member {info.filename} uses an unsupported compression method")
 
     # 1. the header, bounded before it is read
-    _check_member(zf, infos["header.npy"], "|u1", None, where, MAX_HEADER_BYTES)
-    raw = npz["header.npy"]
+    with _reading(where):
+        _check_member(zf, infos["header.npy"], "|u1", None, where, MAX_HEADER_BYTES)
+        raw = npz["header.npy"]
     try:
         header = json.loads(raw.tobytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
                             parse_constant=_no_constant)
@@ -377,9 +391,10 @@ def _read_archive(npz, where):
     extra = sorted(infos.keys() - expected)
     if extra:
         raise _fail(where, f"unexpected member(s) {extra[:10]}")
-    for name, spec in header["arrays"].items():
-        _check_member(zf, infos[f"{name}.npy"], _le(spec["dtype"]).str, tuple(spec["shape"]),
-                      where)
+    with _reading(where):
+        for name, spec in header["arrays"].items():
+            _check_member(zf, infos[f"{name}.npy"], _le(spec["dtype"]).str,
+                          tuple(spec["shape"]), where)
 
     # 3. a fresh model from the config, whose layout must match the arrays
     model = _build(header, where)
@@ -388,7 +403,8 @@ def _read_archive(npz, where):
     dtype = np.dtype(header["dtype"])
     arrays = {}
     for name, spec in header["arrays"].items():
-        arr = npz[f"{name}.npy"]
+        with _reading(where):
+            arr = npz[f"{name}.npy"]
         if _sha256(arr) != spec["sha256"]:
             raise _fail(where, f"{name} checksum mismatch: the file is corrupted or was "
                                f"modified")
@@ -433,8 +449,9 @@ def _check_member(zf, info, descr, shape, where, max_bytes=None):
     # the declared size, before anything is decompressed
     limit = _MAX_NPY_HEADER + 16 + (max_bytes if shape is None else math.prod(shape) * item)
     if info.file_size > limit:
-        raise _fail(where, f"member {name} declares {info.file_size} bytes, more than the "
-                           f"{limit} its header allows (refusing to decompress it)")
+        raise _fail(where, f"member {name} declares {info.file_size} bytes uncompressed, "
+                           f"more than its shape in the header allows ({limit} at most): "
+                           f"refusing to decompress it")
     with zf.open(info) as m:
         try:
             version = _npy.read_magic(m)
@@ -528,9 +545,11 @@ def _check_header(h, where):
             raise _fail(where, f"{name} has dtype {spec['dtype']!r}, expected {want!r}")
         shape = spec["shape"]
         if (not isinstance(shape, list) or len(shape) > 8
-                or not all(_is_int(d) and 0 <= d <= 2**62 for d in shape)):
-            raise _fail(where, f"{name} shape must be a list of non-negative integers, "
-                               f"got {shape!r}")
+                or not all(_is_int(d) and d >= 0 for d in shape)):
+            raise _fail(where, f"{name} shape must be a list of at most 8 non-negative "
+                               f"integers, got {shape!r}")
+        if math.prod(shape) > 2**62 // 8:
+            raise _fail(where, f"{name} shape {shape} is absurdly large")
         if not isinstance(spec["sha256"], str) or not _SHA256.match(spec["sha256"]):
             raise _fail(where, f"{name} sha256 must be 64 lowercase hex digits")
         size = math.prod(shape)

@@ -373,8 +373,6 @@ class Sequential:
         """
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if isinstance(validation_split, (bool, np.bool_)) or \
                 not isinstance(validation_split, (int, float, np.number)):
             raise TypeError(f"validation_split must be a number in [0, 1), got "
@@ -415,7 +413,7 @@ class Sequential:
         with self._lock:
             self._fwd = None
             self.stop_training = False
-            cbs = CallbackList(callbacks, model=self, verbose=int(verbose), epochs=epochs,
+            cbs = CallbackList(callbacks, model=self, verbose=verbose, epochs=epochs,
                                steps=steps, n_samples=n)
             self._engine.ensure_capacity(min(batch_size, n))
             order = np.arange(n, dtype=np.int64)
@@ -516,7 +514,8 @@ class Sequential:
         """Save architecture, parameters, optimizer state and RNG state to one file (no pickle;
         written atomically). Load it with :func:`fastprop.load`."""
         from fastprop import io
-        io.save(self, path)
+        with self._lock:
+            io.save(self, path)
 
     def __getstate__(self):
         from fastprop import io

@@ -4,15 +4,24 @@ This package is the oracle of the tests and the "pure NumPy" side of every bench
 nothing of fastprop's compiled code. Conventions are the compiled core's (and PyTorch's): row-major
 batches, ``z = a_prev @ W + b``, ``a = g(z)``; backward gives ``dz = da * g'(z)``,
 ``dW = a_prev.T @ dz``, ``db = dz.sum(0)``, ``da_prev = dz @ W.T``. Arrays keep their dtype.
+
+- activations and the dense block: :func:`activation_forward`, :func:`activation_backward`,
+  :func:`dense_forward`, :func:`dense_backward`
+- losses: :func:`loss_and_grad`
+- optimizers over flat arrays: :func:`sgd_step`, :func:`adam_step`, ... and schedules
+- a whole network: :class:`ReferenceModel`
 """
 from fastprop.reference._dense import (activation_backward, activation_forward, dense_backward,
                                        dense_forward, sigmoid, softmax)
+from fastprop.reference._losses import loss_and_grad
+from fastprop.reference._optim import (adagrad_step, adam_step, adamw_step, clip_grad_norm,
+                                       cosine_annealing_lr, exponential_lr, global_norm,
+                                       init_optimizer_state, rmsprop_step, sgd_step, step_lr)
+from fastprop.reference._model import ReferenceModel
 
 __all__ = [
-    "activation_forward",
-    "activation_backward",
-    "dense_forward",
-    "dense_backward",
-    "sigmoid",
-    "softmax",
+    "activation_forward", "activation_backward", "dense_forward", "dense_backward", "sigmoid",
+    "softmax", "loss_and_grad", "init_optimizer_state", "global_norm", "clip_grad_norm",
+    "sgd_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step", "step_lr",
+    "exponential_lr", "cosine_annealing_lr", "ReferenceModel",
 ]
