@@ -488,6 +488,23 @@ def test_setup_idempotent_and_reset(dtype):
         opt._setup(3, "int32")
 
 
+def test_options_changed_after_setup(dtype):
+    opt = O.RMSprop(lr=0.01)
+    p, g = np.ones(5, dtype=dtype), np.full(5, 0.5, dtype=dtype)
+    opt.step(p, g)
+    square_avg = opt.state["square_avg"]
+    opt.momentum, opt.centered = 0.9, True          # now needs two more state arrays
+    opt.step(p, g)
+    assert list(opt.state) == ["square_avg", "momentum_buffer", "grad_avg"]
+    assert opt.state["square_avg"] is square_avg and opt.t == 2
+    assert (opt.state["momentum_buffer"] != 0).all()
+    opt.momentum, opt.centered = 0.0, False         # and now fewer
+    opt.step(p, g)
+    assert list(opt.state) == ["square_avg"] and opt.t == 3
+    arrays, t = opt.get_state()
+    opt.set_state(arrays, t)
+
+
 @pytest.mark.parametrize("name, kw", [c for c in CASES if c[1].get("clip_norm") is None][::3],
                          ids=lambda x: str(x))
 def test_state_round_trip(name, kw, dtype):

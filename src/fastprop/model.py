@@ -213,7 +213,11 @@ class Sequential:
         slots = opt._slot_arrays()
         if any(u and s is None for u, s in zip(used, slots)) or opt._n != self.n_params \
                 or opt._dtype != self.dtype:
-            opt._ensure_state(self.n_params, self.dtype)
+            # options changed after setup (say momentum 0 -> 0.9), or the optimizer was given
+            # to another model since: allocate the state these options need, keeping t
+            t, opt._n = opt.t, None
+            opt._setup(self.n_params, self.dtype)
+            opt.t = t
             slots = opt._slot_arrays()
         return (opt.kind, hyper) + tuple(slots)
 

@@ -316,14 +316,20 @@ class Optimizer:
         """Allocate the state arrays (at their initial values) for ``n_params`` parameters of
         ``dtype``.
 
-        Idempotent: with the size and dtype already set up, nothing changes (state and t kept).
-        Set up again for another size or dtype (another model), it starts over with ``t = 0``.
+        Idempotent: with the size and dtype already set up, state and t are kept; only if the
+        options changed since (say momentum 0 -> 0.9) are the newly needed arrays added (at
+        their initial values) and the unused ones dropped. Set up for another size or dtype
+        (another model), it starts over with ``t = 0``.
         """
         n = _count(n_params, "n_params", 1)
         dtype = V.as_dtype(dtype)
-        if n == self._n and dtype == self._dtype:
-            return
         names = self._state_names()
+        if n == self._n and dtype == self._dtype:
+            if list(self.state) != names:
+                self.state = {name: self.state[name] if name in self.state
+                              else np.full(n, self._initial_value(name), dtype=dtype)
+                              for name in names}
+            return
         V.check_alloc(n * len(names), dtype.itemsize, "optimizer state")
         state = {name: np.full(n, self._initial_value(name), dtype=dtype) for name in names}
         if self._n is not None:

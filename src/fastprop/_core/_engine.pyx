@@ -25,6 +25,7 @@ import numpy as np
 from fastprop._core._dense cimport (dense_forward, dense_backward, act_forward, FP_IDENTITY)
 from fastprop._core._loss cimport loss_and_grad
 from fastprop._core._optim cimport optimizer_step
+from fastprop._core._blas cimport gemm
 
 cnp.import_array()
 
@@ -174,6 +175,29 @@ cdef void _predict(Plan *p, const floating *X, const floating *params, int n, in
                           p.n_in[l], n_out, zb, ab)
             a_in = ab
         r0 += nr
+
+
+cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floating *grads,
+                      int n, bint train) noexcept nogil:
+    """The GEMMs of a step and nothing else (the speed floor a step is measured against):
+    forward z = a_prev @ W for every layer; with train also dW += a_prev.T @ dz and, except for
+    the first layer, da_prev = dz @ W.T."""
+    cdef int l
+    cdef const floating *a_in
+    for l in range(p.L):
+        a_in = X if l == 0 else <floating *> p.a[l - 1]
+        gemm(False, False, n, p.n_out[l], p.n_in[l], <floating> 1, a_in, p.n_in[l],
+             params + p.w_off[l], p.n_out[l], <floating> 1, <floating *> p.z[l], p.n_out[l])
+    if not train:
+        return
+    for l in range(p.L - 1, -1, -1):
+        a_in = X if l == 0 else <floating *> p.a[l - 1]
+        gemm(True, False, p.n_in[l], p.n_out[l], n, <floating> 1, a_in, p.n_in[l],
+             <floating *> p.g[l], p.n_out[l], <floating> 1, grads + p.w_off[l], p.n_out[l])
+        if l > 0:
+            gemm(False, True, n, p.n_in[l], p.n_out[l], <floating> 1, <floating *> p.g[l],
+                 p.n_out[l], params + p.w_off[l], p.n_out[l], <floating> 0,
+                 <floating *> p.g[l - 1], p.n_in[l])
 
 
 cdef inline void *_ptr(object arr):
@@ -387,6 +411,22 @@ cdef class Engine:
                 _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
                                  training)
         return loss
+
+    def gemm_floor(self, X, bint train=True):
+        """Run only the GEMMs of a training step (train) or of inference on X, on the
+        workspace: the floor a step's time is compared with in benchmarks. Leaves the
+        workspace and grads with meaningless values; call after a real step on X."""
+        cdef int n = X.shape[0]
+        cdef void *px = _ptr(X)
+        cdef void *pp = _ptr(self.params)
+        cdef void *pg = _ptr(self.grads)
+        self.ensure_capacity(n)
+        with nogil:
+            if self.is_double:
+                _gemms_only[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
+                                    train)
+            else:
+                _gemms_only[float](&self.p, <float *> px, <float *> pp, <float *> pg, n, train)
 
     def layer_buffers(self, int l, int n):
         """Views (z, a, delta) of layer l's workspace for the first n samples (read-only)."""
