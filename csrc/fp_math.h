@@ -48,6 +48,36 @@ static inline double fp_rng_uniform(uint64_t *state)
     return (double)(fp_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* 1 if every value is finite. Tests the exponent bits with an integer OR-reduction, which
+ * vectorizes (a float reduction would not without fast-math). */
+static int fp_all_finite_f(const float *x, ptrdiff_t n)
+{
+    const uint32_t *u = (const uint32_t *)x;
+    uint32_t bad = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    return bad == 0;
+}
+
+static int fp_all_finite_d(const double *x, ptrdiff_t n)
+{
+    const uint64_t *u = (const uint64_t *)x;
+    uint64_t bad = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++)
+        bad |= (uint64_t)((u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
+    return bad == 0;
+}
+
+/* 1 if every label lies in [0, k) */
+static int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
+{
+    int64_t bad = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) bad |= (int64_t)((labels[i] < 0) | (labels[i] >= k));
+    return bad == 0;
+}
+
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 

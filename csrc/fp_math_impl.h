@@ -192,4 +192,13 @@ static void FN(fp_gather_rows)(const TYPE *src, const int64_t *idx, TYPE *out, p
     }
 }
 
+/* 1 if every value lies in [0, 1] (targets of binary cross-entropy) */
+static int FN(fp_all_unit)(const TYPE *x, ptrdiff_t n)
+{
+    int bad = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) bad |= (x[i] < 0) | (x[i] > 1);
+    return bad == 0;
+}
+
 #undef FN

@@ -206,20 +206,8 @@ class Sequential:
         return y_dense, labels, w
 
     def _opt_args(self):
-        """(kind, hyper, s1, s2, s3) for the compiled update; state allocated as needed."""
-        opt = self.optimizer
-        hyper = opt.hyper()
-        used = _coptim.slots(opt.kind, hyper)
-        slots = opt._slot_arrays()
-        if any(u and s is None for u, s in zip(used, slots)) or opt._n != self.n_params \
-                or opt._dtype != self.dtype:
-            # options changed after setup (say momentum 0 -> 0.9), or the optimizer was given
-            # to another model since: allocate the state these options need, keeping t
-            t, opt._n = opt.t, None
-            opt._setup(self.n_params, self.dtype)
-            opt.t = t
-            slots = opt._slot_arrays()
-        return (opt.kind, hyper) + tuple(slots)
+        """(kind, hyper, s1, s2, s3) for the compiled update (cached by the optimizer)."""
+        return self.optimizer._engine_args(self.n_params, self.dtype)
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None):
@@ -241,6 +229,16 @@ class Sequential:
         All arguments are checked before anything changes: a call that raises leaves
         parameters and optimizer state as they were.
         """
+        if sample_weight is None:
+            # fast path: arrays already in the engine's layout are checked in C (finite,
+            # labels in range) and the step runs; anything else returns None untouched
+            with self._lock:
+                t = self.optimizer.t + 1
+                loss = self._engine.train_step_checked(X, y, *self._opt_args(), t)
+                if loss is not None:
+                    self.optimizer.t = t
+                    self._fwd = None
+                    return loss
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
         with self._lock:

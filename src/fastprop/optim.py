@@ -264,6 +264,26 @@ class Optimizer:
         self._n = None
         self._dtype = None
 
+    def __setattr__(self, name, value):
+        # Any change but the step counter invalidates the compiled core's cached view of this
+        # optimizer (_engine_args); t changes every step and is passed separately.
+        if name != "t":
+            object.__setattr__(self, "_args", None)
+        object.__setattr__(self, name, value)
+
+    def _engine_args(self, n_params, dtype):
+        """``(kind, hyper, s1, s2, s3)`` for the compiled update of ``n_params`` values of
+        ``dtype``, the state set up as needed; cached until an attribute changes, so that a
+        training step pays nothing for it."""
+        args = self._args
+        if args is None or n_params != self._n or dtype != self._dtype:
+            self._setup(n_params, dtype)
+            hyper = self.hyper()
+            hyper.flags.writeable = False
+            args = (self.kind, hyper) + self._slot_arrays()
+            self._args = args
+        return args
+
     # -- learning rate ---------------------------------------------------------------------
     @property
     def lr(self):

@@ -24,8 +24,10 @@ import numpy as np
 
 from fastprop._core._dense cimport (dense_forward, dense_backward, act_forward, FP_IDENTITY)
 from fastprop._core._loss cimport loss_and_grad
-from fastprop._core._optim cimport optimizer_step
-from fastprop._core._blas cimport gemm
+from fastprop._core._optim cimport (optimizer_step, OPT_SGD, H_LR, H_MOMENTUM, H_WEIGHT_DECAY,
+                                    H_CLIP_NORM)
+from fastprop._core._blas cimport gemm, axpy
+from fastprop._core._dense cimport act_backward, colsum_add
 
 cnp.import_array()
 
@@ -40,6 +42,16 @@ cdef extern from "fp_math.h" nogil:
                           ptrdiff_t cols)
     void fp_gather_rows_d(const double *src, const int64_t *idx, double *out, ptrdiff_t n,
                           ptrdiff_t cols)
+    int fp_all_finite_f(const float *x, ptrdiff_t n)
+    int fp_all_finite_d(const double *x, ptrdiff_t n)
+    int fp_all_unit_f(const float *x, ptrdiff_t n)
+    int fp_all_unit_d(const double *x, ptrdiff_t n)
+    int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
+
+cdef extern from "fp_loss.h" nogil:
+    enum:
+        FP_CROSS_ENTROPY
+        FP_BINARY_CROSS_ENTROPY
 
 
 cdef struct Plan:
@@ -61,6 +73,59 @@ cdef struct Plan:
     char *lb
     char *wb
     uint64_t rng        # dropout stream (splitmix64 state)
+
+
+# -- BLAS threads -------------------------------------------------------------------------------
+# Size-aware threading: a layer whose GEMMs are smaller than _thread_work_min multiply-adds runs
+# them on one BLAS thread, because waking a second thread costs more than it saves on small
+# products (measured: see fastprop._threads). Larger layers use the thread count the BLAS is set
+# to (by the user, threadpoolctl or its default). The setter is OpenBLAS's own
+# openblas_set_num_threads, found by fastprop._threads; it costs nanoseconds from C, so the
+# decision is made per layer and per call. NULL (another BLAS): thread counts are left alone.
+ctypedef void (*set_threads_t)(int) noexcept nogil
+ctypedef int (*get_threads_t)() noexcept nogil
+cdef set_threads_t _set_threads = NULL
+cdef get_threads_t _get_threads = NULL
+cdef long long _thread_work_min = 0
+
+
+def set_thread_control(size_t set_address, size_t get_address, long long work_min):
+    """Install the BLAS thread setter / getter (C function addresses; 0 to disable) and the
+    per-layer work (n * n_in * n_out) below which a layer's GEMMs use one thread."""
+    global _set_threads, _get_threads, _thread_work_min
+    if set_address == 0 or get_address == 0:
+        _set_threads = NULL
+        _get_threads = NULL
+    else:
+        _set_threads = <set_threads_t> set_address
+        _get_threads = <get_threads_t> get_address
+    _thread_work_min = work_min
+
+
+cdef struct Threads:
+    int full      # the BLAS setting when the call began
+    int current
+
+
+cdef inline void _threads_begin(Threads *th) noexcept nogil:
+    th.full = _get_threads() if _get_threads != NULL else 1
+    th.current = th.full
+
+
+cdef inline void _threads_for(Threads *th, Plan *p, int l, int n) noexcept nogil:
+    cdef int want
+    if th.full <= 1:
+        return
+    want = 1 if <long long> n * p.n_in[l] * p.n_out[l] < _thread_work_min else th.full
+    if want != th.current:
+        _set_threads(want)
+        th.current = want
+
+
+cdef inline void _threads_end(Threads *th) noexcept nogil:
+    if th.current != th.full:
+        _set_threads(th.full)
+        th.current = th.full
 
 
 cdef inline void _dropout(const floating *x, floating *out, floating *mask, ptrdiff_t n,
@@ -96,11 +161,12 @@ cdef inline const floating *_layer_input(Plan *p, int l, const floating *X,
 
 
 cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
-                   bint training) noexcept nogil:
+                   bint training, Threads *th) noexcept nogil:
     """Every layer's z and a into the workspace (dropout applied when training)."""
     cdef int l
     cdef const floating *a_in = X
     for l in range(p.L):
+        _threads_for(th, p, l, n)
         if training and p.drop[l] > 0:
             _dropout(a_in, <floating *> p.d[l], <floating *> p.m[l],
                      <ptrdiff_t> n * p.n_in[l], p.drop[l], &p.rng)
@@ -111,11 +177,12 @@ cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
 
 
 cdef void _backward(Plan *p, const floating *X, const floating *params, floating *grads,
-                    int n, bint training) noexcept nogil:
+                    int n, bint training, Threads *th) noexcept nogil:
     """grads += every layer's dW, db, given the output layer's dz in p.g[L-1]."""
     cdef int l, act
     cdef floating *da_prev
     for l in range(p.L - 1, -1, -1):
+        _threads_for(th, p, l, n)
         act = FP_IDENTITY if l == p.L - 1 else p.act[l]   # the loss already gave dz
         da_prev = NULL if l == 0 else <floating *> p.g[l - 1]
         dense_backward(_layer_input(p, l, X, training), params + p.w_off[l],
@@ -124,6 +191,39 @@ cdef void _backward(Plan *p, const floating *X, const floating *params, floating
                        grads + p.b_off[l], da_prev)
         if da_prev != NULL and training and p.drop[l] > 0:
             _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * p.n_in[l])
+
+
+cdef void _backward_sgd(Plan *p, const floating *X, floating *params, floating *grads,
+                        int n, bint training, double lr, Threads *th) noexcept nogil:
+    """Backward with plain SGD fused in: per layer, from the last, dz := da * g'(z);
+    da_prev := dz @ W.T (with the old W); then W += -lr * a_prev.T @ dz as one GEMM with
+    alpha = -lr, beta = 1, and b -= lr * dz.sum(0). The dW pass over the gradient buffer and the
+    separate update pass disappear; grads holds db only (dW is never materialized)."""
+    cdef int l, n_in, n_out
+    cdef floating *dz
+    cdef floating *da_prev
+    cdef floating *db
+    cdef const floating *a_in
+    for l in range(p.L - 1, -1, -1):
+        _threads_for(th, p, l, n)
+        n_in = p.n_in[l]
+        n_out = p.n_out[l]
+        dz = <floating *> p.g[l]
+        if l < p.L - 1:
+            act_backward(p.act[l], <floating *> p.z[l], <floating *> p.a[l], dz, dz, n, n_out)
+        a_in = _layer_input(p, l, X, training)
+        if l > 0:
+            da_prev = <floating *> p.g[l - 1]
+            gemm(False, True, n, n_in, n_out, <floating> 1, dz, n_out, params + p.w_off[l],
+                 n_out, <floating> 0, da_prev, n_in)
+            if training and p.drop[l] > 0:
+                _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * n_in)
+        gemm(True, False, n_in, n_out, n, <floating> -lr, a_in, n_in, dz, n_out,
+             <floating> 1, params + p.w_off[l], n_out)
+        db = grads + p.b_off[l]
+        memset(db, 0, n_out * sizeof(floating))
+        colsum_add(dz, db, n, n_out)
+        axpy(n_out, <floating> -lr, db, params + p.b_off[l])
 
 
 cdef double _loss_grad(Plan *p, const floating *y, const long long *labels, const floating *w,
@@ -142,12 +242,19 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     """Forward, loss, backward and (if update) the optimizer, for one batch; returns the loss
     of the forward pass."""
     cdef double loss
-    _forward(p, X, params, n, True)
+    cdef Threads th
+    _threads_begin(&th)
+    _forward(p, X, params, n, True, &th)
     loss = _loss_grad(p, y, labels, w, n, True)
-    memset(grads, 0, n_params * sizeof(floating))
-    _backward(p, X, params, grads, n, True)
-    if update:
-        optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+    if update and opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and \
+            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
+        _backward_sgd(p, X, params, grads, n, True, hyper[H_LR], &th)
+    else:
+        memset(grads, 0, n_params * sizeof(floating))
+        _backward(p, X, params, grads, n, True, &th)
+        if update:
+            optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+    _threads_end(&th)
     return loss
 
 
@@ -160,6 +267,8 @@ cdef void _predict(Plan *p, const floating *X, const floating *params, int n, in
     cdef const floating *a_in
     cdef floating *zb
     cdef floating *ab
+    cdef Threads th
+    _threads_begin(&th)
     while r0 < n:
         nr = rows if n - r0 > rows else n - r0
         a_in = X + <ptrdiff_t> r0 * p.n_in[0]
@@ -171,10 +280,12 @@ cdef void _predict(Plan *p, const floating *X, const floating *params, int n, in
             else:
                 zb = buf0 if l % 2 == 0 else buf1
                 ab = zb
+            _threads_for(&th, p, l, nr)
             dense_forward(a_in, params + p.w_off[l], params + p.b_off[l], p.act[l], nr,
                           p.n_in[l], n_out, zb, ab)
             a_in = ab
         r0 += nr
+    _threads_end(&th)
 
 
 cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floating *grads,
@@ -184,13 +295,18 @@ cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floati
     the first layer, da_prev = dz @ W.T."""
     cdef int l
     cdef const floating *a_in
+    cdef Threads th
+    _threads_begin(&th)
     for l in range(p.L):
+        _threads_for(&th, p, l, n)
         a_in = X if l == 0 else <floating *> p.a[l - 1]
         gemm(False, False, n, p.n_out[l], p.n_in[l], <floating> 1, a_in, p.n_in[l],
              params + p.w_off[l], p.n_out[l], <floating> 1, <floating *> p.z[l], p.n_out[l])
     if not train:
+        _threads_end(&th)
         return
     for l in range(p.L - 1, -1, -1):
+        _threads_for(&th, p, l, n)
         a_in = X if l == 0 else <floating *> p.a[l - 1]
         gemm(True, False, p.n_in[l], p.n_out[l], n, <floating> 1, a_in, p.n_in[l],
              <floating *> p.g[l], p.n_out[l], <floating> 1, grads + p.w_off[l], p.n_out[l])
@@ -198,6 +314,7 @@ cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floati
             gemm(False, True, n, p.n_in[l], p.n_out[l], <floating> 1, <floating *> p.g[l],
                  p.n_out[l], params + p.w_off[l], p.n_out[l], <floating> 0,
                  <floating *> p.g[l - 1], p.n_in[l])
+    _threads_end(&th)
 
 
 cdef inline void *_ptr(object arr):
@@ -318,6 +435,67 @@ cdef class Engine:
     def workspace_nbytes(self):
         return 0 if self.ws is None else self.ws.nbytes
 
+    cdef bint _usable(self, object arr, int ndim, int typenum, Py_ssize_t rows,
+                      Py_ssize_t cols):
+        """arr is an aligned C-contiguous ndarray of this type and shape (cols < 0: 1-D)."""
+        if not cnp.PyArray_Check(arr):
+            return False
+        cdef cnp.ndarray a = <cnp.ndarray> arr
+        if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
+            return False
+        if cnp.PyArray_DIMS(a)[0] != rows:
+            return False
+        return ndim == 1 or cnp.PyArray_DIMS(a)[1] == cols
+
+    def train_step_checked(self, X, y, int opt_kind, const double[::1] hyper, s1, s2, s3,
+                           long long t):
+        """Fast path of Sequential.train_step for inputs already in the engine's layout:
+        X an (n, n_in) C-contiguous array of the model dtype; y int64 labels (n,) for
+        cross-entropy, or (n, k) targets of the model dtype ((n,) when k == 1). Checks in C
+        that X and y are finite, labels in [0, k) and binary targets in [0, 1], then runs the
+        step. Returns None, having changed nothing, when any of this does not hold: the
+        caller then validates in Python (converting, or raising the right error)."""
+        cdef int typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
+        cdef Py_ssize_t n
+        cdef bint ok = True, labels
+        if not cnp.PyArray_Check(X):
+            return None
+        n = cnp.PyArray_DIMS(<cnp.ndarray> X)[0] if cnp.PyArray_NDIM(<cnp.ndarray> X) == 2 \
+            else 0
+        if n < 1 or n > 2147483647 or not self._usable(X, 2, typenum, n, self.n_in0):
+            return None
+        labels = self.p.loss == FP_CROSS_ENTROPY
+        if labels:
+            if not self._usable(y, 1, cnp.NPY_INT64, n, -1):
+                return None
+        elif not (self._usable(y, 2, typenum, n, self.k) or
+                  (self.k == 1 and self._usable(y, 1, typenum, n, -1))):
+            return None
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(y)
+        cdef ptrdiff_t nx = n * self.n_in0, ny = n * self.k
+        with nogil:
+            if self.is_double:
+                ok = fp_all_finite_d(<double *> px, nx)
+                if not labels:
+                    ok = ok and fp_all_finite_d(<double *> py, ny)
+                    if self.p.loss == FP_BINARY_CROSS_ENTROPY:
+                        ok = ok and fp_all_unit_d(<double *> py, ny)
+            else:
+                ok = fp_all_finite_f(<float *> px, nx)
+                if not labels:
+                    ok = ok and fp_all_finite_f(<float *> py, ny)
+                    if self.p.loss == FP_BINARY_CROSS_ENTROPY:
+                        ok = ok and fp_all_unit_f(<float *> py, ny)
+            if labels:
+                ok = ok and fp_labels_in_range(<int64_t *> py, n, self.k)
+        if not ok:
+            return None
+        if labels:
+            return self.train_step(X, None, y, None, None, opt_kind, hyper, s1, s2, s3, t)
+        return self.train_step(X, y, None, None, None, opt_kind, hyper, s1, s2, s3, t)
+
     def train_step(self, X, y, labels, w, idx, int opt_kind, const double[::1] hyper, s1, s2,
                    s3, long long t, bint update=True):
         """One training step on X (n, n_in) or, when idx is given, on the rows idx of X / y /
@@ -380,12 +558,15 @@ cdef class Engine:
         cdef int n = X.shape[0]
         cdef void *px = _ptr(X)
         cdef void *pp = _ptr(self.params)
+        cdef Threads th
         self.ensure_capacity(n)
         with nogil:
+            _threads_begin(&th)
             if self.is_double:
-                _forward[double](&self.p, <double *> px, <double *> pp, n, training)
+                _forward[double](&self.p, <double *> px, <double *> pp, n, training, &th)
             else:
-                _forward[float](&self.p, <float *> px, <float *> pp, n, training)
+                _forward[float](&self.p, <float *> px, <float *> pp, n, training, &th)
+            _threads_end(&th)
 
     def backward(self, X, y, labels, w, bint training):
         """After forward(X): loss, then grads := dL/dparams (zeroed first). Returns the loss."""
@@ -397,19 +578,22 @@ cdef class Engine:
         cdef void *pp = _ptr(self.params)
         cdef void *pg = _ptr(self.grads)
         cdef double loss
+        cdef Threads th
         with nogil:
+            _threads_begin(&th)
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
                 memset(pg, 0, self.n_params * sizeof(double))
                 _backward[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
-                                  training)
+                                  training, &th)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
                 memset(pg, 0, self.n_params * sizeof(float))
                 _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
-                                 training)
+                                 training, &th)
+            _threads_end(&th)
         return loss
 
     def gemm_floor(self, X, bint train=True):

@@ -1,0 +1,1044 @@
+"""Benchmarks behind ``python -m fastprop bench``: fastprop against pure NumPy (the reference
+twin), PyTorch eager, scikit-learn and the GEMM floor.
+
+What is timed (see ``benchmarks/README.md`` for the reasoning and the traps):
+
+- **train**: one training step (forward, softmax cross-entropy on integer labels, backward, plain
+  SGD lr=0.01) of ReLU MLPs: ``model.train_step(X, y)`` (public call, validation included),
+  ``ReferenceModel.train_step`` (pure NumPy), an equivalent ``torch.nn.Sequential`` with
+  ``F.cross_entropy`` and ``torch.optim.SGD``, ``MLPClassifier.partial_fit`` on one batch, and
+  ``model._engine.gemm_floor(X)``: exactly the step's GEMMs through the same BLAS.
+- **infer**: ``model.predict(X)`` against the reference forward, torch under ``no_grad``,
+  ``MLPClassifier.predict_proba`` and the inference GEMM floor.
+- **fit**: samples/s and test accuracy of ``model.fit`` on the bundled digits against the
+  reference training loop and ``MLPClassifier.fit`` with the same Adam hyperparameters.
+
+Every implementation is first checked against a float64 run of the reference from the same
+initial weights (one step: loss and updated parameters; inference: outputs). One that fails is
+reported and not timed. Implementations of one configuration are timed interleaved in one
+process (A B C A B C ...), each sample being an inner loop of >= ~1 ms; we report minima and
+medians. PyTorch at more than one thread runs alone in a separate process (two thread pools in
+one process fight). Thread counts are set once per block of configurations with threadpoolctl.
+
+Optional packages (torch, scikit-learn, threadpoolctl, matplotlib) are imported lazily; the
+benchmark degrades gracefully without them.
+"""
+import argparse
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+
+import numpy as np
+
+__all__ = ["NETS", "add_arguments", "main", "check_train", "check_infer", "format_table",
+           "time_interleaved", "run_train_config", "run_infer_config", "run_fit"]
+
+# name: (batch, sizes)
+NETS = {
+    "tiny": (1, [64, 32, 10]),
+    "small": (32, [784, 128, 10]),
+    "medium": (128, [784, 256, 256, 10]),
+    "large": (256, [1024, 1024, 1024, 10]),
+    "wide": (512, [2048, 2048, 2048, 10]),
+}
+QUICK_NETS = ("tiny", "small", "medium")
+INFER_NETS = ("small", "medium")
+INFER_BATCHES = (1, 1024)
+LR = 0.01
+DTYPES = ("float32", "float64")
+# relative tolerance of the one-step checks against the float64 oracle
+TOL = {"float64": 1e-9, "float32": 1e-4}
+IMPLS = ("fastprop", "reference", "torch", "sklearn", "floor")
+LABELS = {"fastprop": "fastprop", "reference": "reference", "torch": "torch",
+          "sklearn": "sklearn", "floor": "GEMM floor"}
+RATIOS = (("ref/fp", "reference", "fastprop"), ("torch/fp", "torch", "fastprop"),
+          ("skl/fp", "sklearn", "fastprop"), ("fp/floor", "fastprop", "floor"))
+
+
+# ------------------------------------------------------------------------------------------
+# optional packages
+# ------------------------------------------------------------------------------------------
+_OPTIONAL = {}
+
+
+def _optional(name):
+    """The module, or None (reason kept in _OPTIONAL[name][1]); imported on first use."""
+    if name not in _OPTIONAL:
+        try:
+            _OPTIONAL[name] = (importlib.import_module(name), None)
+        except Exception as exc:   # ImportError, or a broken install
+            _OPTIONAL[name] = (None, f"{type(exc).__name__}: {exc}")
+    return _OPTIONAL[name][0]
+
+
+def _available(name):
+    """Whether a package can be found, without importing it (torch is slow to import)."""
+    if name in _OPTIONAL:
+        return _OPTIONAL[name][0] is not None
+    import importlib.util
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _dist_version(dist):
+    try:
+        from importlib.metadata import version
+        return version(dist)
+    except Exception:
+        return None
+
+
+def _thread_limit(k):
+    """Context that sets BLAS and OpenMP pools to k threads (None: leave the defaults)."""
+    if k is None:
+        return nullcontext()
+    tpc = _optional("threadpoolctl")
+    if tpc is None:
+        return nullcontext()
+    return tpc.threadpool_limits(limits=k)
+
+
+# ------------------------------------------------------------------------------------------
+# data, models and the oracle
+# ------------------------------------------------------------------------------------------
+def make_batch(sizes, batch, dtype, seed=0):
+    """Deterministic (X, y): standard normal inputs, uniform integer labels."""
+    rng = np.random.default_rng([seed, batch] + list(sizes))
+    X = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], batch).astype(np.int64)
+    return X, y
+
+
+def build_model(sizes, dtype, seed=0, params=None):
+    """The benchmark net: ReLU hidden layers, softmax output, cross-entropy, SGD(lr=0.01)."""
+    import fastprop as fp
+    last = len(sizes) - 2
+    layers = [fp.Dense(a, b, activation="softmax" if i == last else "relu", seed=seed + i,
+                       dtype=dtype)
+              for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    model = fp.Sequential(layers, loss="cross_entropy", optimizer=fp.optim.SGD(lr=LR),
+                          dtype=dtype, seed=seed)
+    if params is not None:
+        model.params[...] = params
+    return model
+
+
+def unflatten(params, sizes):
+    """[(W (n_in, n_out), b (n_out,)), ...] views of a flat parameter vector."""
+    out, off = [], 0
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        W = params[off:off + a * b].reshape(a, b)
+        off += a * b
+        out.append((W, params[off:off + b]))
+        off += b
+    return out
+
+
+def _reference(sizes, dtype, params):
+    from fastprop.reference import ReferenceModel
+    acts = ["relu"] * (len(sizes) - 2) + ["softmax"]
+    return ReferenceModel(sizes, acts, "cross_entropy", {"name": "SGD", "lr": LR},
+                          params=params, dtype=dtype)
+
+
+def oracle_step(sizes, X, y, params0):
+    """(loss, params after one SGD step) of the reference in float64 from the same inputs."""
+    ref = _reference(sizes, np.float64, params0.astype(np.float64))
+    loss = ref.train_step(X.astype(np.float64), labels=y)
+    return float(loss), ref.params.copy()
+
+
+def oracle_predict(sizes, X, params0):
+    ref = _reference(sizes, np.float64, params0.astype(np.float64))
+    return ref.predict(X.astype(np.float64))
+
+
+def _rel(a, b):
+    """max |a - b| / max |b| in float64 (inf when a is not finite)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        return math.inf
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    return float(np.max(np.abs(a - b))) / max(scale, 1e-300)
+
+
+def compare_step(loss, params, oracle, params0, dtype, tol=None):
+    """Check one training step against the oracle; returns a JSON-able dict with ``ok``.
+
+    ``loss_err`` = |L - L_oracle| / |L_oracle|; ``param_err`` = max|p - p_oracle| /
+    max|p_oracle| (the gate, with ``loss_err``, at the dtype's tolerance); ``update_err`` =
+    the same for the update p - p0 (informational: it magnifies the rounding of p)."""
+    tol = TOL[np.dtype(dtype).name] if tol is None else tol
+    o_loss, o_params = oracle
+    p0 = np.asarray(params0, dtype=np.float64)
+    loss = float(loss)
+    loss_err = abs(loss - o_loss) / max(abs(o_loss), 1e-300) if math.isfinite(loss) else math.inf
+    param_err = _rel(params, o_params)
+    update_err = _rel(np.asarray(params, dtype=np.float64) - p0, o_params - p0)
+    ok = loss_err <= tol and param_err <= tol
+    return {"ok": bool(ok), "tol": tol, "loss": loss, "oracle_loss": o_loss,
+            "loss_err": loss_err, "param_err": param_err, "update_err": update_err}
+
+
+def compare_output(out, oracle, dtype, tol=None):
+    tol = TOL[np.dtype(dtype).name] if tol is None else tol
+    err = _rel(out, oracle)
+    return {"ok": bool(err <= tol), "tol": tol, "output_err": err}
+
+
+# ------------------------------------------------------------------------------------------
+# implementations: each factory does the checked first call and returns what timing needs
+# ------------------------------------------------------------------------------------------
+def _fp_train(sizes, dtype, params0, X, y):
+    model = build_model(sizes, dtype, params=params0)
+    loss = model.train_step(X, y)
+    return loss, model.params.copy(), (lambda: model.train_step(X, y)), model
+
+
+def _ref_train(sizes, dtype, params0, X, y):
+    ref = _reference(sizes, dtype, params0)
+    loss = ref.train_step(X, labels=y)
+    return loss, ref.params.copy(), (lambda: ref.train_step(X, labels=y)), ref
+
+
+def _torch_net(sizes, dtype, params0):
+    torch = _optional("torch")
+    if torch is None:
+        raise ImportError(_OPTIONAL["torch"][1])
+    tdt = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+    mods, lins = [], []
+    for i, (W, b) in enumerate(unflatten(np.asarray(params0), sizes)):
+        lin = torch.nn.Linear(W.shape[0], W.shape[1], dtype=tdt)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+            lin.bias.copy_(torch.from_numpy(np.array(b)))
+        mods.append(lin)
+        lins.append(lin)
+        if i < len(sizes) - 2:
+            mods.append(torch.nn.ReLU())
+    return torch, torch.nn.Sequential(*mods), lins
+
+
+def _torch_flat(lins):
+    parts = []
+    for lin in lins:
+        parts.append(lin.weight.detach().numpy().T.ravel())
+        parts.append(lin.bias.detach().numpy().ravel())
+    return np.concatenate(parts)
+
+
+def _torch_train(sizes, dtype, params0, X, y):
+    torch, net, lins = _torch_net(sizes, dtype, params0)
+    F = torch.nn.functional
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step():   # the loss stays a tensor: no .item() in the timed call
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(Xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    loss = float(step().item())
+    return loss, _torch_flat(lins), step, net
+
+
+def _sklearn_clf(sizes, batch, **kw):
+    from sklearn.neural_network import MLPClassifier
+    return MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu",
+                         alpha=0.0, batch_size=batch, random_state=0, **kw)
+
+
+def _sklearn_set(clf, params0, sizes):
+    for l, (W, b) in enumerate(unflatten(np.asarray(params0), sizes)):
+        clf.coefs_[l][...] = W
+        clf.intercepts_[l][...] = b
+
+
+def _sklearn_flat(clf):
+    parts = []
+    for W, b in zip(clf.coefs_, clf.intercepts_):
+        parts += [W.ravel(), b.ravel()]
+    return np.concatenate(parts)
+
+
+def _sk_train(sizes, dtype, params0, X, y):
+    clf = _sklearn_clf(sizes, len(X), solver="sgd", learning_rate_init=LR, momentum=0.0,
+                       nesterovs_momentum=False, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.partial_fit(X, y, classes=np.arange(sizes[-1]))   # initializes coefs_, optimizer
+    _sklearn_set(clf, params0, sizes)
+    clf.partial_fit(X, y)
+    # loss_ (= loss_curve_[-1]) of a one-batch partial_fit is that batch's loss before the
+    # update: log_loss of the clipped softmax (+ 0 * L2 with alpha=0)
+    return clf.loss_, _sklearn_flat(clf), (lambda: clf.partial_fit(X, y)), clf
+
+
+TRAIN_FACTORIES = {"fastprop": _fp_train, "reference": _ref_train, "torch": _torch_train,
+                   "sklearn": _sk_train}
+
+
+def _fp_infer(sizes, dtype, params0, X):
+    model = build_model(sizes, dtype, params=params0)
+    out = model.predict(X)
+    return out, (lambda: model.predict(X)), model
+
+
+def _ref_infer(sizes, dtype, params0, X):
+    ref = _reference(sizes, dtype, params0)
+    return ref.predict(X), (lambda: ref.predict(X)), ref
+
+
+def _torch_infer(sizes, dtype, params0, X):
+    torch, net, _ = _torch_net(sizes, dtype, params0)
+    Xt = torch.from_numpy(X)
+
+    def run():
+        with torch.no_grad():
+            return torch.softmax(net(Xt), dim=1)
+
+    return run().numpy(), run, net
+
+
+def _sk_infer(sizes, dtype, params0, X):
+    clf = _sklearn_clf(sizes, len(X), solver="sgd", learning_rate_init=LR, momentum=0.0,
+                       shuffle=False)
+    y = np.arange(len(X)) % sizes[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.partial_fit(X, y, classes=np.arange(sizes[-1]))
+    _sklearn_set(clf, params0, sizes)
+    return clf.predict_proba(X), (lambda: clf.predict_proba(X)), clf
+
+
+INFER_FACTORIES = {"fastprop": _fp_infer, "reference": _ref_infer, "torch": _torch_infer,
+                   "sklearn": _sk_infer}
+
+
+# ------------------------------------------------------------------------------------------
+# checks (also the test suite's entry points)
+# ------------------------------------------------------------------------------------------
+def check_train(net, dtype, impls=("fastprop", "reference", "torch", "sklearn"), seed=0):
+    """One step of each implementation from identical weights against the float64 oracle.
+
+    Returns ``{name: check dict}``; an implementation that cannot run has ``ok`` False and an
+    ``error``. Also returns the state the timing needs, under the key ``"_state"``."""
+    batch, sizes = NETS[net]
+    X, y = make_batch(sizes, batch, dtype, seed)
+    params0 = build_model(sizes, dtype, seed).params.copy()
+    oracle = oracle_step(sizes, X, y, params0)
+    checks, state = {}, {}
+    for name in impls:
+        try:
+            loss, params, step, obj = TRAIN_FACTORIES[name](sizes, dtype, params0, X, y)
+        except Exception as exc:
+            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        checks[name] = compare_step(loss, params, oracle, params0, dtype)
+        if name == "sklearn":
+            checks[name]["compared"] = ("loss_ after one partial_fit (log_loss of the softmax "
+                                        "clipped to [eps, 1-eps]) and coefs_/intercepts_")
+        state[name] = (step, obj)
+    checks["_state"] = {"X": X, "y": y, "sizes": sizes, "batch": batch, "impls": state}
+    return checks
+
+
+def check_infer(net, batch, dtype, impls=("fastprop", "reference", "torch", "sklearn"),
+                seed=0):
+    """Inference outputs of each implementation against the float64 oracle (same layout as
+    :func:`check_train`)."""
+    sizes = NETS[net][1]
+    X, _ = make_batch(sizes, batch, dtype, seed)
+    params0 = build_model(sizes, dtype, seed).params.copy()
+    oracle = oracle_predict(sizes, X, params0)
+    checks, state = {}, {}
+    for name in impls:
+        try:
+            out, run, obj = INFER_FACTORIES[name](sizes, dtype, params0, X)
+        except Exception as exc:
+            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        checks[name] = compare_output(out, oracle, dtype)
+        state[name] = (run, obj)
+    checks["_state"] = {"X": X, "sizes": sizes, "batch": batch, "impls": state}
+    return checks
+
+
+def _check_note(name, chk):
+    if "error" in chk:
+        return f"{LABELS[name]}: could not run ({chk['error']}); not timed"
+    errs = ", ".join(f"{k} {chk[k]:.2e}" for k in ("loss_err", "param_err", "output_err")
+                     if k in chk)
+    return f"{LABELS[name]}: CHECK FAILED ({errs} > tol {chk['tol']:g}); not timed"
+
+
+# ------------------------------------------------------------------------------------------
+# timing
+# ------------------------------------------------------------------------------------------
+def _calibrate(fn, sample_s):
+    """(seconds per call, inner loop count so that one sample lasts >= sample_s)."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= sample_s / 4 or n >= 10000:
+            break
+    per = elapsed / n
+    return per, max(1, math.ceil(sample_s / per))
+
+
+def time_interleaved(fns, budget_s, min_repeats=5, max_repeats=400, sample_s=1e-3):
+    """Time callables interleaved (A B C A B C ...): per repeat, each runs an inner loop of
+    >= sample_s; repeats fill about budget_s (within [min_repeats, max_repeats]).
+
+    Returns ``{name: {"min_us", "median_us", "inner", "repeats", "samples_us"}}``."""
+    cal = {k: _calibrate(fn, sample_s) for k, fn in fns.items()}
+    per_repeat = sum(per * inner for per, inner in cal.values()) or 1e-9
+    repeats = int(min(max_repeats, max(min_repeats, budget_s // per_repeat)))
+    samples = {k: [] for k in fns}
+    clock = time.perf_counter
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            inner = cal[name][1]
+            r = range(inner)
+            t0 = clock()
+            for _ in r:
+                fn()
+            samples[name].append((clock() - t0) / inner * 1e6)
+    return {k: {"min_us": float(np.min(v)), "median_us": float(np.median(v)),
+                "inner": cal[k][1], "repeats": repeats, "samples_us": [float(s) for s in v]}
+            for k, v in samples.items()}
+
+
+def _ratios(timings):
+    out = {}
+    for label, num, den in RATIOS:
+        if num in timings and den in timings:
+            out[label] = {s: timings[num][s] / timings[den][s] for s in ("min_us", "median_us")}
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# configurations
+# ------------------------------------------------------------------------------------------
+def _run_config(section, checks, fns_builder, meta, opts):
+    """Shared tail of train / infer: notes for failed checks, timing, ratios."""
+    state = checks.pop("_state")
+    res = dict(meta)
+    res.update({"checks": checks, "timings": {}, "notes": []})
+    fns = {}
+    for name in ("fastprop", "reference", "torch", "sklearn"):
+        chk = checks.get(name)
+        if chk is None:
+            continue
+        if not chk["ok"]:
+            res["notes"].append(_check_note(name, chk))
+            continue
+        fns[name] = state["impls"][name][0]
+        if name == "fastprop" and opts.get("floor", True):
+            fns["floor"] = fns_builder(state["impls"][name][1], state["X"])
+    if fns:
+        gc.collect()
+        res["timings"] = time_interleaved(fns, opts["budget"], opts["min_repeats"],
+                                          opts["max_repeats"], opts.get("sample_s", 1e-3))
+    res["ratios"] = _ratios(res["timings"])
+    return res
+
+
+def run_train_config(net, dtype, threads, opts, impls):
+    """Check then time one training configuration (threads are already set by the caller)."""
+    batch, sizes = NETS[net]
+    checks = check_train(net, dtype, impls, seed=opts.get("seed", 0))
+    X = checks["_state"]["X"]
+    meta = {"section": "train", "net": net, "dtype": np.dtype(dtype).name, "threads": threads,
+            "batch": batch, "sizes": sizes}
+    # the floor runs on the timed fastprop model's engine right after its real steps on X
+    return _run_config("train", checks, lambda model, X: (lambda: model._engine.gemm_floor(X)),
+                       meta, opts)
+
+
+def run_infer_config(net, batch, dtype, threads, opts, impls):
+    sizes = NETS[net][1]
+    checks = check_infer(net, batch, dtype, impls, seed=opts.get("seed", 0))
+    meta = {"section": "infer", "net": net, "dtype": np.dtype(dtype).name, "threads": threads,
+            "batch": batch, "sizes": sizes}
+
+    def floor(model, X):
+        model.forward(X, training=False)   # valid activations in the workspace the floor reads
+        return lambda: model._engine.gemm_floor(X, False)
+
+    return _run_config("infer", checks, floor, meta, opts)
+
+
+def run_fit(dtype, epochs, repeats, impls=("fastprop", "reference", "sklearn"), seed=0,
+            threads=None):
+    """samples/s and test accuracy of fastprop's fit, the reference loop and MLPClassifier.fit
+    on the bundled digits, from the same initial weights, Adam, batch 32, shuffled, no early
+    stopping, no regularization; repeats interleaved, best time reported."""
+    from fastprop.__main__ import _demo_model, _digits_split, _reference_fit
+    from fastprop.reference import ReferenceModel
+    dtype = np.dtype(dtype)
+    Xtr, ytr, Xte, yte = _digits_split(seed)
+    Xtr, Xte = Xtr.astype(dtype), Xte.astype(dtype)
+    m0 = _demo_model(seed, dtype.name)
+    opt = m0.optimizer
+    sizes = [m0._dense[0].n_in] + [d.n_out for d in m0._dense]
+    params0 = m0.params.copy()
+    batch = 32
+
+    def fit_fastprop():
+        m = _demo_model(seed, dtype.name)
+        t0 = time.perf_counter()
+        m.fit(Xtr, ytr, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
+        t = time.perf_counter() - t0
+        return t, float(m.evaluate(Xte, yte)["accuracy"])
+
+    def fit_reference():
+        ref = ReferenceModel.from_model(_demo_model(seed, dtype.name))
+        t0 = time.perf_counter()
+        _reference_fit(ref, Xtr, ytr, epochs, batch, seed)
+        t = time.perf_counter() - t0
+        return t, float(np.mean(np.argmax(ref.predict(Xte), axis=1) == yte))
+
+    def fit_sklearn():
+        from sklearn.neural_network import MLPClassifier
+        clf = MLPClassifier(hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu",
+                            solver="adam", learning_rate_init=opt.lr, beta_1=opt.betas[0],
+                            beta_2=opt.betas[1], epsilon=opt.eps, batch_size=batch, alpha=0.0,
+                            shuffle=True, max_iter=epochs, tol=0.0,
+                            n_iter_no_change=epochs + 1, early_stopping=False,
+                            warm_start=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # initialize coefs_ on one batch, then start from fastprop's initial weights;
+            # fit() (incremental=False) makes a fresh Adam and keeps coefs_ (warm_start)
+            clf.partial_fit(Xtr[:batch], ytr[:batch], classes=np.arange(sizes[-1]))
+            _sklearn_set(clf, params0, sizes)
+            t0 = time.perf_counter()
+            clf.fit(Xtr, ytr)
+            t = time.perf_counter() - t0
+        return t, float(clf.score(Xte, yte))
+
+    runners = {"fastprop": fit_fastprop, "reference": fit_reference, "sklearn": fit_sklearn}
+    runs = {k: [] for k in impls}
+    errors = {}
+    for _ in range(repeats):
+        for name in impls:
+            if name in errors:
+                continue
+            try:
+                runs[name].append(runners[name]())
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+    n_samples = epochs * len(ytr)
+    res = {"section": "fit", "dtype": dtype.name, "threads": threads, "epochs": epochs,
+           "batch": batch, "sizes": sizes, "n_train": int(len(ytr)), "n_test": int(len(yte)),
+           "optimizer": {"name": "Adam", "lr": opt.lr, "betas": list(opt.betas),
+                         "eps": opt.eps},
+           "impls": {}, "notes": [f"{LABELS[k]}: could not run ({v})" for k, v in errors.items()]}
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        times = [t for t, _ in rs]
+        res["impls"][name] = {"seconds": times, "best_s": min(times),
+                              "samples_per_s": n_samples / min(times),
+                              "test_accuracy": rs[0][1]}
+    return res
+
+
+# ------------------------------------------------------------------------------------------
+# PyTorch at more than one thread: a separate process
+# ------------------------------------------------------------------------------------------
+def _torch_worker(job_path, out_path):
+    """Run inside ``python -m fastprop._bench --torch-worker JOB OUT``: check and time torch
+    alone at the job's thread count (the parent's BLAS pools are idle meanwhile)."""
+    with open(job_path) as f:
+        job = json.load(f)
+    out = []
+    torch = _optional("torch")
+    if torch is None:
+        out = [{"error": _OPTIONAL["torch"][1]} for _ in job["configs"]]
+    else:
+        if job["threads"] is not None:
+            torch.set_num_threads(int(job["threads"]))
+        # this process's NumPy/SciPy BLAS (data and oracle only) stays at 1 thread
+        with _thread_one_blas():
+            for cfg in job["configs"]:
+                opts = job["opts"]
+                if cfg["section"] == "train":
+                    checks = check_train(cfg["net"], cfg["dtype"], ("torch",), opts["seed"])
+                else:
+                    checks = check_infer(cfg["net"], cfg["batch"], cfg["dtype"], ("torch",),
+                                         opts["seed"])
+                state = checks.pop("_state")
+                chk = checks["torch"]
+                entry = {"check": chk}
+                if chk["ok"]:
+                    gc.collect()
+                    entry["timing"] = time_interleaved(
+                        {"torch": state["impls"]["torch"][0]}, opts["budget"],
+                        opts["min_repeats"], opts["max_repeats"], opts.get("sample_s", 1e-3)
+                    )["torch"]
+                out.append(entry)
+        out = [dict(e, torch_threads=torch.get_num_threads()) for e in out]
+    with open(out_path, "w") as f:
+        json.dump(out, f)
+    return 0
+
+
+def _thread_one_blas():
+    tpc = _optional("threadpoolctl")
+    return tpc.threadpool_limits(limits=1, user_api="blas") if tpc else nullcontext()
+
+
+def _run_torch_process(threads, configs, opts, log):
+    """Check and time torch for the configs in a fresh process; list of entries or an error
+    string."""
+    with tempfile.TemporaryDirectory(prefix="fastprop-bench-") as tmp:
+        job_path, out_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "out.json")
+        with open(job_path, "w") as f:
+            json.dump({"threads": threads, "configs": configs, "opts": opts}, f)
+        env = dict(os.environ)
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        cmd = [sys.executable, "-m", "fastprop._bench", "--torch-worker", job_path, out_path]
+        log(f"  torch at {threads} threads: {len(configs)} configurations in a separate "
+            f"process ...")
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+        if proc.returncode != 0 or not os.path.exists(out_path):
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+            return f"torch worker process failed (exit {proc.returncode}): {' | '.join(tail)}"
+        with open(out_path) as f:
+            return json.load(f)
+
+
+def _merge_torch(res, entry):
+    """Put a worker entry (or an error string) into a config result."""
+    if isinstance(entry, str) or "error" in entry:
+        err = entry if isinstance(entry, str) else entry["error"]
+        res["checks"]["torch"] = {"ok": False, "error": err}
+        res["notes"].append(f"torch: could not run in the separate process ({err})")
+        return
+    chk = entry["check"]
+    res["checks"]["torch"] = chk
+    if not chk["ok"]:
+        res["notes"].append(_check_note("torch", chk) + " (separate process)")
+        return
+    t = dict(entry["timing"], process="separate", torch_threads=entry.get("torch_threads"))
+    res["timings"]["torch"] = t
+    res["ratios"] = _ratios(res["timings"])
+
+
+# ------------------------------------------------------------------------------------------
+# environment description
+# ------------------------------------------------------------------------------------------
+def environment():
+    import scipy
+
+    import fastprop
+    env = {"fastprop": fastprop.__version__, "python": platform.python_version(),
+           "numpy": np.__version__, "scipy": scipy.__version__,
+           "torch": _dist_version("torch") if _available("torch") else None,
+           "scikit-learn": _dist_version("scikit-learn") if _available("sklearn") else None,
+           "threadpoolctl": _dist_version("threadpoolctl") if _available("threadpoolctl")
+           else None,
+           "cpu_count": os.cpu_count(), "machine": platform.machine(),
+           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "libraries": []}
+    tpc = _optional("threadpoolctl")
+    if tpc is not None:
+        for info in tpc.threadpool_info():
+            env["libraries"].append({
+                "user_api": info.get("user_api"), "internal_api": info.get("internal_api"),
+                "version": info.get("version"), "architecture": info.get("architecture"),
+                "file": os.path.basename(info.get("filepath", "")),
+                "threads": info.get("num_threads")})
+    return env
+
+
+def format_header(env, opts):
+    v = lambda k: env.get(k) or "not installed"
+    lines = [f"fastprop {env['fastprop']} bench  (python {env['python']}, {env['machine']}, "
+             f"os.cpu_count() = {env['cpu_count']})",
+             f"numpy {env['numpy']}, scipy {env['scipy']}, torch {v('torch')}, "
+             f"scikit-learn {v('scikit-learn')}, threadpoolctl {v('threadpoolctl')}"]
+    blas = [lib for lib in env["libraries"] if lib["user_api"] == "blas"]
+    if env["threadpoolctl"] is None:
+        lines.append("BLAS: unknown (threadpoolctl not installed: thread settings cannot be "
+                     "applied; everything runs with the default threads)")
+    for lib in blas:
+        lines.append(f"BLAS: {lib['internal_api']} {lib['version']} ({lib['architecture']}) "
+                     f"{lib['file']}, {lib['threads']} threads")
+    other = [lib for lib in env["libraries"] if lib["user_api"] != "blas"]
+    for lib in other:
+        lines.append(f"{lib['user_api']}: {lib['internal_api']} {lib['file']}, "
+                     f"{lib['threads']} threads")
+    if env.get("OPENBLAS_CORETYPE"):
+        lines.append(f"WARNING: OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} is set "
+                     f"(forces an OpenBLAS kernel)")
+    lines.append(f"Times in µs per call: min (median) over interleaved repeats, each sample an "
+                 f"inner loop of >= {opts['sample_s'] * 1e3:g} ms; ratios from the minima.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------
+def _us(x):
+    if x is None:
+        return "-"
+    if x < 10:
+        return f"{x:.2f}"
+    if x < 100:
+        return f"{x:.1f}"
+    return f"{x:,.0f}"
+
+
+def _threads_label(k):
+    return "def" if k is None else str(k)
+
+
+def format_table(results, section="train"):
+    """Plain-text table of the train or infer results; columns without any value are left
+    out. Returns the text (with notes under the table)."""
+    rows = [r for r in results if r["section"] == section]
+    if not rows:
+        return ""
+    key = ["net", "batch", "dtype", "thr"] if section == "infer" else ["net", "dtype", "thr"]
+    impls = [k for k in IMPLS if any(k in r["timings"] for r in rows)]
+    ratios = [lab for lab, a, b in RATIOS if a in impls and b in impls]
+    head = key + [f"{LABELS[k]} µs" for k in impls] + ratios
+    table = [head]
+    for r in rows:
+        cells = [r["net"]] + ([str(r["batch"])] if section == "infer" else []) + \
+                [r["dtype"], _threads_label(r["threads"])]
+        for k in impls:
+            t = r["timings"].get(k)
+            if t is None:
+                cells.append("skipped" if k in r["checks"] else "-")
+            else:
+                mark = "*" if t.get("process") == "separate" else ""
+                cells.append(f"{_us(t['min_us'])} ({_us(t['median_us'])}){mark}")
+        for lab in ratios:
+            q = r["ratios"].get(lab)
+            cells.append("-" if q is None else f"{q['min_us']:.2f}")
+        table.append(cells)
+    widths = [max(len(row[c]) for row in table) for c in range(len(head))]
+    nkey = len(key)
+    fmt = lambda row: "  ".join(c.ljust(w) if i < nkey else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths)))
+    title = {"train": "Training step (forward + softmax CE + backward + SGD update)",
+             "infer": "Inference (predict; torch under no_grad)"}[section]
+    lines = [title, fmt(head), "-" * len(fmt(head))] + [fmt(row) for row in table[1:]]
+    if any(r["timings"].get("torch", {}).get("process") == "separate" for r in rows):
+        lines.append("* timed alone in a separate process (torch at > 1 thread), "
+                     "not interleaved")
+    for r in rows:
+        for note in r["notes"]:
+            lines.append(f"NOTE {r['net']} {r['dtype']} thr={_threads_label(r['threads'])}: "
+                         f"{note}")
+    return "\n".join(lines)
+
+
+def format_fit(results):
+    rows = [r for r in results if r["section"] == "fit"]
+    if not rows:
+        return ""
+    r0 = rows[0]
+    opt = r0["optimizer"]
+    lines = [f"fit on the bundled digits ({r0['n_train']} train / {r0['n_test']} test, "
+             f"{'-'.join(map(str, r0['sizes']))}, Adam lr={opt['lr']:g} "
+             f"betas={tuple(opt['betas'])} eps={opt['eps']:g}, batch {r0['batch']}, "
+             f"{r0['epochs']} epochs, shuffled, same initial weights; best of "
+             f"{max(len(v['seconds']) for r in rows for v in r['impls'].values())} runs, "
+             f"{_threads_label(r0['threads'])} thread)"]
+    head = ["dtype", "implementation", "seconds", "samples/s", "test acc", "fp speedup"]
+    table = [head]
+    for r in rows:
+        fp_rate = r["impls"].get("fastprop", {}).get("samples_per_s")
+        for name, v in r["impls"].items():
+            sp = "-" if fp_rate is None else f"{fp_rate / v['samples_per_s']:.2f}"
+            table.append([r["dtype"], LABELS[name], f"{v['best_s']:.3f}",
+                          f"{v['samples_per_s']:,.0f}", f"{v['test_accuracy']:.4f}", sp])
+    widths = [max(len(row[c]) for row in table) for c in range(len(head))]
+    fmt = lambda row: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths)))
+    lines += [fmt(head), "-" * len(fmt(head))] + [fmt(row) for row in table[1:]]
+    lines.append("fp speedup = fastprop samples/s / this implementation's samples/s")
+    for r in rows:
+        lines += [f"NOTE {r['dtype']}: {n}" for n in r["notes"]]
+    return "\n".join(lines)
+
+
+def format_checks(results):
+    """One paragraph: how many checks passed, the worst errors, every failure."""
+    worst, n_ok, n_all = {}, 0, 0
+    for r in results:
+        for name, chk in r.get("checks", {}).items():
+            n_all += 1
+            n_ok += bool(chk.get("ok"))
+            for k in ("loss_err", "param_err", "update_err", "output_err"):
+                if k in chk and chk.get("ok"):
+                    w = worst.setdefault((r["dtype"], name), {})
+                    w[k] = max(w.get(k, 0.0), chk[k])
+    if not n_all:
+        return ""
+    lines = [f"Correctness (one step / outputs vs a float64 NumPy oracle, same initial "
+             f"weights; tol float64 {TOL['float64']:g}, float32 {TOL['float32']:g} relative): "
+             f"{n_ok}/{n_all} checks passed. Worst errors of the passing ones:"]
+    for (dt, name), w in sorted(worst.items()):
+        lines.append(f"  {dt:8} {LABELS[name]:10} " +
+                     "  ".join(f"{k} {v:.1e}" for k, v in sorted(w.items())))
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot needs matplotlib (pip install matplotlib); no plot written",
+              file=sys.stderr)
+        return False
+    sections = [s for s in ("train", "infer") if any(r["section"] == s for r in results)]
+    fits = [r for r in results if r["section"] == "fit"]
+    n = len(sections) + bool(fits)
+    if n == 0:
+        return False
+    fig, axes = plt.subplots(n, 1, figsize=(12, 4.5 * n), squeeze=False)
+    for ax, sec in zip(axes[:, 0], sections):
+        rows = [r for r in results if r["section"] == sec]
+        impls = [k for k in IMPLS if any(k in r["timings"] for r in rows)]
+        x = np.arange(len(rows))
+        w = 0.8 / max(1, len(impls))
+        for i, k in enumerate(impls):
+            vals = [r["timings"][k]["min_us"] if k in r["timings"] else np.nan for r in rows]
+            ax.bar(x + i * w - 0.4 + w / 2, vals, w, label=LABELS[k])
+        labels = [f"{r['net']}{'/' + str(r['batch']) if sec == 'infer' else ''}\n"
+                  f"{r['dtype'][-2:]} t{_threads_label(r['threads'])}" for r in rows]
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("µs per call (min)")
+        ax.set_title({"train": "training step", "infer": "inference"}[sec])
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if fits:
+        ax = axes[-1, 0]
+        names = [k for k in ("fastprop", "reference", "sklearn")
+                 if any(k in r["impls"] for r in fits)]
+        x = np.arange(len(fits))
+        w = 0.8 / max(1, len(names))
+        for i, k in enumerate(names):
+            ax.bar(x + i * w - 0.4 + w / 2,
+                   [r["impls"][k]["samples_per_s"] if k in r["impls"] else np.nan
+                    for r in fits], w, label=LABELS[k])
+        ax.set_xticks(x, [r["dtype"] for r in fits])
+        ax.set_yscale("log")
+        ax.set_ylabel("samples/s")
+        ax.set_title("fit on digits")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------
+def _csv(choices=None, kind=str):
+    def parse(text):
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        out = []
+        for s in items:
+            try:
+                v = kind(s)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{s!r} is not a valid value")
+            if choices is not None and v not in choices:
+                raise argparse.ArgumentTypeError(f"{s!r} is not one of {', '.join(choices)}")
+            out.append(v)
+        return out
+    return parse
+
+
+def _threads_value(s):
+    if s == "default":
+        return os.cpu_count() or 1
+    v = int(s)
+    if v < 1:
+        raise ValueError(s)
+    return v
+
+
+def add_arguments(p):
+    p.add_argument("--quick", action="store_true",
+                   help="fast smoke run (~20 s): nets tiny,small,medium, short budgets, "
+                        "3-epoch fit")
+    p.add_argument("--nets", type=_csv(tuple(NETS)), default=None,
+                   help=f"comma list of {','.join(NETS)} (default: all; --quick: "
+                        f"{','.join(QUICK_NETS)})")
+    p.add_argument("--dtypes", type=_csv(DTYPES), default=list(DTYPES),
+                   help="comma list of float32,float64")
+    p.add_argument("--threads", type=_csv(kind=_threads_value), default=None,
+                   help="comma list of thread counts ('default' = os.cpu_count()); "
+                        "default: 1 and os.cpu_count()")
+    p.add_argument("--sections", type=_csv(("train", "infer", "fit")),
+                   default=["train", "infer", "fit"], help="comma list of train,infer,fit")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds of timing per training configuration (default 5, quick 0.25)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the fit comparison (default 30, quick 3)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-sklearn", action="store_true", help="leave scikit-learn out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write every raw number to FILE")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
+    p.add_argument("--torch-worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
+    return p
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(args=None):
+    """``python -m fastprop bench``: args is an argparse Namespace (from fastprop.__main__) or
+    a list of command-line strings."""
+    if args is None or isinstance(args, (list, tuple)):
+        parser = add_arguments(argparse.ArgumentParser(
+            prog="python -m fastprop bench",
+            description="fastprop against pure NumPy, PyTorch, scikit-learn and the GEMM "
+                        "floor"))
+        args = parser.parse_args(args)
+    if getattr(args, "torch_worker", None):
+        return _torch_worker(*args.torch_worker)
+    t_start = time.perf_counter()
+    quick = args.quick
+    nets = args.nets or list(QUICK_NETS if quick else NETS)
+    dtypes = args.dtypes
+    opts = {"budget": args.budget if args.budget is not None else (0.25 if quick else 5.0),
+            "min_repeats": 3 if quick else 5, "max_repeats": 30 if quick else 400,
+            "sample_s": 1e-3, "seed": args.seed}
+    infer_opts = dict(opts, budget=opts["budget"] * 0.3)
+    epochs = args.epochs if args.epochs is not None else (3 if quick else 30)
+    fit_repeats = 1 if quick else 3
+
+    have_tpc = _available("threadpoolctl")
+    if have_tpc:
+        threads = sorted(set(args.threads or [1, os.cpu_count() or 1]))
+    else:
+        if args.threads:
+            _log("threadpoolctl is not installed: the thread setting cannot be applied; "
+                 "running with the default threads")
+        threads = [None]
+    use_torch = not args.no_torch and _available("torch")
+    use_sklearn = not args.no_sklearn and _available("sklearn")
+    impls = ("fastprop", "reference") + (("torch",) if use_torch else ()) + \
+            (("sklearn",) if use_sklearn else ())
+
+    env = environment()
+    header = format_header(env, opts)
+    print(header, flush=True)
+    missing = [n for n, ok in (("torch", use_torch or args.no_torch),
+                               ("scikit-learn", use_sklearn or args.no_sklearn)) if not ok]
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)}")
+    print("", flush=True)
+
+    infer_cfgs = [(net, b) for net in INFER_NETS if net in nets for b in INFER_BATCHES] \
+        if "infer" in args.sections else []
+    train_cfgs = nets if "train" in args.sections else []
+    fit_threads = (1 if 1 in threads else min(threads)) if threads != [None] else None
+    results = []
+    # higher thread counts first: torch is imported into this process only for the 1-thread
+    # block, after the multi-threaded NumPy/SciPy measurements
+    for k in sorted(threads, key=lambda t: -(t or os.cpu_count() or 1)):
+        k_eff = k if k is not None else (os.cpu_count() or 1)
+        torch_separate = use_torch and k_eff > 1
+        inproc = tuple(i for i in impls if not (i == "torch" and torch_separate))
+        ext = {}
+        if torch_separate:
+            configs = [{"section": "train", "net": n, "dtype": d, "batch": NETS[n][0]}
+                       for n in train_cfgs for d in dtypes] + \
+                      [{"section": "infer", "net": n, "dtype": d, "batch": b}
+                       for n, b in infer_cfgs for d in dtypes]
+            if configs:
+                wopts = dict(opts, budget=opts["budget"] / 4)
+                out = _run_torch_process(k, configs, wopts, _log)
+                for c, i in zip(configs, range(len(configs))):
+                    ext[(c["section"], c["net"], c["batch"], c["dtype"])] = \
+                        out if isinstance(out, str) else out[i]
+        with _thread_limit(k):
+            if k == 1 and use_torch:
+                torch = _optional("torch")
+                if torch is not None:
+                    torch.set_num_threads(1)
+            for net in train_cfgs:
+                for dt in dtypes:
+                    t0 = time.perf_counter()
+                    r = run_train_config(net, dt, k, opts, inproc)
+                    if torch_separate:
+                        _merge_torch(r, ext[("train", net, NETS[net][0], dt)])
+                    results.append(r)
+                    _log(f"  train {net:6} {dt} threads={_threads_label(k)}: "
+                         f"{time.perf_counter() - t0:.1f} s")
+            for net, b in infer_cfgs:
+                for dt in dtypes:
+                    t0 = time.perf_counter()
+                    r = run_infer_config(net, b, dt, k, infer_opts, inproc)
+                    if torch_separate:
+                        _merge_torch(r, ext[("infer", net, b, dt)])
+                    results.append(r)
+                    _log(f"  infer {net:6} batch {b:4} {dt} threads={_threads_label(k)}: "
+                         f"{time.perf_counter() - t0:.1f} s")
+            if "fit" in args.sections and k == fit_threads:
+                fit_impls = ("fastprop", "reference") + (("sklearn",) if use_sklearn else ())
+                for dt in dtypes:
+                    t0 = time.perf_counter()
+                    results.append(run_fit(dt, epochs, fit_repeats, fit_impls, args.seed, k))
+                    _log(f"  fit {dt}: {time.perf_counter() - t0:.1f} s")
+
+    order = {n: i for i, n in enumerate(NETS)}
+    results.sort(key=lambda r: ({"train": 0, "infer": 1, "fit": 2}[r["section"]],
+                                order.get(r.get("net"), 0), r.get("batch", 0), r["dtype"],
+                                r["threads"] or 0))
+    elapsed = time.perf_counter() - t_start
+    for text in (format_table(results, "train"), format_table(results, "infer"),
+                 format_fit(results), format_checks(results)):
+        if text:
+            print(text + "\n")
+    print(f"total time {elapsed:.1f} s")
+    if args.json:
+        payload = {"environment": env, "options": dict(opts, quick=quick, nets=nets,
+                                                       dtypes=dtypes, threads=threads,
+                                                       sections=args.sections, epochs=epochs,
+                                                       impls=list(impls)),
+                   "elapsed_s": elapsed, "results": results}
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=1, allow_nan=True)
+        print(f"raw numbers written to {args.json}")
+    if args.plot and plot(results, args.plot):
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
