@@ -268,6 +268,42 @@ def test_textbook_path_is_bit_identical_to_train_step(dtype, dropout, use_apply)
         assert a.get_rng_state()[0] == b.get_rng_state()[0]
 
 
+@pytest.mark.parametrize("dropout", [None, {1: 0.3}], ids=["plain", "dropout"])
+def test_textbook_path_plain_sgd_matches_train_step(dropout):
+    # plain SGD may be fused into backward (W += -lr a_prev.T @ dz in one GEMM), which rounds
+    # differently from dW then p -= lr dW: equal to rounding, not bit for bit
+    args = ([6, 9, 8, 3], ["tanh", "relu", "softmax"])
+    a = make_model(*args, optimizer=SGD(lr=0.2), seed=5, dropout=dropout)
+    b = make_model(*args, optimizer=SGD(lr=0.2), seed=5, dropout=dropout)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        X, y = rng.standard_normal((10, 6)), rng.integers(0, 3, 10)
+        loss_a = a.train_step(X, y)
+        b.forward(X)
+        b.backward(y)
+        assert b.last_loss == pytest.approx(loss_a, rel=1e-13)
+        b.apply_gradients()
+        assert_close(a.params, b.params, rtol=1e-13)
+        assert a.get_rng_state()[0] == b.get_rng_state()[0]
+    assert a.optimizer.t == b.optimizer.t == 4
+
+
+def test_replaced_optimizer_is_set_up_and_used():
+    model = make_model([4, 5, 2], ["tanh", "identity"], optimizer=Adam(lr=0.01))
+    X, y = data(8, 4), data(8, 2, 1)
+    model.train_step(X, y)
+    model.optimizer = RMSprop(lr=0.01, momentum=0.5)
+    ref = ReferenceModel.from_model(model)
+    for _ in range(3):
+        assert model.train_step(X, y) == pytest.approx(ref.train_step(X, y=y), rel=1e-12)
+        assert_close(model.params, ref.params, rtol=1e-12)
+    assert model.optimizer.t == 3
+    model.optimizer.lr = 0.0                  # a changed hyperparameter takes effect
+    p = model.params.copy()
+    model.train_step(X, y)
+    np.testing.assert_array_equal(model.params, p)
+
+
 def test_textbook_forward_without_training_is_predict_and_caches():
     model = make_model([6, 9, 8, 3], ["tanh", "relu", "softmax"], dropout={1: 0.5})
     X = data(7, 6)
@@ -1111,6 +1147,20 @@ def test_roundtrip_keeps_schedule_and_fit_continues_identically(tmp_path):
     hb = clone.fit(X, y, epochs=2, batch_size=8, verbose=0)
     np.testing.assert_array_equal(model.params, clone.params)
     assert ha.history == hb.history
+
+
+@pytest.mark.xfail(strict=True, reason="io saves optimizer.get_config(), whose lr is base_lr: "
+                   "the scheduled lr of the current epoch is lost, so train_step after load "
+                   "uses another learning rate (bug in io.py / Optimizer.get_config)")
+def test_roundtrip_keeps_the_current_scheduled_lr(tmp_path):
+    X, y = _blobs(40)
+    model = _clf(optimizer=SGD(lr=0.1, schedule=StepLR(1, 0.5)))
+    model.fit(X, y, epochs=3, batch_size=8, verbose=0)
+    assert model.optimizer.lr == 0.025
+    clone = copy.deepcopy(model)
+    assert clone.optimizer.lr == model.optimizer.lr
+    assert clone.train_step(X, y) == model.train_step(X, y)
+    np.testing.assert_array_equal(clone.params, model.params)
 
 
 def test_corrupt_files_raise_value_error(tmp_path):

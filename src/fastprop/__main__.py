@@ -116,7 +116,12 @@ def main(argv=None):
     d.add_argument("--plot", metavar="FILE.png", help="save learning curves (needs matplotlib)")
     d.add_argument("--no-reference", action="store_true",
                    help="skip the timing of the pure-NumPy reference")
+    from fastprop import _bench
+    _bench.add_arguments(sub.add_parser(
+        "bench", help="speed tables against pure NumPy, PyTorch, scikit-learn, GEMM floor"))
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench.main(args)
     if args.command == "demo":
         if args.epochs < 1 or args.batch_size < 1:
             parser.error("--epochs and --batch-size must be >= 1")

@@ -579,7 +579,7 @@ def _torch_worker(job_path, out_path):
         # this process's NumPy/SciPy BLAS (data and oracle only) stays at 1 thread
         with _thread_one_blas():
             for cfg in job["configs"]:
-                opts = job["opts"]
+                opts = dict(job["opts"], budget=cfg.get("budget", job["opts"]["budget"]))
                 if cfg["section"] == "train":
                     checks = check_train(cfg["net"], cfg["dtype"], ("torch",), opts["seed"])
                 else:
@@ -976,14 +976,15 @@ def main(args=None):
         inproc = tuple(i for i in impls if not (i == "torch" and torch_separate))
         ext = {}
         if torch_separate:
-            configs = [{"section": "train", "net": n, "dtype": d, "batch": NETS[n][0]}
-                       for n in train_cfgs for d in dtypes] + \
-                      [{"section": "infer", "net": n, "dtype": d, "batch": b}
+            # torch alone gets about its share of an interleaved configuration's budget
+            configs = [{"section": "train", "net": n, "dtype": d, "batch": NETS[n][0],
+                        "budget": opts["budget"] / 4} for n in train_cfgs for d in dtypes] + \
+                      [{"section": "infer", "net": n, "dtype": d, "batch": b,
+                        "budget": infer_opts["budget"] / 4}
                        for n, b in infer_cfgs for d in dtypes]
             if configs:
-                wopts = dict(opts, budget=opts["budget"] / 4)
-                out = _run_torch_process(k, configs, wopts, _log)
-                for c, i in zip(configs, range(len(configs))):
+                out = _run_torch_process(k, configs, opts, _log)
+                for i, c in enumerate(configs):
                     ext[(c["section"], c["net"], c["batch"], c["dtype"])] = \
                         out if isinstance(out, str) else out[i]
         with _thread_limit(k):

@@ -66,6 +66,8 @@ class Sequential:
     seed : int, optional
         Seeds dropout masks and the shuffling of ``fit``; the same seed (and the same layer
         weights) give the same training run.
+    n_threads : int, optional
+        BLAS threads for this model's large layers (see :attr:`n_threads`).
 
     Examples
     --------
@@ -80,7 +82,8 @@ class Sequential:
     (32, 3)
     """
 
-    def __init__(self, layers, loss=None, optimizer=None, dtype="float32", seed=None):
+    def __init__(self, layers, loss=None, optimizer=None, dtype="float32", seed=None,
+                 n_threads=None):
         if isinstance(layers, (Dense, Dropout)):
             layers = [layers]
         if not isinstance(layers, (list, tuple)):
@@ -151,6 +154,7 @@ class Sequential:
             [o[0] for o in offsets], [o[1] for o in offsets], loss_code(self.loss),
             self.params, self.grads, rng)
         self.optimizer._setup(self.n_params, self.dtype)
+        self.n_threads = n_threads
         self._lock = threading.RLock()
         self._fwd = None          # (X, n, training) of the last textbook forward
         self.stop_training = False
@@ -164,6 +168,19 @@ class Sequential:
     @property
     def n_out(self):
         return self._dense[-1].n_out
+
+    @property
+    def n_threads(self):
+        """BLAS threads for this model's large layers; None: what the BLAS is set to
+        (``fastprop.set_num_threads``, ``threadpoolctl``, ``OPENBLAS_NUM_THREADS``, or the
+        number of cores). Layers under ``fastprop._threads.WORK_MIN`` multiply-adds always run
+        on one thread. Set it to 1 inside worker pools to avoid oversubscription."""
+        n = self._engine.n_threads
+        return n if n > 0 else None
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._engine.n_threads = 0 if value is None else V.check_size(value, "n_threads")
 
     @property
     def is_classifier(self):

@@ -73,6 +73,7 @@ cdef struct Plan:
     char *lb
     char *wb
     uint64_t rng        # dropout stream (splitmix64 state)
+    int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
 
 
 # -- BLAS threads -------------------------------------------------------------------------------
@@ -103,18 +104,22 @@ def set_thread_control(size_t set_address, size_t get_address, long long work_mi
 
 
 cdef struct Threads:
-    int full      # the BLAS setting when the call began
+    int orig      # the BLAS setting when the call began (restored at the end)
+    int full      # threads for large layers
     int current
 
 
-cdef inline void _threads_begin(Threads *th) noexcept nogil:
-    th.full = _get_threads() if _get_threads != NULL else 1
-    th.current = th.full
+cdef inline void _threads_begin(Threads *th, Plan *p) noexcept nogil:
+    if _get_threads == NULL:
+        th.orig = th.full = th.current = 1
+        return
+    th.orig = th.current = _get_threads()
+    th.full = p.n_threads if p.n_threads > 0 else th.orig
 
 
 cdef inline void _threads_for(Threads *th, Plan *p, int l, int n) noexcept nogil:
     cdef int want
-    if th.full <= 1:
+    if _set_threads == NULL:
         return
     want = 1 if <long long> n * p.n_in[l] * p.n_out[l] < _thread_work_min else th.full
     if want != th.current:
@@ -123,9 +128,9 @@ cdef inline void _threads_for(Threads *th, Plan *p, int l, int n) noexcept nogil
 
 
 cdef inline void _threads_end(Threads *th) noexcept nogil:
-    if th.current != th.full:
-        _set_threads(th.full)
-        th.current = th.full
+    if th.current != th.orig:
+        _set_threads(th.orig)
+        th.current = th.orig
 
 
 cdef inline void _dropout(const floating *x, floating *out, floating *mask, ptrdiff_t n,
@@ -243,7 +248,7 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     of the forward pass."""
     cdef double loss
     cdef Threads th
-    _threads_begin(&th)
+    _threads_begin(&th, p)
     _forward(p, X, params, n, True, &th)
     loss = _loss_grad(p, y, labels, w, n, True)
     if update and opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and \
@@ -268,7 +273,7 @@ cdef void _predict(Plan *p, const floating *X, const floating *params, int n, in
     cdef floating *zb
     cdef floating *ab
     cdef Threads th
-    _threads_begin(&th)
+    _threads_begin(&th, p)
     while r0 < n:
         nr = rows if n - r0 > rows else n - r0
         a_in = X + <ptrdiff_t> r0 * p.n_in[0]
@@ -296,7 +301,7 @@ cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floati
     cdef int l
     cdef const floating *a_in
     cdef Threads th
-    _threads_begin(&th)
+    _threads_begin(&th, p)
     for l in range(p.L):
         _threads_for(&th, p, l, n)
         a_in = X if l == 0 else <floating *> p.a[l - 1]
@@ -380,6 +385,14 @@ cdef class Engine:
         free(self.p.w_off)
         free(self.p.b_off)
         free(self.p.z)
+
+    property n_threads:
+        """BLAS threads for large layers (0: whatever the BLAS is set to)."""
+        def __get__(self):
+            return self.p.n_threads
+
+        def __set__(self, int value):
+            self.p.n_threads = value if value > 0 else 0
 
     property rng_state:
         def __get__(self):
@@ -561,7 +574,7 @@ cdef class Engine:
         cdef Threads th
         self.ensure_capacity(n)
         with nogil:
-            _threads_begin(&th)
+            _threads_begin(&th, &self.p)
             if self.is_double:
                 _forward[double](&self.p, <double *> px, <double *> pp, n, training, &th)
             else:
@@ -580,7 +593,7 @@ cdef class Engine:
         cdef double loss
         cdef Threads th
         with nogil:
-            _threads_begin(&th)
+            _threads_begin(&th, &self.p)
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)

@@ -1,0 +1,96 @@
+"""BLAS thread control for the compiled engine.
+
+SciPy's wheels ship OpenBLAS (the library behind ``scipy.linalg.cython_blas``, which the engine
+calls). OpenBLAS splits a GEMM over its threads once the product passes a small size, but on
+these small products waking a second thread costs more than it saves (shared/benchmarking.md:
+NumPy's 32 x 784-128-10 training step went from 210 to 419 us with 2 threads). So the engine
+decides per layer: GEMMs of a layer with fewer than ``WORK_MIN`` multiply-adds
+(n_samples * n_in * n_out) run on one thread, larger ones on the configured count. It calls
+OpenBLAS's own ``openblas_set_num_threads`` from C — nanoseconds, so nothing is paid per step
+(a threadpoolctl context per call would cost more than a small step).
+
+The configured count is, in order: the model's ``n_threads``; else what the BLAS is set to
+(``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS`` or OpenBLAS's default, the number
+of cores). With a BLAS other than OpenBLAS (e.g. Accelerate in some macOS SciPy wheels) thread
+counts are left to it.
+"""
+import ctypes
+import glob
+import os
+
+from fastprop._core import _engine
+
+__all__ = ["WORK_MIN", "blas_info", "get_num_threads", "set_num_threads"]
+
+#: Per-layer multiply-adds below which a layer's GEMMs use one thread (measured with
+#: benchmarks/bench_threads.py on a 2-core AVX-512 machine, float32 and float64).
+WORK_MIN = 8_000_000
+
+_SETTER = None
+_GETTER = None
+_LIBRARY = None
+
+
+def _candidates():
+    import scipy
+    base = os.path.dirname(os.path.abspath(scipy.__file__))
+    patterns = [os.path.join(base, os.pardir, "scipy.libs", "*openblas*"),
+                os.path.join(base, ".dylibs", "*openblas*"),
+                os.path.join(base, os.pardir, "scipy.libs", "*.dll")]
+    return [p for pattern in patterns for p in sorted(glob.glob(pattern))]
+
+
+def _find():
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(os.path.normpath(path))
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", ""), ("scipy_openblas_", "64_"),
+                               ("openblas_", ""), ("openblas_", "64_")):
+            setter = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                return os.path.normpath(path), setter, getter
+    return None, None, None
+
+
+def install(work_min=WORK_MIN):
+    """Find OpenBLAS's thread setter and hand it to the engine (done at import)."""
+    global _SETTER, _GETTER, _LIBRARY
+    _LIBRARY, _SETTER, _GETTER = _find()
+    if _SETTER is None or os.environ.get("FASTPROP_NO_THREAD_CONTROL"):
+        _engine.set_thread_control(0, 0, 0)
+        return False
+    _engine.set_thread_control(ctypes.cast(_SETTER, ctypes.c_void_p).value,
+                               ctypes.cast(_GETTER, ctypes.c_void_p).value, int(work_min))
+    return True
+
+
+def get_num_threads():
+    """The number of threads SciPy's OpenBLAS is set to (None if it cannot be read)."""
+    return None if _GETTER is None else int(_GETTER())
+
+
+def set_num_threads(n):
+    """Set SciPy's OpenBLAS thread count for the whole process (cheap; threadpoolctl does the
+    same for every BLAS in the process). Returns False when there is no OpenBLAS to set."""
+    from fastprop._validation import check_size
+    n = check_size(n, "n")
+    if _SETTER is None:
+        return False
+    _SETTER(n)
+    return True
+
+
+def blas_info():
+    """A short description of the BLAS the engine calls and its thread control."""
+    if _LIBRARY is None:
+        return "SciPy's BLAS (not OpenBLAS: thread counts left to it)"
+    return (f"OpenBLAS from SciPy ({os.path.basename(_LIBRARY)}), {get_num_threads()} threads "
+            f"configured; layers under {WORK_MIN:,} multiply-adds run on 1 thread")
+
+
+install()
