@@ -116,6 +116,8 @@ class Sequential:
             if seed < 0:
                 raise ValueError(f"seed must be >= 0, got {seed}")
             seed = int(seed)
+        if n_threads is not None:   # checked before the layers are bound to this model
+            n_threads = V.check_size(n_threads, "n_threads")
         self.seed = seed
         self.layers = list(layers)
         self._dense = dense
@@ -249,12 +251,15 @@ class Sequential:
         if sample_weight is None:
             # fast path: arrays already in the engine's layout are checked in C (finite,
             # labels in range) and the step runs; anything else returns None untouched
+            opt = self.optimizer
             with self._lock:
-                t = self.optimizer.t + 1
-                loss = self._engine.train_step_checked(X, y, *self._opt_args(), t)
+                t = opt.t + 1
+                loss = self._engine.train_step_checked(
+                    X, y, *opt._engine_args(self.n_params, self.dtype), t)
                 if loss is not None:
-                    self.optimizer.t = t
-                    self._fwd = None
+                    opt.t = t
+                    if self._fwd is not None:
+                        self._fwd = None
                     return loss
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)

@@ -400,12 +400,14 @@ class Optimizer:
     # -- save / load -----------------------------------------------------------------------
     def get_config(self):
         """JSON-serialisable dict: ``name``, the hyperparameters (``lr`` is ``base_lr``),
-        ``clip_norm`` and ``schedule`` (its config, or None)."""
+        ``current_lr`` (the rate in use, set by a schedule), ``clip_norm`` and ``schedule``
+        (its config, or None)."""
         cfg = {"name": type(self).__name__}
         for key in self._keys:
             value = getattr(self, key)
             cfg[key] = list(value) if isinstance(value, tuple) else value
         cfg["lr"] = self.base_lr
+        cfg["current_lr"] = self._lr
         cfg["clip_norm"] = self.clip_norm
         cfg["schedule"] = None if self.schedule is None else self.schedule.get_config()
         return cfg
@@ -701,12 +703,15 @@ def optimizer_from_config(cfg):
     if cls is None:
         raise ValueError(f"optimizer config 'name' must be one of {', '.join(_BY_CLASS_NAME)}; "
                          f"got {name!r}")
-    allowed = set(cls._keys) | {"name", "lr", "clip_norm", "schedule"}
+    allowed = set(cls._keys) | {"name", "lr", "current_lr", "clip_norm", "schedule"}
     unknown = sorted(set(cfg) - allowed, key=str)
     if unknown:
         raise ValueError(f"optimizer config for {name} has unknown keys {unknown}; "
                          f"expected some of {sorted(allowed)}")
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "current_lr")}
     if "schedule" in kwargs:
         kwargs["schedule"] = schedule_from_config(kwargs["schedule"])
-    return cls(**kwargs)
+    opt = cls(**kwargs)
+    if "current_lr" in cfg:   # the scheduled rate of the epoch in progress
+        opt._lr = _real(cfg["current_lr"], "optimizer config 'current_lr'", low=0.0)
+    return opt

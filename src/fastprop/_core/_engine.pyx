@@ -450,19 +450,20 @@ cdef class Engine:
 
     cdef bint _usable(self, object arr, int ndim, int typenum, Py_ssize_t rows,
                       Py_ssize_t cols):
-        """arr is an aligned C-contiguous ndarray of this type and shape (cols < 0: 1-D)."""
+        """arr is an aligned, native-byte-order, C-contiguous ndarray of this type and shape
+        (cols < 0: 1-D)."""
         if not cnp.PyArray_Check(arr):
             return False
         cdef cnp.ndarray a = <cnp.ndarray> arr
         if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim or \
-                not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
+                not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a) or \
+                not cnp.PyArray_ISNOTSWAPPED(a):
             return False
         if cnp.PyArray_DIMS(a)[0] != rows:
             return False
         return ndim == 1 or cnp.PyArray_DIMS(a)[1] == cols
 
-    def train_step_checked(self, X, y, int opt_kind, const double[::1] hyper, s1, s2, s3,
-                           long long t):
+    def train_step_checked(self, X, y, int opt_kind, hyper, s1, s2, s3, long long t):
         """Fast path of Sequential.train_step for inputs already in the engine's layout:
         X an (n, n_in) C-contiguous array of the model dtype; y int64 labels (n,) for
         cross-entropy, or (n, k) targets of the model dtype ((n,) when k == 1). Checks in C
@@ -505,29 +506,29 @@ cdef class Engine:
                 ok = ok and fp_labels_in_range(<int64_t *> py, n, self.k)
         if not ok:
             return None
-        if labels:
-            return self.train_step(X, None, y, None, None, opt_kind, hyper, s1, s2, s3, t)
-        return self.train_step(X, y, None, None, None, opt_kind, hyper, s1, s2, s3, t)
+        return self._run(px, NULL if labels else py, py if labels else NULL, NULL, NULL, n,
+                         opt_kind, <const double *> _ptr(hyper), _ptr(s1), _ptr(s2), _ptr(s3),
+                         t, True)
 
-    def train_step(self, X, y, labels, w, idx, int opt_kind, const double[::1] hyper, s1, s2,
-                   s3, long long t, bint update=True):
+    def train_step(self, X, y, labels, w, idx, int opt_kind, hyper, s1, s2, s3, long long t,
+                   bint update=True):
         """One training step on X (n, n_in) or, when idx is given, on the rows idx of X / y /
         labels / w (gathered in C). Returns the loss of the forward pass. Arrays are validated
-        C-contiguous arrays of the model dtype (labels int64, idx int64)."""
+        C-contiguous arrays of the model dtype (labels int64, idx int64; hyper float64 of the
+        layout in _optim.pxd)."""
         cdef int n = idx.shape[0] if idx is not None else X.shape[0]
-        cdef void *px = _ptr(X)
-        cdef void *py = _ptr(y)
-        cdef void *pl = _ptr(labels)
-        cdef void *pw = _ptr(w)
-        cdef const int64_t *pi = <const int64_t *> _ptr(idx)
+        return self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w), <const int64_t *> _ptr(idx),
+                         n, opt_kind, <const double *> _ptr(hyper), _ptr(s1), _ptr(s2),
+                         _ptr(s3), t, update)
+
+    cdef double _run(self, void *px, void *py, void *pl, void *pw, const int64_t *pi, int n,
+                     int opt_kind, const double *h, void *q1, void *q2, void *q3, long long t,
+                     bint update) except? -1.0:
         cdef void *pp = _ptr(self.params)
         cdef void *pg = _ptr(self.grads)
-        cdef void *q1 = _ptr(s1)
-        cdef void *q2 = _ptr(s2)
-        cdef void *q3 = _ptr(s3)
-        cdef const double *h = &hyper[0]
         cdef double loss
-        self.ensure_capacity(n)
+        if n > self.capacity:
+            self.ensure_capacity(n)
         with nogil:
             if pi != NULL:
                 self._gather(px, py, pl, pw, pi, n)

@@ -54,6 +54,7 @@ class ReferenceModel:
         cfg = dict(optimizer)
         self.opt_name = cfg.pop("name")
         cfg.pop("schedule", None)
+        cfg["lr"] = cfg.pop("current_lr", cfg["lr"])   # the rate in use
         self.hyper = cfg
         self.state = _optim.init_optimizer_state(
             self.opt_name.lower(), n, self.dtype, momentum=cfg.get("momentum", 0.0),
