@@ -437,7 +437,25 @@ def test_fit_validation_split_holds_out_the_last_fraction():
     ev = a.evaluate(X[80:], y[80:])
     assert h.history["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-12)
     assert h.history["val_accuracy"][-1] == ev["accuracy"]
-    assert h.history["accuracy"][-1] == a.evaluate(X[:80], y[:80])["accuracy"]
+    assert 0.0 <= h.history["accuracy"][-1] <= 1.0
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_fit_training_accuracy_is_the_running_mean_over_batches(multi_label):
+    # with lr = 0 nothing moves, so the running accuracy of the batches (counted in the
+    # engine during each forward pass) must equal the accuracy of the whole training set
+    X, y = _blobs(90)
+    if multi_label:
+        Y = np.stack([y == 0, y == 1], axis=1).astype(float)
+        model = make_model([4, 8, 2], ["tanh", "sigmoid"], seed=0, optimizer=SGD(lr=0.0))
+        h = model.fit(X, Y, epochs=2, batch_size=16, verbose=0)
+        want = model.evaluate(X, Y)["accuracy"]
+    else:
+        model = _clf(optimizer=SGD(lr=0.0))
+        h = model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+        want = model.evaluate(X, y)["accuracy"]
+    assert h.history["accuracy"] == [pytest.approx(want, abs=1e-12)] * 2
+    assert 0.0 < want < 1.0
 
 
 @pytest.mark.parametrize("three", [False, True], ids=["(X, y)", "(X, y, w)"])
@@ -1367,3 +1385,43 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch, scale_loss):
     else:
         monkeypatch.setattr(fp_model._engine, "Engine", _WrongBackwardEngine)
     assert fp.gradcheck(model, X, y) > 1e-2
+
+
+def test_fast_paths_fall_back_to_full_validation():
+    # train_step and predict take arrays already in the engine's layout in C; every other
+    # input goes through the Python checks, with the same results or the same errors
+    X, y = _blobs(20)
+    for dtype in ("float32", "float64"):
+        a, b = _clf(dtype=dtype), _clf(dtype=dtype)
+        Xd = X.astype(dtype)
+        la = a.train_step(Xd, y.astype(np.int64))           # fast path
+        lb = b.train_step(Xd.tolist(), y.astype(np.int32))  # slow path, converted
+        assert la == lb
+        np.testing.assert_array_equal(a.params, b.params)
+        np.testing.assert_array_equal(a.predict(Xd), b.predict(np.asfortranarray(Xd)))
+        bad = Xd.copy()
+        bad[3, 1] = np.nan
+        before = a.params.copy()
+        with pytest.raises(ValueError, match="X contains NaN"):
+            a.predict(bad)
+        with pytest.raises(ValueError, match="X contains NaN"):
+            a.train_step(bad, y)
+        with pytest.raises(ValueError, match="y"):
+            a.train_step(Xd, np.where(np.arange(20) == 5, 7, y))   # label out of range
+        np.testing.assert_array_equal(a.params, before)
+
+
+def test_dropout_rate_is_read_only():
+    layer = fp.Dropout(0.3)
+    with pytest.raises(AttributeError):
+        layer.rate = 0.5
+    assert layer.rate == 0.3
+
+
+def test_fit_rejects_non_bool_shuffle():
+    X, y = _blobs(20)
+    model = _clf()
+    before = model.params.copy()
+    with pytest.raises(TypeError, match="shuffle"):
+        model.fit(X, y, shuffle="False", verbose=0)
+    np.testing.assert_array_equal(model.params, before)

@@ -179,7 +179,9 @@ def build_wheel_from_sdist(tools_py: Path, sdist: Path, work: Path) -> Path:
     # Compile the extensions in parallel; a config file, so the sdist is built exactly as is.
     cfg = work / "parallel.cfg"
     cfg.write_text(f"[build_ext]\nparallel = {os.cpu_count() or 1}\n")
-    env = {**os.environ, "DIST_EXTRA_CONFIG": str(cfg)}
+    # No debug info, as [tool.cibuildwheel.linux] environment builds the release wheels.
+    env = {**os.environ, "DIST_EXTRA_CONFIG": str(cfg),
+           "CFLAGS": f"{os.environ.get('CFLAGS', '')} -g0".strip()}
     out = work / "wheel-raw"
     t0 = time.monotonic()
     run([tools_py, "-m", "build", "--wheel", "--outdir", out, tree], env=env)

@@ -242,12 +242,17 @@ class Dropout:
         rate = float(rate)
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {rate}")
-        self.rate = rate
+        self._rate = rate
         if seed is not None and not isinstance(seed, np.random.Generator):
             seed = V.check_size(seed, "seed", minimum=0)
         self._rng = np.random.default_rng(seed)
 
     n_params = 0
+
+    @property
+    def rate(self):
+        """The drop probability (read-only: a model compiles it into its plan)."""
+        return self._rate
 
     def parameters(self):
         return []

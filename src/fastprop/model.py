@@ -321,11 +321,13 @@ class Sequential:
         """Network output for X (n, n_out): probabilities for softmax / sigmoid outputs.
 
         Inference mode (no dropout). Thread-safe; ``batch_size`` only bounds the scratch
-        memory (default 256 rows at a time)."""
-        X = self._X(X)
-        rows = 256 if batch_size is None else V.check_size(batch_size, "batch_size")
-        out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
-        self._engine.predict(X, out, None, rows)
+        memory (default 1,024 rows at a time: fewer, larger GEMMs)."""
+        rows = 1024 if batch_size is None else V.check_size(batch_size, "batch_size")
+        out = self._engine.predict_checked(X, rows)     # arrays already in the engine's layout
+        if out is None:
+            X = self._X(X)
+            out = np.empty((X.shape[0], self.n_out), dtype=self.dtype)
+            self._engine.predict(X, out, None, rows)
         return out
 
     def _outputs(self, X):
@@ -390,13 +392,18 @@ class Sequential:
         -------
         History
             ``history.history["loss"]`` etc.: per-epoch ``loss``, ``val_loss``, and
-            ``accuracy`` / ``val_accuracy`` for classification, and ``lr``.
+            ``accuracy`` / ``val_accuracy`` for classification, and ``lr``. ``loss`` and
+            ``accuracy`` are running means over the epoch's batches (each batch measured in
+            its forward pass, before its update, with dropout active), as in Keras;
+            ``val_*`` are measured after the epoch in inference mode.
 
         Every argument is checked before the first update; the minibatches are gathered by
         the compiled engine from the whole arrays (no Python copies per batch).
         """
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         if isinstance(validation_split, (bool, np.bool_)) or \
                 not isinstance(validation_split, (int, float, np.number)):
             raise TypeError(f"validation_split must be a number in [0, 1), got "
@@ -434,46 +441,57 @@ class Sequential:
             raise ValueError("sample_weight of the training samples sums to 0")
         callbacks = list(callbacks) if callbacks is not None else []
         steps = -(-n // batch_size)
+        per_sample = 1 if self.loss == "cross_entropy" else self.n_out
         with self._lock:
             self._fwd = None
             self.stop_training = False
             cbs = CallbackList(callbacks, model=self, verbose=verbose, epochs=epochs,
                                steps=steps, n_samples=n)
-            self._engine.ensure_capacity(min(batch_size, n))
+            engine = self._engine
+            engine.ensure_capacity(min(batch_size, n))
+            engine.count_correct = self.is_classifier
             order = np.arange(n, dtype=np.int64)
-            cbs.on_train_begin()
-            for epoch in range(epochs):
-                self.optimizer.schedule_epoch(epoch)
-                cbs.on_epoch_begin(epoch)
-                if shuffle:
-                    order = self._permutation(n)
-                total, correct_n = 0.0, 0
-                for b in range(steps):
-                    cbs.on_train_batch_begin(b)
-                    idx = order[b * batch_size:(b + 1) * batch_size]
-                    kind, hyper, s1, s2, s3 = self._opt_args()
-                    t = self.optimizer.t + 1
-                    loss = self._engine.train_step(X, y_dense, labels, w, idx, kind, hyper,
-                                                   s1, s2, s3, t)
-                    self.optimizer.t = t
-                    total += loss * idx.shape[0]
-                    cbs.on_train_batch_end(b, {"loss": loss, "size": int(idx.shape[0])})
+            try:
+                cbs.on_train_begin()
+                for epoch in range(epochs):
+                    self.optimizer.schedule_epoch(epoch)
+                    cbs.on_epoch_begin(epoch)
+                    if shuffle:
+                        order = self._permutation(n)
+                    total = correct = 0.0
+                    seen = 0
+                    for b in range(steps):
+                        cbs.on_train_batch_begin(b)
+                        idx = order[b * batch_size:(b + 1) * batch_size]
+                        kind, hyper, s1, s2, s3 = self._opt_args()
+                        t = self.optimizer.t + 1
+                        loss = engine.train_step(X, y_dense, labels, w, idx, kind, hyper,
+                                                 s1, s2, s3, t)
+                        self.optimizer.t = t
+                        size = idx.shape[0]
+                        seen += size
+                        total += loss * size
+                        correct += engine.last_correct
+                        cbs.on_train_batch_end(b, {"loss": loss, "size": size})
+                        if self.stop_training:
+                            break
+                    # running means over the epoch's batches, as Keras reports them (the
+                    # accuracy of each batch is counted in the engine, before its update)
+                    logs = {"loss": total / seen}
+                    if self.is_classifier:
+                        logs["accuracy"] = correct / (seen * per_sample)
+                    if val is not None:
+                        vloss, vacc = self._score(*val)
+                        logs["val_loss"] = float(vloss)
+                        if vacc is not None:
+                            logs["val_accuracy"] = vacc
+                    logs["lr"] = self.optimizer.lr
+                    cbs.on_epoch_end(epoch, logs)
                     if self.stop_training:
                         break
-                logs = {"loss": total / max(1, min(n, (b + 1) * batch_size))
-                        if steps else float("nan")}
-                if self.is_classifier:
-                    logs["accuracy"] = self._score(X, y_dense, labels, w)[1]
-                if val is not None:
-                    vloss, vacc = self._score(*val)
-                    logs["val_loss"] = float(vloss)
-                    if vacc is not None:
-                        logs["val_accuracy"] = vacc
-                logs["lr"] = self.optimizer.lr
-                cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-            cbs.on_train_end()
+                cbs.on_train_end()
+            finally:
+                engine.count_correct = False
         self.history = cbs.history
         return self.history
 

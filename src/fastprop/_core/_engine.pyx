@@ -263,6 +263,32 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     return loss
 
 
+cdef double _count_correct(Plan *p, const floating *y, const long long *labels,
+                           int n) noexcept nogil:
+    """Correct predictions in the output layer's a for the batch's targets: samples whose
+    arg-max matches the label (cross-entropy), or outputs on the right side of 0.5 (binary
+    cross-entropy). Lets fit report a running training accuracy without a second pass."""
+    cdef int i, j, best, truth, k = p.n_out[p.L - 1]
+    cdef const floating *a = <floating *> p.a[p.L - 1]
+    cdef double correct = 0
+    if p.loss == FP_CROSS_ENTROPY:
+        for i in range(n):
+            best = 0
+            truth = 0
+            for j in range(1, k):
+                if a[i * k + j] > a[i * k + best]:
+                    best = j
+                if labels == NULL and y[i * k + j] > y[i * k + truth]:
+                    truth = j
+            if labels != NULL:
+                truth = <int> labels[i]
+            correct += best == truth
+    elif p.loss == FP_BINARY_CROSS_ENTROPY:
+        for i in range(n * k):
+            correct += (a[i] > 0.5) == (y[i] > 0.5)
+    return correct
+
+
 cdef void _predict(Plan *p, const floating *X, const floating *params, int n, int rows,
                    floating *buf0, floating *buf1, floating *out_a,
                    floating *out_z) noexcept nogil:
@@ -331,6 +357,8 @@ cdef class Engine:
     cdef Plan p
     cdef readonly bint is_double
     cdef readonly Py_ssize_t capacity, n_params
+    cdef public bint count_correct     # fit sets it: each step then counts correct predictions
+    cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef object params, grads, ws
     cdef int itemsize, n_in0, k, max_width
 
@@ -541,11 +569,17 @@ cdef class Engine:
                                      <double *> pw, <double *> pp, <double *> pg,
                                      self.n_params, n, opt_kind, h, <double *> q1,
                                      <double *> q2, <double *> q3, t, update)
+                if self.count_correct:
+                    self.last_correct = _count_correct[double](&self.p, <double *> py,
+                                                               <long long *> pl, n)
             else:
                 loss = _step[float](&self.p, <float *> px, <float *> py, <long long *> pl,
                                     <float *> pw, <float *> pp, <float *> pg, self.n_params,
                                     n, opt_kind, h, <float *> q1, <float *> q2, <float *> q3,
                                     t, update)
+                if self.count_correct:
+                    self.last_correct = _count_correct[float](&self.p, <float *> py,
+                                                              <long long *> pl, n)
         return loss
 
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
@@ -638,7 +672,32 @@ cdef class Engine:
             out.append(v)
         return out
 
-    def predict(self, X, out_a, out_z=None, int rows=256):
+    def predict_checked(self, X, int rows):
+        """Fast path of Sequential.predict: for an (n, n_in) C-contiguous, aligned, native,
+        finite array of the model dtype, return a new (n, n_out) output; otherwise None."""
+        cdef int typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
+        cdef Py_ssize_t n
+        cdef bint ok
+        cdef cnp.npy_intp dims[2]
+        if not cnp.PyArray_Check(X) or cnp.PyArray_NDIM(<cnp.ndarray> X) != 2:
+            return None
+        n = cnp.PyArray_DIMS(<cnp.ndarray> X)[0]
+        if n < 1 or n > 2147483647 or not self._usable(X, 2, typenum, n, self.n_in0):
+            return None
+        cdef void *px = _ptr(X)
+        cdef ptrdiff_t nx = n * self.n_in0
+        with nogil:
+            ok = fp_all_finite_d(<double *> px, nx) if self.is_double else \
+                fp_all_finite_f(<float *> px, nx)
+        if not ok:
+            return None
+        dims[0] = n
+        dims[1] = self.k
+        out = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+        self.predict(X, out, None, rows)
+        return out
+
+    def predict(self, X, out_a, out_z=None, int rows=1024):
         """out_a := the network's output for X (inference: no dropout); out_z := the output
         layer's z when given. Thread-safe: scratch is per call."""
         cdef int n = X.shape[0]
