@@ -1,7 +1,6 @@
 """Callbacks driven through CallbackList exactly as Sequential.fit drives them, on a fake model."""
 import csv
 import io
-import math
 
 import numpy as np
 import pytest

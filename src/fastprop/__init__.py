@@ -6,7 +6,6 @@ and returns ``da_prev, dW, db``. :class:`Sequential` chains blocks into a model 
 compiled call per step. :mod:`fastprop.reference` is the same math in plain NumPy.
 """
 from fastprop._version import __version__
-from fastprop import _threads
 from fastprop._threads import blas_info, get_num_threads, set_num_threads
 from fastprop import callbacks, datasets, losses, optim, reference
 from fastprop.io import load

@@ -77,13 +77,9 @@ def demo(args):
 
 
 def _plot(history, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("--plot needs matplotlib (pip install matplotlib); no plot written",
-              file=sys.stderr)
+    from fastprop._bench import pyplot
+    plt = pyplot()
+    if plt is None:
         return
     h = history.history
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

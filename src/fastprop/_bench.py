@@ -467,7 +467,6 @@ def run_train_config(net, dtype, threads, opts, impls):
     """Check then time one training configuration (threads are already set by the caller)."""
     batch, sizes = NETS[net]
     checks = check_train(net, dtype, impls, seed=opts.get("seed", 0))
-    X = checks["_state"]["X"]
     meta = {"section": "train", "net": net, "dtype": np.dtype(dtype).name, "threads": threads,
             "batch": batch, "sizes": sizes}
     # the floor runs on the timed fastprop model's engine right after its real steps on X
@@ -809,7 +808,9 @@ def format_checks(results):
     return "\n".join(lines)
 
 
-def plot(results, path):
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, or None (with a message) when
+    matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -817,6 +818,13 @@ def plot(results, path):
     except ImportError:
         print("--plot needs matplotlib (pip install matplotlib); no plot written",
               file=sys.stderr)
+        return None
+    return plt
+
+
+def plot(results, path):
+    plt = pyplot()
+    if plt is None:
         return False
     sections = [s for s in ("train", "infer") if any(r["section"] == s for r in results)]
     fits = [r for r in results if r["section"] == "fit"]

@@ -6,6 +6,8 @@ the caller's array is never written to. Complex, object, string, datetime and st
 are rejected with ``TypeError``; wrong shapes, empty batches and NaN / inf with ``ValueError``.
 Every message names the argument and what was expected.
 """
+import math
+import numbers
 import operator
 import os
 
@@ -15,6 +17,8 @@ __all__ = [
     "as_dtype",
     "as_array",
     "check_size",
+    "check_real",
+    "check_bool",
     "check_alloc",
 ]
 
@@ -46,6 +50,27 @@ def check_size(value, name, minimum=1):
     if v > _INT_MAX:
         raise ValueError(f"{name} must be <= {_INT_MAX}, got {v}")
     return v
+
+
+def check_real(value, name, low=None, low_open=False, high=None, high_open=False):
+    """``value`` as a finite Python float within the given bounds, or raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def check_bool(value, name):
+    """``value`` as a Python bool (True / False, NumPy bools included), or TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def _physical_memory():

@@ -60,22 +60,11 @@ _now = time.perf_counter   # module-level so tests can substitute a fake clock
 # -- argument checks ----------------------------------------------------------------------------
 def _check_real(value, name, minimum=None, strict=False, maximum=None, strict_max=False):
     """Return ``value`` as a finite Python float within the given bounds, or raise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if minimum is not None and (v <= minimum if strict else v < minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {v}")
-    if maximum is not None and (v >= maximum if strict_max else v > maximum):
-        raise ValueError(f"{name} must be {'<' if strict_max else '<='} {maximum}, got {v}")
-    return v
+    return V.check_real(value, name, low=minimum, low_open=strict, high=maximum,
+                        high_open=strict_max)
 
 
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
+_check_bool = V.check_bool
 
 
 def _check_monitor(monitor):

@@ -12,21 +12,19 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
-import copy
 import sys
 import threading
-import time
 
 import numpy as np
 
 from fastprop import _validation as V
-from fastprop._core import _engine, _loss as _closs, _optim as _coptim
+from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList
 from fastprop.layers import Dense, Dropout
 from fastprop.losses import (canonical_loss, check_loss_activation, is_classification,
                              loss_code, prepare_sample_weight, prepare_targets)
-from fastprop.optim import Optimizer, get_optimizer, optimizer_from_config
+from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
 

@@ -24,7 +24,6 @@ Examples
 array([0.9, 0.9, 0.9, 0.9])
 """
 import math
-import numbers
 import operator
 from collections.abc import Mapping
 
@@ -53,24 +52,8 @@ __all__ = [
 
 
 # -- argument checks -----------------------------------------------------------------------------
-def _real(value, name, low=None, low_open=False, high=None, high_open=False):
-    """``value`` as a finite Python float within the given bounds, or raise naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if low is not None and (v <= low if low_open else v < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
-    if high is not None and (v >= high if high_open else v > high):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
-    return v
-
-
-def _flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
+_real = V.check_real
+_flag = V.check_bool
 
 
 def _count(value, name, minimum):
