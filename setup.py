@@ -22,9 +22,11 @@ directives = {
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 if TRACE:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
-# -O3 lets gcc vectorize the branchless elementwise loops; never -ffast-math (it breaks NaN/inf
-# semantics) and never -march=native (wheels must run on any x86-64 / arm64 CPU).
-compile_args = [] if os.name == "nt" else ["-O3", "-fno-math-errno"]
+# -O3 lets gcc vectorize the branchless elementwise loops; -fno-math-errno lets it vectorize
+# sqrt (no value changes); -ffp-contract=off keeps FMA contraction out, so the AVX2 / AVX-512
+# clones of csrc/fp_optim.h compute exactly what the baseline does. Never -ffast-math (it
+# breaks NaN / inf semantics) and never -march=native (wheels must run on any CPU).
+compile_args = [] if os.name == "nt" else ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 
 
 def ext(name):

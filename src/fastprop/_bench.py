@@ -566,6 +566,51 @@ def run_fit(dtype, epochs, repeats, impls=("fastprop", "reference", "sklearn"), 
 # ------------------------------------------------------------------------------------------
 # PyTorch at more than one thread: a separate process
 # ------------------------------------------------------------------------------------------
+def run_memory(dtype, net="large", n_samples=4096, seed=0):
+    """Peak memory that fit allocates on `net` (Adam, 1 epoch, tracemalloc: NumPy reports its
+    buffers to it), beside what the model must hold: parameters, gradients, optimizer state and
+    the activation workspace of one batch."""
+    import tracemalloc
+    import fastprop as fp
+    batch, sizes = NETS[net]
+    X, y = make_batch(sizes, n_samples, dtype, seed)
+    model = build_model(sizes, dtype, seed)
+    model.optimizer = fp.optim.Adam()
+    model.optimizer._setup(model.n_params, model.dtype)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    item = np.dtype(dtype).itemsize
+    held = {"params": model.params.nbytes, "grads": model.grads.nbytes,
+            "optimizer_state": sum(a.nbytes for a in model.optimizer.state.values()),
+            "workspace": model._engine.workspace_nbytes()}
+    acts = batch * sum(sizes[1:]) * item
+    return {"section": "memory", "net": net, "dtype": np.dtype(dtype).name, "threads": None,
+            "batch": batch, "sizes": sizes, "n_samples": n_samples, "held": held,
+            "activations_one_batch": acts, "fit_peak_new": peak}
+
+
+def format_memory(results):
+    rows = [r for r in results if r["section"] == "memory"]
+    if not rows:
+        return ""
+    mb = lambda b: f"{b / 2**20:,.1f} MB"
+    lines = ["Memory of fit (Adam, 1 epoch; tracemalloc peak of what fit allocated, the model "
+             "already built)"]
+    for r in rows:
+        h = r["held"]
+        lines.append(
+            f"  {r['net']} {r['dtype']} batch {r['batch']} ({r['n_samples']} samples): "
+            f"params {mb(h['params'])}, grads {mb(h['grads'])}, optimizer state "
+            f"{mb(h['optimizer_state'])}; activations of a batch {mb(r['activations_one_batch'])}"
+            f" -> workspace {mb(h['workspace'])} (z, a, delta per layer + gathered batch); "
+            f"fit's peak new allocation {mb(r['fit_peak_new'])}")
+    return "\n".join(lines)
+
+
 def _torch_worker(job_path, out_path):
     """Run inside ``python -m fastprop._bench --torch-worker JOB OUT``: check and time torch
     alone at the job's thread count (the parent's BLAS pools are idle meanwhile)."""
@@ -910,8 +955,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=_csv(kind=_threads_value), default=None,
                    help="comma list of thread counts ('default' = os.cpu_count()); "
                         "default: 1 and os.cpu_count()")
-    p.add_argument("--sections", type=_csv(("train", "infer", "fit")),
-                   default=["train", "infer", "fit"], help="comma list of train,infer,fit")
+    p.add_argument("--sections", type=_csv(("train", "infer", "fit", "memory")),
+                   default=["train", "infer", "fit", "memory"],
+                   help="comma list of train,infer,fit,memory")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per training configuration (default 5, quick 0.25)")
     p.add_argument("--epochs", type=int, default=None,
@@ -1020,6 +1066,9 @@ def main(args=None):
                     results.append(r)
                     _log(f"  infer {net:6} batch {b:4} {dt} threads={_threads_label(k)}: "
                          f"{time.perf_counter() - t0:.1f} s")
+            if "memory" in args.sections and k == fit_threads:
+                for dt in dtypes:
+                    results.append(run_memory(dt, "large" if not quick else "small"))
             if "fit" in args.sections and k == fit_threads:
                 fit_impls = ("fastprop", "reference") + (("sklearn",) if use_sklearn else ())
                 for dt in dtypes:
@@ -1028,12 +1077,12 @@ def main(args=None):
                     _log(f"  fit {dt}: {time.perf_counter() - t0:.1f} s")
 
     order = {n: i for i, n in enumerate(NETS)}
-    results.sort(key=lambda r: ({"train": 0, "infer": 1, "fit": 2}[r["section"]],
+    results.sort(key=lambda r: ({"train": 0, "infer": 1, "fit": 2, "memory": 3}[r["section"]],
                                 order.get(r.get("net"), 0), r.get("batch", 0), r["dtype"],
                                 r["threads"] or 0))
     elapsed = time.perf_counter() - t_start
     for text in (format_table(results, "train"), format_table(results, "infer"),
-                 format_fit(results), format_checks(results)):
+                 format_fit(results), format_memory(results), format_checks(results)):
         if text:
             print(text + "\n")
     print(f"total time {elapsed:.1f} s")
