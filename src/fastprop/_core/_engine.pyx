@@ -32,6 +32,8 @@ from fastprop._core._dense cimport act_backward, colsum_add
 cnp.import_array()
 
 cdef extern from "fp_math.h" nogil:
+    unsigned int fp_ftz_begin()
+    void fp_ftz_end(unsigned int state)
     void fp_dropout_forward_f(const float *x, float *out, float *mask, ptrdiff_t n, double rate,
                               uint64_t *state)
     void fp_dropout_forward_d(const double *x, double *out, double *mask, ptrdiff_t n,
@@ -557,7 +559,9 @@ cdef class Engine:
         cdef double loss
         if n > self.capacity:
             self.ensure_capacity(n)
+        cdef unsigned int csr
         with nogil:
+            csr = fp_ftz_begin()
             if pi != NULL:
                 self._gather(px, py, pl, pw, pi, n)
                 px = self.p.xb
@@ -580,6 +584,7 @@ cdef class Engine:
                 if self.count_correct:
                     self.last_correct = _count_correct[float](&self.p, <float *> py,
                                                               <long long *> pl, n)
+            fp_ftz_end(csr)
         return loss
 
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
@@ -608,13 +613,16 @@ cdef class Engine:
         cdef void *pp = _ptr(self.params)
         cdef Threads th
         self.ensure_capacity(n)
+        cdef unsigned int csr
         with nogil:
+            csr = fp_ftz_begin()
             _threads_begin(&th, &self.p)
             if self.is_double:
                 _forward[double](&self.p, <double *> px, <double *> pp, n, training, &th)
             else:
                 _forward[float](&self.p, <float *> px, <float *> pp, n, training, &th)
             _threads_end(&th)
+            fp_ftz_end(csr)
 
     def backward(self, X, y, labels, w, bint training):
         """After forward(X): loss, then grads := dL/dparams (zeroed first). Returns the loss."""
@@ -627,7 +635,9 @@ cdef class Engine:
         cdef void *pg = _ptr(self.grads)
         cdef double loss
         cdef Threads th
+        cdef unsigned int csr
         with nogil:
+            csr = fp_ftz_begin()
             _threads_begin(&th, &self.p)
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
@@ -642,6 +652,7 @@ cdef class Engine:
                 _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
                                  training, &th)
             _threads_end(&th)
+            fp_ftz_end(csr)
         return loss
 
     def gemm_floor(self, X, bint train=True):
@@ -653,12 +664,15 @@ cdef class Engine:
         cdef void *pp = _ptr(self.params)
         cdef void *pg = _ptr(self.grads)
         self.ensure_capacity(n)
+        cdef unsigned int csr
         with nogil:
+            csr = fp_ftz_begin()
             if self.is_double:
                 _gemms_only[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
                                     train)
             else:
                 _gemms_only[float](&self.p, <float *> px, <float *> pp, <float *> pg, n, train)
+            fp_ftz_end(csr)
 
     def layer_buffers(self, int l, int n):
         """Views (z, a, delta) of layer l's workspace for the first n samples (read-only)."""
@@ -710,7 +724,9 @@ cdef class Engine:
         cdef void *b0
         cdef void *b1
         cdef bint failed = False
+        cdef unsigned int csr
         with nogil:
+            csr = fp_ftz_begin()
             b0 = malloc(2 * nbytes + 1)
             if b0 == NULL:
                 failed = True
@@ -724,5 +740,6 @@ cdef class Engine:
                     _predict[float](&self.p, <float *> px, <float *> pp, n, chunk,
                                     <float *> b0, <float *> b1, <float *> pa, <float *> pz)
                 free(b0)
+            fp_ftz_end(csr)
         if failed:
             raise MemoryError("predict: no memory for the scratch buffers")

@@ -8,6 +8,10 @@ from cython cimport floating
 # The C declarations (kinds OPT_*, hyper layout H_*, slots SLOT_*) come from _optim.pxd, this
 # module's own definition file.
 
+cdef extern from "fp_math.h" nogil:
+    unsigned int fp_ftz_begin()
+    void fp_ftz_end(unsigned int state)
+
 KINDS = {"sgd": OPT_SGD, "adam": OPT_ADAM, "adamw": OPT_ADAMW, "rmsprop": OPT_RMSPROP,
          "adagrad": OPT_ADAGRAD}
 HYPER_SIZE = N_HYPER
@@ -64,8 +68,11 @@ def step(int kind, const double[::1] hyper, floating[::1] params, floating[::1] 
             p3 = &m3[0]
     if n == 0:
         return
+    cdef unsigned int csr
     with nogil:
+        csr = fp_ftz_begin()
         optimizer_step(kind, &hyper[0], &params[0], &grads[0], p1, p2, p3, n, step)
+        fp_ftz_end(csr)
 
 
 def _state(s, str name, Py_ssize_t n):
