@@ -23,10 +23,12 @@ macros = [("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
 if TRACE:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 # -O3 lets gcc vectorize the branchless elementwise loops; -fno-math-errno lets it vectorize
-# sqrt (no value changes); -ffp-contract=off keeps FMA contraction out, so the AVX2 / AVX-512
+# sqrt, -fno-trapping-math lets it if-convert selects such as leaky ReLU's (z > 0 ? z : 0.01 z
+# stayed a branchy scalar loop without it); neither changes a value. -ffp-contract=off keeps FMA contraction out, so the AVX2 / AVX-512
 # clones of csrc/fp_optim.h compute exactly what the baseline does. Never -ffast-math (it
 # breaks NaN / inf semantics) and never -march=native (wheels must run on any CPU).
-compile_args = [] if os.name == "nt" else ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+compile_args = [] if os.name == "nt" else ["-O3", "-fno-math-errno", "-fno-trapping-math",
+                                              "-ffp-contract=off"]
 
 
 def ext(name):
