@@ -66,6 +66,15 @@ static inline unsigned int fp_ftz_begin(void) { return 0; }
 static inline void fp_ftz_end(unsigned int state) { (void)state; }
 #endif
 
+/* Atomic add on an int, returning the new value: counts the engine calls in flight (see
+ * _engine.pyx, BLAS threads). */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static inline int fp_atomic_add(volatile long *x, long d) { return (int)(_InterlockedExchangeAdd(x, d) + d); }
+#else
+static inline int fp_atomic_add(volatile long *x, long d) { return (int)__atomic_add_fetch(x, d, __ATOMIC_ACQ_REL); }
+#endif
+
 /* splitmix64 (Steele, Lea, Flood 2014): a tiny, fast generator whose whole state is one
  * uint64, so a model's dropout stream is saved and restored as a single number. */
 static inline uint64_t fp_rng_next(uint64_t *state)

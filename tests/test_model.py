@@ -1425,3 +1425,35 @@ def test_fit_rejects_non_bool_shuffle():
     with pytest.raises(TypeError, match="shuffle"):
         model.fit(X, y, shuffle="False", verbose=0)
     np.testing.assert_array_equal(model.params, before)
+
+
+def test_blas_thread_setting_is_restored_after_concurrent_calls():
+    # the engine runs small layers on one BLAS thread and restores the caller's setting, also
+    # when several threads predict and train at once
+    if fp.get_num_threads() is None:
+        pytest.skip("SciPy's BLAS is not OpenBLAS: thread counts are left to it")
+    before = fp.get_num_threads()
+    try:
+        fp.set_num_threads(2)
+        X, y = _blobs(64)
+        big = make_model([4, 2048, 3], ["relu", "softmax"], seed=0)   # 64*4*2048 < WORK_MIN
+        small = _clf()
+
+        def work(i):
+            for _ in range(20):
+                (big if i % 2 else small).predict(X)
+                if i == 0:
+                    small.train_step(X, y)
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert fp.get_num_threads() == 2
+        small.n_threads = 1
+        small.train_step(X, y)
+        assert fp.get_num_threads() == 2 and small.n_threads == 1
+        with pytest.raises(ValueError, match="n_threads"):
+            small.n_threads = 0
+    finally:
+        fp.set_num_threads(before)

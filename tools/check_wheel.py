@@ -299,7 +299,7 @@ def test_wheel(wheel: Path, work: Path, label: str, extra: list[str], want_numpy
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
     junit = rundir / "junit.xml"
     t0 = time.monotonic()
-    proc = run([py, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", "-rfE",
+    proc = run([py, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", "-rfE", "--tb=short",
                 f"--junitxml={junit}"], env=env, cwd=rundir, capture=False, check=False)
     seconds = time.monotonic() - t0
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}

@@ -49,6 +49,7 @@ cdef extern from "fp_math.h" nogil:
     int fp_all_unit_f(const float *x, ptrdiff_t n)
     int fp_all_unit_d(const double *x, ptrdiff_t n)
     int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
+    int fp_atomic_add(long *x, long d)
 
 cdef extern from "fp_loss.h" nogil:
     enum:
@@ -106,17 +107,32 @@ def set_thread_control(size_t set_address, size_t get_address, long long work_mi
 
 
 cdef struct Threads:
-    int orig      # the BLAS setting when the call began (restored at the end)
+    int orig      # the BLAS setting before the first of the calls in flight (restored after)
     int full      # threads for large layers
-    int current
+    int current   # what this call last set (-1: not yet)
+
+
+# Calls may run concurrently (predict from several threads, several models training): the
+# setting they all restore is the one from before the first of them began, and the last to end
+# restores it (an atomic count of the calls in flight). A call's per-layer settings may briefly
+# apply to another call's GEMMs: that only changes how many threads such a GEMM uses, never a
+# result.
+cdef long _in_flight = 0
+cdef int _saved_threads = 1
 
 
 cdef inline void _threads_begin(Threads *th, Plan *p) noexcept nogil:
+    global _saved_threads
     if _get_threads == NULL:
         th.orig = th.full = th.current = 1
         return
-    th.orig = th.current = _get_threads()
+    if fp_atomic_add(&_in_flight, 1) == 1:
+        _saved_threads = _get_threads()
+        th.orig = _saved_threads
+    else:
+        th.orig = _saved_threads
     th.full = p.n_threads if p.n_threads > 0 else th.orig
+    th.current = -1
 
 
 cdef inline void _threads_for(Threads *th, Plan *p, int l, int n) noexcept nogil:
@@ -124,15 +140,18 @@ cdef inline void _threads_for(Threads *th, Plan *p, int l, int n) noexcept nogil
     if _set_threads == NULL:
         return
     want = 1 if <long long> n * p.n_in[l] * p.n_out[l] < _thread_work_min else th.full
+    if th.current < 0:
+        th.current = _get_threads()
     if want != th.current:
         _set_threads(want)
         th.current = want
 
 
 cdef inline void _threads_end(Threads *th) noexcept nogil:
-    if th.current != th.orig:
+    if _get_threads == NULL:
+        return
+    if fp_atomic_add(&_in_flight, -1) == 0 and _get_threads() != th.orig:
         _set_threads(th.orig)
-        th.current = th.orig
 
 
 cdef inline void _dropout(const floating *x, floating *out, floating *mask, ptrdiff_t n,
