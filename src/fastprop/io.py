@@ -267,7 +267,9 @@ def _write(f, header, members):
     if raw.size > MAX_HEADER_BYTES:
         raise ValueError(f"cannot save model: header is {raw.size} bytes, more than "
                          f"{MAX_HEADER_BYTES}")
-    np.savez(f, allow_pickle=False, header=raw, **members)
+    # no allow_pickle argument: NumPy < 2.1 would store it as one more array; the arrays here
+    # are plain numbers, which np.save never pickles, and load reads with allow_pickle=False
+    np.savez(f, header=raw, **members)
 
 
 def _set_mode(fd, path):
