@@ -22,9 +22,14 @@ from fastprop._core import _engine
 
 __all__ = ["WORK_MIN", "blas_info", "get_num_threads", "set_num_threads"]
 
-#: Per-layer multiply-adds below which a layer's GEMMs use one thread (measured with
-#: benchmarks/bench_threads.py on a 2-core AVX-512 machine, float32 and float64).
-WORK_MIN = 8_000_000
+#: Per-layer multiply-adds below which a layer's GEMMs use one thread. Measured on a 2-core
+#: AVX-512 machine, whole SGD training steps at 2 threads, float32, medians (us), for
+#: thresholds 2M / 4M / 8M / 16M: 32 x 784-128-10 (layer of 3.2M) 275 / 269 / 250 / 250;
+#: 64 x 784-128-10 (6.4M) 376 / 362 / 446 / 424; 64 x 784-256-256-10 (12.8M, 4.2M)
+#: 909 / 869 / 971 / 1258; 128 x 784-256-256-10 (25.7M, 8.4M) 1454 / 1433 / 1449 / 1638.
+#: The dW GEMM of a small batch (k = batch) splits badly over threads, so layers of a few
+#: million multiply-adds are better on one thread; from about 4M a second thread pays.
+WORK_MIN = 4_000_000
 
 _SETTER = None
 _GETTER = None
