@@ -4,10 +4,12 @@ SciPy's wheels ship OpenBLAS (the library behind ``scipy.linalg.cython_blas``, w
 calls). OpenBLAS splits a GEMM over its threads once the product passes a small size, but on
 these small products waking a second thread costs more than it saves (shared/benchmarking.md:
 NumPy's 32 x 784-128-10 training step went from 210 to 419 us with 2 threads). So the engine
-decides per layer: GEMMs of a layer with fewer than ``WORK_MIN`` multiply-adds
-(n_samples * n_in * n_out) run on one thread, larger ones on the configured count. It calls
-OpenBLAS's own ``openblas_set_num_threads`` from C — nanoseconds, so nothing is paid per step
-(a threadpoolctl context per call would cost more than a small step).
+decides per call (a training step, a forward, a predict chunk): when every layer has fewer than
+``WORK_MIN`` multiply-adds (n_samples * n_in * n_out), the call runs on one thread, otherwise
+on the configured count. Per call and not per layer: switching OpenBLAS between 1 and 2
+threads inside a step cost milliseconds (the worker thread goes to sleep and must be woken).
+It calls OpenBLAS's own ``openblas_set_num_threads`` from C — nanoseconds, so nothing is paid
+per step (a threadpoolctl context per call would cost more than a small step).
 
 The configured count is, in order: the model's ``n_threads``; else what the BLAS is set to
 (``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS`` or OpenBLAS's default, the number
@@ -22,7 +24,8 @@ from fastprop._core import _engine
 
 __all__ = ["WORK_MIN", "blas_info", "get_num_threads", "set_num_threads"]
 
-#: Per-layer multiply-adds below which a layer's GEMMs use one thread. Measured on a 2-core
+#: Multiply-adds of a call's largest layer below which the call uses one thread. Measured (with
+#: a per-layer policy, since replaced by the per-call one above) on a 2-core
 #: AVX-512 machine, whole SGD training steps at 2 threads, float32, medians (us), for
 #: thresholds 2M / 4M / 8M / 16M: 32 x 784-128-10 (layer of 3.2M) 275 / 269 / 250 / 250;
 #: 64 x 784-128-10 (6.4M) 376 / 362 / 446 / 424; 64 x 784-256-256-10 (12.8M, 4.2M)
@@ -95,7 +98,8 @@ def blas_info():
     if _LIBRARY is None:
         return "SciPy's BLAS (not OpenBLAS: thread counts left to it)"
     return (f"OpenBLAS from SciPy ({os.path.basename(_LIBRARY)}), {get_num_threads()} threads "
-            f"configured; layers under {WORK_MIN:,} multiply-adds run on 1 thread")
+            f"configured; calls whose layers are all under {WORK_MIN:,} multiply-adds run on 1 "
+            f"thread")
 
 
 install()

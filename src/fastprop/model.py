@@ -173,8 +173,9 @@ class Sequential:
     def n_threads(self):
         """BLAS threads for this model's large layers; None: what the BLAS is set to
         (``fastprop.set_num_threads``, ``threadpoolctl``, ``OPENBLAS_NUM_THREADS``, or the
-        number of cores). Layers under ``fastprop._threads.WORK_MIN`` multiply-adds always run
-        on one thread. Set it to 1 inside worker pools to avoid oversubscription."""
+        number of cores). Calls whose layers are all under ``fastprop._threads.WORK_MIN``
+        multiply-adds always run on one thread. Set it to 1 inside worker pools to avoid
+        oversubscription."""
         n = self._engine.n_threads
         return n if n > 0 else None
 

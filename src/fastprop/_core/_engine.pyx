@@ -108,8 +108,8 @@ def set_thread_control(size_t set_address, size_t get_address, long long work_mi
 
 cdef struct Threads:
     int orig      # the BLAS setting before the first of the calls in flight (restored after)
-    int full      # threads for large layers
-    int current   # what this call last set (-1: not yet)
+    int full      # threads for calls with a large layer
+    int current   # what this call set
 
 
 # Calls may run concurrently (predict from several threads, several models training): the
@@ -121,30 +121,28 @@ cdef long _in_flight = 0
 cdef int _saved_threads = 1
 
 
-cdef inline void _threads_begin(Threads *th, Plan *p) noexcept nogil:
+cdef inline void _threads_begin(Threads *th, Plan *p, int n) noexcept nogil:
+    """Pick the BLAS threads of a whole call over n samples: one thread when every layer is
+    under _thread_work_min multiply-adds, the configured count otherwise. Once per call, not
+    per layer: switching OpenBLAS between 1 and 2 threads inside a step cost more than it saved
+    (the large 256 x 1024-1024-1024-10 step took 15.7 ms with the last layer on one thread,
+    12.0 ms without switching)."""
     global _saved_threads
+    cdef int l, want = 1, current
     if _get_threads == NULL:
         th.orig = th.full = th.current = 1
         return
     if fp_atomic_add(&_in_flight, 1) == 1:
         _saved_threads = _get_threads()
-        th.orig = _saved_threads
-    else:
-        th.orig = _saved_threads
+    th.orig = _saved_threads
     th.full = p.n_threads if p.n_threads > 0 else th.orig
-    th.current = -1
-
-
-cdef inline void _threads_for(Threads *th, Plan *p, int l, int n) noexcept nogil:
-    cdef int want
-    if _set_threads == NULL:
-        return
-    want = 1 if <long long> n * p.n_in[l] * p.n_out[l] < _thread_work_min else th.full
-    if th.current < 0:
-        th.current = _get_threads()
-    if want != th.current:
+    for l in range(p.L):
+        if <long long> n * p.n_in[l] * p.n_out[l] >= _thread_work_min:
+            want = th.full
+    current = _get_threads()
+    if want != current:
         _set_threads(want)
-        th.current = want
+    th.current = want
 
 
 cdef inline void _threads_end(Threads *th) noexcept nogil:
@@ -187,12 +185,11 @@ cdef inline const floating *_layer_input(Plan *p, int l, const floating *X,
 
 
 cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
-                   bint training, Threads *th) noexcept nogil:
+                   bint training) noexcept nogil:
     """Every layer's z and a into the workspace (dropout applied when training)."""
     cdef int l
     cdef const floating *a_in = X
     for l in range(p.L):
-        _threads_for(th, p, l, n)
         if training and p.drop[l] > 0:
             _dropout(a_in, <floating *> p.d[l], <floating *> p.m[l],
                      <ptrdiff_t> n * p.n_in[l], p.drop[l], &p.rng)
@@ -203,12 +200,11 @@ cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
 
 
 cdef void _backward(Plan *p, const floating *X, const floating *params, floating *grads,
-                    int n, bint training, Threads *th) noexcept nogil:
+                    int n, bint training) noexcept nogil:
     """grads += every layer's dW, db, given the output layer's dz in p.g[L-1]."""
     cdef int l, act
     cdef floating *da_prev
     for l in range(p.L - 1, -1, -1):
-        _threads_for(th, p, l, n)
         act = FP_IDENTITY if l == p.L - 1 else p.act[l]   # the loss already gave dz
         da_prev = NULL if l == 0 else <floating *> p.g[l - 1]
         dense_backward(_layer_input(p, l, X, training), params + p.w_off[l],
@@ -220,7 +216,7 @@ cdef void _backward(Plan *p, const floating *X, const floating *params, floating
 
 
 cdef void _backward_sgd(Plan *p, const floating *X, floating *params, floating *grads,
-                        int n, bint training, double lr, Threads *th) noexcept nogil:
+                        int n, bint training, double lr) noexcept nogil:
     """Backward with plain SGD fused in: per layer, from the last, dz := da * g'(z);
     da_prev := dz @ W.T (with the old W); then W += -lr * a_prev.T @ dz as one GEMM with
     alpha = -lr, beta = 1, and b -= lr * dz.sum(0). The dW pass over the gradient buffer and the
@@ -231,7 +227,6 @@ cdef void _backward_sgd(Plan *p, const floating *X, floating *params, floating *
     cdef floating *db
     cdef const floating *a_in
     for l in range(p.L - 1, -1, -1):
-        _threads_for(th, p, l, n)
         n_in = p.n_in[l]
         n_out = p.n_out[l]
         dz = <floating *> p.g[l]
@@ -269,15 +264,15 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     of the forward pass."""
     cdef double loss
     cdef Threads th
-    _threads_begin(&th, p)
-    _forward(p, X, params, n, True, &th)
+    _threads_begin(&th, p, n)
+    _forward(p, X, params, n, True)
     loss = _loss_grad(p, y, labels, w, n, True)
     if update and opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and \
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
-        _backward_sgd(p, X, params, grads, n, True, hyper[H_LR], &th)
+        _backward_sgd(p, X, params, grads, n, True, hyper[H_LR])
     else:
         memset(grads, 0, n_params * sizeof(floating))
-        _backward(p, X, params, grads, n, True, &th)
+        _backward(p, X, params, grads, n, True)
         if update:
             optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
     _threads_end(&th)
@@ -320,7 +315,7 @@ cdef void _predict(Plan *p, const floating *X, const floating *params, int n, in
     cdef floating *zb
     cdef floating *ab
     cdef Threads th
-    _threads_begin(&th, p)
+    _threads_begin(&th, p, rows if n > rows else n)
     while r0 < n:
         nr = rows if n - r0 > rows else n - r0
         a_in = X + <ptrdiff_t> r0 * p.n_in[0]
@@ -332,7 +327,6 @@ cdef void _predict(Plan *p, const floating *X, const floating *params, int n, in
             else:
                 zb = buf0 if l % 2 == 0 else buf1
                 ab = zb
-            _threads_for(&th, p, l, nr)
             dense_forward(a_in, params + p.w_off[l], params + p.b_off[l], p.act[l], nr,
                           p.n_in[l], n_out, zb, ab)
             a_in = ab
@@ -348,9 +342,8 @@ cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floati
     cdef int l
     cdef const floating *a_in
     cdef Threads th
-    _threads_begin(&th, p)
+    _threads_begin(&th, p, n)
     for l in range(p.L):
-        _threads_for(&th, p, l, n)
         a_in = X if l == 0 else <floating *> p.a[l - 1]
         gemm(False, False, n, p.n_out[l], p.n_in[l], <floating> 1, a_in, p.n_in[l],
              params + p.w_off[l], p.n_out[l], <floating> 1, <floating *> p.z[l], p.n_out[l])
@@ -358,7 +351,6 @@ cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floati
         _threads_end(&th)
         return
     for l in range(p.L - 1, -1, -1):
-        _threads_for(&th, p, l, n)
         a_in = X if l == 0 else <floating *> p.a[l - 1]
         gemm(True, False, p.n_in[l], p.n_out[l], n, <floating> 1, a_in, p.n_in[l],
              <floating *> p.g[l], p.n_out[l], <floating> 1, grads + p.w_off[l], p.n_out[l])
@@ -635,11 +627,11 @@ cdef class Engine:
         cdef unsigned int csr
         with nogil:
             csr = fp_ftz_begin()
-            _threads_begin(&th, &self.p)
+            _threads_begin(&th, &self.p, n)
             if self.is_double:
-                _forward[double](&self.p, <double *> px, <double *> pp, n, training, &th)
+                _forward[double](&self.p, <double *> px, <double *> pp, n, training)
             else:
-                _forward[float](&self.p, <float *> px, <float *> pp, n, training, &th)
+                _forward[float](&self.p, <float *> px, <float *> pp, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)
 
@@ -657,19 +649,19 @@ cdef class Engine:
         cdef unsigned int csr
         with nogil:
             csr = fp_ftz_begin()
-            _threads_begin(&th, &self.p)
+            _threads_begin(&th, &self.p, n)
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
                 memset(pg, 0, self.n_params * sizeof(double))
                 _backward[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
-                                  training, &th)
+                                  training)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
                 memset(pg, 0, self.n_params * sizeof(float))
                 _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
-                                 training, &th)
+                                 training)
             _threads_end(&th)
             fp_ftz_end(csr)
         return loss
