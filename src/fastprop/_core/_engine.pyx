@@ -80,12 +80,12 @@ cdef struct Plan:
 
 
 # -- BLAS threads -------------------------------------------------------------------------------
-# Size-aware threading: a layer whose GEMMs are smaller than _thread_work_min multiply-adds runs
-# them on one BLAS thread, because waking a second thread costs more than it saves on small
-# products (measured: see fastprop._threads). Larger layers use the thread count the BLAS is set
-# to (by the user, threadpoolctl or its default). The setter is OpenBLAS's own
-# openblas_set_num_threads, found by fastprop._threads; it costs nanoseconds from C, so the
-# decision is made per layer and per call. NULL (another BLAS): thread counts are left alone.
+# Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
+# runs on one BLAS thread, because waking a second thread costs more than it saves on small
+# products (measured: see fastprop._threads). Other calls use the model's n_threads or the
+# count the BLAS is set to (by the user, threadpoolctl or its default). The setter is
+# OpenBLAS's own openblas_set_num_threads, found by fastprop._threads; it costs nanoseconds
+# from C. NULL (another BLAS): thread counts are left alone.
 ctypedef void (*set_threads_t)(int) noexcept nogil
 ctypedef int (*get_threads_t)() noexcept nogil
 cdef set_threads_t _set_threads = NULL
