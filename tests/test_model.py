@@ -1457,3 +1457,29 @@ def test_blas_thread_setting_is_restored_after_concurrent_calls():
             small.n_threads = 0
     finally:
         fp.set_num_threads(before)
+
+
+def test_fit_chunked_batches_equal_one_batch_per_call(capsys):
+    # fit runs many batches per compiled call unless a callback needs to run between batches;
+    # the results must not depend on it
+    X, y = _blobs(100)
+
+    class Counter(fp.callbacks.Callback):
+        def __init__(self):
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    runs = []
+    for kwargs in (dict(verbose=0), dict(verbose=1), dict(verbose=0, callbacks=[Counter()])):
+        model = _clf(optimizer=Adam(lr=0.01), dropout=0.2)
+        h = model.fit(X, y, epochs=3, batch_size=7, **kwargs)
+        runs.append((model.params.copy(), h.history["loss"], h.history["accuracy"],
+                     model.optimizer.t))
+        if "callbacks" in kwargs:
+            assert kwargs["callbacks"][0].batches == 3 * 15
+    for params, loss, acc, t in runs[1:]:
+        np.testing.assert_array_equal(params, runs[0][0])
+        assert loss == runs[0][1] and acc == runs[0][2] and t == runs[0][3] == 45
+    capsys.readouterr()

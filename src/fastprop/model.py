@@ -20,7 +20,7 @@ import numpy as np
 from fastprop import _validation as V
 from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
-from fastprop.callbacks import CallbackList
+from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.layers import Dense, Dropout
 from fastprop.losses import (canonical_loss, check_loss_activation, is_classification,
                              loss_code, prepare_sample_weight, prepare_targets)
@@ -448,6 +448,17 @@ class Sequential:
                                steps=steps, n_samples=n)
             engine = self._engine
             engine.ensure_capacity(min(batch_size, n))
+            # Batches run in chunks of one compiled call each, with no Python between them,
+            # unless a callback must run between batches (any batch hook but the progress
+            # bar's, which is fed the chunk's batches afterwards): then one batch per call.
+            begin_hooks, end_hooks = cbs._batch_begin, cbs._batch_end
+            if begin_hooks or any(not isinstance(getattr(h, "__self__", None), ProgressBar)
+                                  for h in end_hooks):
+                chunk = 1
+            else:
+                chunk = steps if not end_hooks else max(1, min(steps, 16))
+            losses = np.empty(chunk)
+            corrects = np.empty(chunk)
             engine.count_correct = self.is_classifier
             order = np.arange(n, dtype=np.int64)
             try:
@@ -459,19 +470,21 @@ class Sequential:
                         order = self._permutation(n)
                     total = correct = 0.0
                     seen = 0
-                    for b in range(steps):
-                        cbs.on_train_batch_begin(b)
-                        idx = order[b * batch_size:(b + 1) * batch_size]
+                    for b0 in range(0, steps, chunk):
+                        k = min(chunk, steps - b0)
+                        cbs.on_train_batch_begin(b0)   # chunk is 1 when a callback has it
                         kind, hyper, s1, s2, s3 = self._opt_args()
-                        t = self.optimizer.t + 1
-                        loss = engine.train_step(X, y_dense, labels, w, idx, kind, hyper,
-                                                 s1, s2, s3, t)
-                        self.optimizer.t = t
-                        size = idx.shape[0]
-                        seen += size
-                        total += loss * size
-                        correct += engine.last_correct
-                        cbs.on_train_batch_end(b, {"loss": loss, "size": size})
+                        t = self.optimizer.t
+                        engine.train_batches(X, y_dense, labels, w, order, batch_size, b0, k,
+                                             kind, hyper, s1, s2, s3, t + 1, losses, corrects)
+                        self.optimizer.t = t + k
+                        for i in range(k):
+                            size = min(batch_size, n - (b0 + i) * batch_size)
+                            seen += size
+                            total += losses[i] * size
+                            correct += corrects[i]
+                            cbs.on_train_batch_end(b0 + i, {"loss": float(losses[i]),
+                                                            "size": size})
                         if self.stop_training:
                             break
                     # running means over the epoch's batches, as Keras reports them (the

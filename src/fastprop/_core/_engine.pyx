@@ -551,6 +551,33 @@ cdef class Engine:
                          opt_kind, <const double *> _ptr(hyper), _ptr(s1), _ptr(s2), _ptr(s3),
                          t, True)
 
+    def train_batches(self, X, y, labels, w, order, int batch_size, int first, int count,
+                      int opt_kind, hyper, s1, s2, s3, long long t, double[::1] losses_out,
+                      double[::1] correct_out):
+        """Batches first .. first + count - 1 of an epoch as consecutive training steps t,
+        t + 1, ...: batch b is rows order[b * batch_size:(b + 1) * batch_size] of X / y /
+        labels / w, gathered in C. Writes each batch's loss (and, with count_correct, its
+        correct count) to losses_out / correct_out. No Python runs between the steps."""
+        cdef Py_ssize_t n_total = order.shape[0], start, stop
+        cdef const int64_t *pi = <const int64_t *> _ptr(order)
+        cdef void *px = _ptr(X)
+        cdef void *py = _ptr(y)
+        cdef void *pl = _ptr(labels)
+        cdef void *pw = _ptr(w)
+        cdef const double *h = <const double *> _ptr(hyper)
+        cdef void *q1 = _ptr(s1)
+        cdef void *q2 = _ptr(s2)
+        cdef void *q3 = _ptr(s3)
+        cdef int i
+        if count > losses_out.shape[0] or count > correct_out.shape[0]:
+            raise ValueError("losses_out / correct_out are shorter than count")
+        for i in range(count):
+            start = <Py_ssize_t> (first + i) * batch_size
+            stop = start + batch_size if start + batch_size < n_total else n_total
+            losses_out[i] = self._run(px, py, pl, pw, pi + start, <int> (stop - start),
+                                      opt_kind, h, q1, q2, q3, t + i, True)
+            correct_out[i] = self.last_correct
+
     def train_step(self, X, y, labels, w, idx, int opt_kind, hyper, s1, s2, s3, long long t,
                    bint update=True):
         """One training step on X (n, n_in) or, when idx is given, on the rows idx of X / y /
