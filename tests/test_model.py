@@ -1473,7 +1473,7 @@ def test_fit_chunked_batches_equal_one_batch_per_call(capsys):
 
     runs = []
     for kwargs in (dict(verbose=0), dict(verbose=1), dict(verbose=0, callbacks=[Counter()])):
-        model = _clf(optimizer=Adam(lr=0.01), dropout=0.2)
+        model = _clf(optimizer=Adam(lr=0.01), dropout={1: 0.2})
         h = model.fit(X, y, epochs=3, batch_size=7, **kwargs)
         runs.append((model.params.copy(), h.history["loss"], h.history["accuracy"],
                      model.optimizer.t))
