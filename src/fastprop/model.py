@@ -21,6 +21,7 @@ from fastprop import _validation as V
 from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
+from fastprop.initializers import canonical_init
 from fastprop.layers import Dense, Dropout
 from fastprop.losses import (canonical_loss, check_loss_activation, is_classification,
                              loss_code, prepare_sample_weight, prepare_targets)
@@ -546,7 +547,7 @@ class Sequential:
                     raise ValueError(f"config['layers'][{i}] has keys {sorted(spec)}")
                 layers.append(Dense(spec["n_in"], spec["n_out"], activation=spec["activation"],
                                     init="zeros", dtype=dtype))
-                layers[-1].init = Dense(1, 1, init=spec["init"]).init
+                layers[-1].init = canonical_init(spec["init"])   # recorded; weights are loaded
             else:
                 if set(spec) != {"type", "rate"}:
                     raise ValueError(f"config['layers'][{i}] has keys {sorted(spec)}")
