@@ -37,10 +37,7 @@ enum {
 
 #define FP_HUBER_DELTA 1.0 /* as torch.nn.HuberLoss() */
 
-#ifndef CAT
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#endif
+#include "fp_template.h"
 
 #define TYPE float
 #define SFX _f

@@ -121,8 +121,7 @@ static int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
     return bad == 0;
 }
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
+#include "fp_template.h"
 
 #define TYPE float
 #define SFX _f

@@ -24,10 +24,7 @@
 #define FP_CLONES
 #endif
 
-#ifndef CAT
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#endif
+#include "fp_template.h"
 
 #define TYPE float
 #define SFX _f
