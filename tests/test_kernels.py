@@ -1,6 +1,7 @@
 """Compiled kernels against fastprop.reference, both dtypes, including extreme inputs."""
 import math
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -21,15 +22,23 @@ def _z(rng, shape, dtype, scale=3.0):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 3), (37, 129), (3, 1100)])
 def test_activation_matches_reference(name, shape, dtype):
-    rng = np.random.default_rng(hash((name, shape)) % 2**32)
+    # the reference runs in float64 on the same inputs: float32 kernels are held to 1e-5 of
+    # the exact result, not to a float32 reference's own rounding (softmax's and SiLU's
+    # derivatives cancel, and the kernels accumulate that in double)
+    rng = np.random.default_rng(zlib.crc32(f"{name}{shape}".encode()))
     z = _z(rng, shape, dtype)
     da = _z(rng, shape, dtype, 1.0)
+    z64, da64 = z.astype(np.float64), da.astype(np.float64)
     a = np.empty_like(z)
     K.activation_forward(ACTIVATIONS[name], z, a)
-    assert_close(a, R.activation_forward(name, z), dtype)
+    a64 = R.activation_forward(name, z64)
+    assert_close(a, a64, dtype)
     dz = np.empty_like(z)
     K.activation_backward(ACTIVATIONS[name], z, a, da, dz)
-    assert_close(dz, R.activation_backward(name, z, a, da), dtype)
+    want = R.activation_backward(name, z64, a64, da64)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    # absolute part on the scale of the terms (da * g'), not of their possibly tiny sum
+    np.testing.assert_allclose(dz, want, rtol=rtol, atol=rtol * 2 * np.abs(da64).max())
 
 
 EXTREMES = [-3e38, -1e30, -1e4, -750.0, -100.0, -88.8, -20.5, -1e-30, 0.0, 1e-30, 19.99, 20.0,

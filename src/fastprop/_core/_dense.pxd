@@ -3,6 +3,7 @@
 # stated shapes; nothing is checked here.
 
 from libc.stddef cimport ptrdiff_t
+from libc.string cimport memset
 from cython cimport floating
 from fastprop._core._blas cimport gemm
 
@@ -89,14 +90,18 @@ cdef inline void dense_backward(const floating *a_prev, const floating *W, const
                                 const floating *a, const floating *da, int act,
                                 int n, int n_in, int n_out, floating *dz_out,
                                 floating *dW_out, floating *db_out,
-                                floating *da_prev_out) noexcept nogil:
+                                floating *da_prev_out, bint accumulate=True) noexcept nogil:
     """dz := da * g'(z); dW += a_prev.T @ dz; db += dz.sum(0); da_prev := dz @ W.T.
 
-    dW and db accumulate (GEMM with beta = 1): the caller zeroes them. da_prev_out may be NULL
-    (the first layer of a model needs none). dz_out may be da for identity."""
+    dW and db accumulate (GEMM with beta = 1): the caller zeroes them; with accumulate=False
+    they are overwritten instead (beta = 0), which spares a model the pass that zeroes its
+    whole gradient buffer before every backward. da_prev_out may be NULL (the first layer of a
+    model needs none). dz_out may be da for identity."""
     act_backward(act, z, a, da, dz_out, n, n_out)
     gemm(True, False, n_in, n_out, n, <floating> 1, a_prev, n_in, dz_out, n_out,
-         <floating> 1, dW_out, n_out)
+         <floating> (1 if accumulate else 0), dW_out, n_out)
+    if not accumulate:
+        memset(db_out, 0, n_out * sizeof(floating))
     colsum_add(dz_out, db_out, n, n_out)
     if da_prev_out != NULL:
         gemm(False, True, n, n_in, n_out, <floating> 1, dz_out, n_out, W, n_out,

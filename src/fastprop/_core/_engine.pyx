@@ -201,7 +201,8 @@ cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
 
 cdef void _backward(Plan *p, const floating *X, const floating *params, floating *grads,
                     int n, bint training) noexcept nogil:
-    """grads += every layer's dW, db, given the output layer's dz in p.g[L-1]."""
+    """grads := every layer's dW, db (overwritten, so no zeroing pass), given the output
+    layer's dz in p.g[L-1]."""
     cdef int l, act
     cdef floating *da_prev
     for l in range(p.L - 1, -1, -1):
@@ -210,7 +211,7 @@ cdef void _backward(Plan *p, const floating *X, const floating *params, floating
         dense_backward(_layer_input(p, l, X, training), params + p.w_off[l],
                        <floating *> p.z[l], <floating *> p.a[l], <floating *> p.g[l], act, n,
                        p.n_in[l], p.n_out[l], <floating *> p.g[l], grads + p.w_off[l],
-                       grads + p.b_off[l], da_prev)
+                       grads + p.b_off[l], da_prev, False)
         if da_prev != NULL and training and p.drop[l] > 0:
             _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * p.n_in[l])
 
@@ -271,7 +272,6 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
         _backward_sgd(p, X, params, grads, n, True, hyper[H_LR])
     else:
-        memset(grads, 0, n_params * sizeof(floating))
         _backward(p, X, params, grads, n, True)
         if update:
             optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
@@ -680,13 +680,11 @@ cdef class Engine:
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
-                memset(pg, 0, self.n_params * sizeof(double))
                 _backward[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
                                   training)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
-                memset(pg, 0, self.n_params * sizeof(float))
                 _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
                                  training)
             _threads_end(&th)
