@@ -66,13 +66,18 @@ static inline unsigned int fp_ftz_begin(void) { return 0; }
 static inline void fp_ftz_end(unsigned int state) { (void)state; }
 #endif
 
-/* Atomic add on an int, returning the new value: counts the engine calls in flight (see
- * _engine.pyx, BLAS threads). */
+/* A spin lock for critical sections of a few instructions (the BLAS thread bookkeeping of
+ * _engine.pyx): an atomic exchange when uncontended, no system call, usable without the GIL. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
-static inline int fp_atomic_add(volatile long *x, long d) { return (int)(_InterlockedExchangeAdd(x, d) + d); }
+static inline void fp_spin_lock(volatile long *lock) { while (_InterlockedExchange(lock, 1)) {} }
+static inline void fp_spin_unlock(volatile long *lock) { _InterlockedExchange(lock, 0); }
 #else
-static inline int fp_atomic_add(volatile long *x, long d) { return (int)__atomic_add_fetch(x, d, __ATOMIC_ACQ_REL); }
+static inline void fp_spin_lock(volatile long *lock)
+{
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) {}
+}
+static inline void fp_spin_unlock(volatile long *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
 #endif
 
 /* splitmix64 (Steele, Lea, Flood 2014): a tiny, fast generator whose whole state is one

@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from fastprop._core._kernels import all_finite
+
 __all__ = [
     "as_dtype",
     "as_array",
@@ -152,7 +154,7 @@ def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=Fa
         out = np.array(arr, dtype=dtype, order="C", copy=True) if copy else \
             np.ascontiguousarray(arr, dtype=dtype)
     # checked after the cast: float64 values beyond float32's range become inf there
-    if finite and arr.dtype.kind == "f" and not np.isfinite(out).all():
+    if finite and arr.dtype.kind == "f" and not all_finite(out):
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError(f"{name} has values beyond the range of {dtype.name}")

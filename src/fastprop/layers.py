@@ -17,11 +17,15 @@ from fastprop.initializers import canonical_init, default_init, initialize
 
 __all__ = ["Dense", "DenseCache", "Dropout", "DropoutCache"]
 
+# activations whose derivative is computed from a = g(z) rather than z
+_NEEDS_A = frozenset({"sigmoid", "tanh", "softmax"})
+
 
 class DenseCache:
     """What :meth:`Dense.backward` needs from one :meth:`Dense.forward` call.
 
-    Attributes (read-only arrays): ``a_prev`` (n, n_in), ``z`` (n, n_out), ``a`` (n, n_out).
+    Attributes (read-only arrays): ``a_prev`` (n, n_in), ``z`` (n, n_out), and ``a`` (n, n_out)
+    for the activations whose derivative reads it (sigmoid, tanh, softmax; None otherwise).
     A cache belongs to the layer that made it; giving it to another layer raises ValueError.
     """
 
@@ -31,7 +35,8 @@ class DenseCache:
         self.layer = layer
         self.a_prev, self.z, self.a = a_prev, z, a
         for arr in (a_prev, z, a):
-            arr.flags.writeable = False
+            if arr is not None:
+                arr.flags.writeable = False
 
     def __repr__(self):
         return (f"DenseCache(a_prev={self.a_prev.shape}, z={self.z.shape}, "
@@ -159,7 +164,8 @@ class Dense:
         z = np.empty((n, self.n_out), dtype=dtype)
         a = np.empty_like(z)
         _kernels.dense_forward(a_prev, self._W, self._b, ACTIVATIONS[self.activation], z, a)
-        return a.copy(), DenseCache(self, a_prev, z, a)
+        # the cache keeps its own a only where the derivative reads it; a is the caller's
+        return a, DenseCache(self, a_prev, z, a.copy() if self.activation in _NEEDS_A else None)
 
     def backward(self, da, cache, need_da_prev=True):
         """Backward pass for the batch that made ``cache``.
@@ -194,11 +200,12 @@ class Dense:
             raise ValueError(f"da must have shape {cache.z.shape} (the forward call's output), "
                              f"got {da.shape}")
         dz = np.empty_like(cache.z)
-        dW = np.zeros_like(self._W)
-        db = np.zeros_like(self._b)
+        dW = np.empty_like(self._W)        # overwritten by the kernel (accumulate=False)
+        db = np.empty_like(self._b)
         da_prev = np.empty_like(cache.a_prev) if need_da_prev else None
-        _kernels.dense_backward(cache.a_prev, self._W, cache.z, cache.a, da,
-                                ACTIVATIONS[self.activation], dz, dW, db, da_prev)
+        a = cache.a if cache.a is not None else cache.z   # unread by these derivatives
+        _kernels.dense_backward(cache.a_prev, self._W, cache.z, a, da,
+                                ACTIVATIONS[self.activation], dz, dW, db, da_prev, False)
         self.dW, self.db = dW, db
         return da_prev, dW, db
 

@@ -49,7 +49,8 @@ cdef extern from "fp_math.h" nogil:
     int fp_all_unit_f(const float *x, ptrdiff_t n)
     int fp_all_unit_d(const double *x, ptrdiff_t n)
     int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
-    int fp_atomic_add(long *x, long d)
+    void fp_spin_lock(long *lock)
+    void fp_spin_unlock(long *lock)
 
 cdef extern from "fp_loss.h" nogil:
     enum:
@@ -114,9 +115,11 @@ cdef struct Threads:
 
 # Calls may run concurrently (predict from several threads, several models training): the
 # setting they all restore is the one from before the first of them began, and the last to end
-# restores it (an atomic count of the calls in flight). A call's per-layer settings may briefly
-# apply to another call's GEMMs: that only changes how many threads such a GEMM uses, never a
-# result.
+# restores it: a count of the calls in flight, kept under a spin lock together with the saved
+# setting (an atomic count alone let a call that began while the last one was restoring save
+# the transient setting). A call's setting may apply to another call's GEMMs for a while: that
+# only changes how many threads such a GEMM uses, never a result.
+cdef long _threads_lock = 0
 cdef long _in_flight = 0
 cdef int _saved_threads = 1
 
@@ -127,14 +130,17 @@ cdef inline void _threads_begin(Threads *th, Plan *p, int n) noexcept nogil:
     per layer: switching OpenBLAS between 1 and 2 threads inside a step cost more than it saved
     (the large 256 x 1024-1024-1024-10 step took 15.7 ms with the last layer on one thread,
     12.0 ms without switching)."""
-    global _saved_threads
+    global _saved_threads, _in_flight
     cdef int l, want = 1, current
     if _get_threads == NULL:
         th.orig = th.full = th.current = 1
         return
-    if fp_atomic_add(&_in_flight, 1) == 1:
+    fp_spin_lock(&_threads_lock)
+    _in_flight += 1
+    if _in_flight == 1:
         _saved_threads = _get_threads()
     th.orig = _saved_threads
+    fp_spin_unlock(&_threads_lock)
     th.full = p.n_threads if p.n_threads > 0 else th.orig
     for l in range(p.L):
         if <long long> n * p.n_in[l] * p.n_out[l] >= _thread_work_min:
@@ -148,8 +154,12 @@ cdef inline void _threads_begin(Threads *th, Plan *p, int n) noexcept nogil:
 cdef inline void _threads_end(Threads *th) noexcept nogil:
     if _get_threads == NULL:
         return
-    if fp_atomic_add(&_in_flight, -1) == 0 and _get_threads() != th.orig:
+    global _in_flight
+    fp_spin_lock(&_threads_lock)
+    _in_flight -= 1
+    if _in_flight == 0 and _get_threads() != th.orig:
         _set_threads(th.orig)
+    fp_spin_unlock(&_threads_lock)
 
 
 cdef inline void _dropout(const floating *x, floating *out, floating *mask, ptrdiff_t n,

@@ -6,8 +6,34 @@
 
 from libc.stddef cimport ptrdiff_t
 from cython cimport floating
+cimport numpy as cnp
 from fastprop._core._dense cimport (act_forward, act_backward, dense_forward as _fwd,
                                     dense_backward as _bwd)
+
+
+cnp.import_array()
+
+cdef extern from "fp_math.h" nogil:
+    int fp_all_finite_f(const float *x, ptrdiff_t n)
+    int fp_all_finite_d(const double *x, ptrdiff_t n)
+
+
+def all_finite(cnp.ndarray arr not None):
+    """True if every value of a C-contiguous float32 / float64 array is finite (no NaN, no
+    inf): one vectorized pass over the exponent bits, no temporary array (np.isfinite(x).all()
+    allocates a boolean array as large as x)."""
+    cdef int t = cnp.PyArray_TYPE(arr)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(arr)
+    cdef void *p = cnp.PyArray_DATA(arr)
+    cdef int ok
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr) or \
+            not cnp.PyArray_ISNOTSWAPPED(arr) or t not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE):
+        raise TypeError("all_finite needs a C-contiguous, aligned, native float32 / float64 "
+                        "array")
+    with nogil:
+        ok = fp_all_finite_f(<float *> p, n) if t == cnp.NPY_FLOAT else \
+            fp_all_finite_d(<double *> p, n)
+    return ok != 0
 
 
 def _same(tuple got, tuple want, str name):
@@ -58,9 +84,10 @@ def dense_backward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
                    const floating[:, ::1] z, const floating[:, ::1] a,
                    const floating[:, ::1] da, int act, floating[:, ::1] dz_out,
                    floating[:, ::1] dW_out, floating[::1] db_out,
-                   floating[:, ::1] da_prev_out=None):
+                   floating[:, ::1] da_prev_out=None, bint accumulate=True):
     """dz_out := da * g'(z); dW_out += a_prev.T @ dz; db_out += dz.sum(0);
-    da_prev_out := dz @ W.T (skipped when None).
+    da_prev_out := dz @ W.T (skipped when None). With accumulate=False, dW_out and db_out are
+    overwritten instead (they may then be uninitialized).
     IN a_prev (n, n_in), W (n_in, n_out), z, a, da (n, n_out).
     OUT dz_out (n, n_out), dW_out (n_in, n_out), db_out (n_out,), da_prev_out (n, n_in)."""
     cdef int n = a_prev.shape[0], n_in = a_prev.shape[1], n_out = W.shape[1]
@@ -80,4 +107,4 @@ def dense_backward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
         return
     with nogil:
         _bwd(&a_prev[0, 0], &W[0, 0], &z[0, 0], &a[0, 0], &da[0, 0], act, n, n_in, n_out,
-             &dz_out[0, 0], &dW_out[0, 0], &db_out[0], dap)
+             &dz_out[0, 0], &dW_out[0, 0], &db_out[0], dap, accumulate)
