@@ -147,6 +147,7 @@ class Sequential:
             b[...] = layer.b
             layer._bind(W, b, self.grads[wo:bo].reshape(n_in, n_out), self.grads[bo:bo + n_out])
         self._offsets = offsets
+        self._drops = drops
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self._engine = _engine.Engine(
             [d.n_in for d in dense], [d.n_out for d in dense],
