@@ -63,10 +63,10 @@ cdef enum:
 cdef extern from "fp_optim.h" nogil:
     void fp_adam_f(float *p, const float *g, float *m, float *v, float *vmax, Py_ssize_t n,
                    float shrink, float wd, float one_minus_b1, float b2, float one_minus_b2,
-                   float step_size, float bc2_sqrt, float eps, int amsgrad)
+                   float step_size, float inv_bc2, float eps, int amsgrad)
     void fp_adam_d(double *p, const double *g, double *m, double *v, double *vmax,
                    Py_ssize_t n, double shrink, double wd, double one_minus_b1, double b2,
-                   double one_minus_b2, double step_size, double bc2_sqrt, double eps,
+                   double one_minus_b2, double step_size, double inv_bc2, double eps,
                    int amsgrad)
 
 
@@ -156,11 +156,11 @@ cdef inline void adam_step(const double *h, bint decoupled, floating *p, const f
     # lanes of float64; the C kernel is cloned for AVX-512 / AVX2 (csrc/fp_optim.h)
     if floating is float:
         fp_adam_f(p, g, m, v, vmax, n, <float> shrink, <float> wd, <float> (1.0 - b1),
-                  <float> b2, <float> (1.0 - b2), <float> step_size, <float> bc2_sqrt,
+                  <float> b2, <float> (1.0 - b2), <float> step_size, <float> (1.0 / bc2_sqrt),
                   <float> eps, amsgrad)
     else:
         fp_adam_d(p, g, m, v, vmax, n, shrink, wd, 1.0 - b1, b2, 1.0 - b2, step_size,
-                  bc2_sqrt, eps, amsgrad)
+                  1.0 / bc2_sqrt, eps, amsgrad)
 
 
 cdef inline void rmsprop_step(const double *h, floating *p, const floating *g, floating *sq,
