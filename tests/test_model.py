@@ -18,6 +18,14 @@ from conftest import assert_close
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _run_all(threads):
+    """Start every thread, then wait for all of them."""
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def make_model(sizes, acts, loss=None, optimizer=None, dtype="float64", seed=0, dropout=None,
                bias_seed=123):
     """A Sequential with seeded weights and non-zero biases; ``dropout`` maps a Dense index i
@@ -738,11 +746,7 @@ def test_predict_from_threads_equals_serial():
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_all([threading.Thread(target=work, args=(i,)) for i in range(4)])
     assert errors == [] and all(results[:4])
 
 
@@ -762,11 +766,7 @@ def test_predict_from_threads_with_large_and_small_layers():
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_all([threading.Thread(target=work, args=(i,)) for i in range(4)])
     assert errors == []
 
 
@@ -789,12 +789,8 @@ def test_predict_while_another_thread_trains():
         except Exception as exc:  # pragma: no cover
             errors.append(exc)
 
-    threads = [threading.Thread(target=train)] + [threading.Thread(target=infer)
-                                                   for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_all([threading.Thread(target=train)] + [threading.Thread(target=infer)
+                                                  for _ in range(2)])
     assert errors == [] and model.optimizer.t == 200
     assert all(np.all(np.isfinite(o)) and np.allclose(o.sum(1), 1) for o in outs)
 
@@ -837,11 +833,7 @@ def test_concurrent_train_steps_are_serialized():
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_all([threading.Thread(target=work, args=(s,)) for s in range(2)])
     assert errors == []
     assert model.optimizer.t == 200
     assert np.all(np.isfinite(model.params))
@@ -1444,11 +1436,7 @@ def test_blas_thread_setting_is_restored_after_concurrent_calls():
                 (big if i % 2 else small).predict(X)
                 if i == 0:
                     small.train_step(X, y)
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _run_all([threading.Thread(target=work, args=(i,)) for i in range(4)])
         assert fp.get_num_threads() == 2
         small.n_threads = 1
         small.train_step(X, y)

@@ -311,6 +311,16 @@ def _fsync_dir(directory):
 
 
 # -- reading ---------------------------------------------------------------------------------
+def _exact_keys(found, expected, where, missing_msg, extra_msg):
+    """Raise _fail unless the key set ``found`` is exactly ``expected``."""
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise _fail(where, f"{missing_msg} {missing}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise _fail(where, f"{extra_msg} {extra[:10]}")
+
+
 def _fail(where, what):
     """A ValueError ``"<where>: <what>"``, marked as already carrying its context."""
     exc = ValueError(f"{where}: {what}")
@@ -387,12 +397,7 @@ def _read_archive(npz, where):
 
     # 2. exactly the members the header lists, each of exactly the size it implies
     expected = {f"{name}.npy" for name in header["arrays"]} | {"header.npy"}
-    missing = sorted(expected - infos.keys())
-    if missing:
-        raise _fail(where, f"missing member(s) {missing}")
-    extra = sorted(infos.keys() - expected)
-    if extra:
-        raise _fail(where, f"unexpected member(s) {extra[:10]}")
+    _exact_keys(infos.keys(), expected, where, "missing member(s)", "unexpected member(s)")
     with _reading(where):
         for name, spec in header["arrays"].items():
             _check_member(zf, infos[f"{name}.npy"], _le(spec["dtype"]).str,
@@ -500,12 +505,8 @@ def _check_header(h, where):
         raise _fail(where, f"the file has format version {version}, newer than this fastprop "
                            f"({__version__}) reads (up to {FORMAT_VERSION}): upgrade fastprop "
                            f"(written by fastprop {h.get('fastprop_version')!r})")
-    missing = sorted(_HEADER_KEYS - h.keys())
-    if missing:
-        raise _fail(where, f"header lacks field(s) {missing}")
-    extra = sorted(h.keys() - _HEADER_KEYS)
-    if extra:
-        raise _fail(where, f"header has unexpected field(s) {extra}")
+    _exact_keys(h.keys(), _HEADER_KEYS, where, "header lacks field(s)",
+                "header has unexpected field(s)")
     if not isinstance(h["fastprop_version"], str) or len(h["fastprop_version"]) > 64:
         raise _fail(where, "fastprop_version must be a short string")
     if not isinstance(h["config"], dict):
