@@ -406,12 +406,19 @@ def _calibrate(fn, sample_s):
 
 
 def time_interleaved(fns, budget_s, min_repeats=5, max_repeats=400, sample_s=1e-3):
-    """Time callables interleaved (A B C A B C ...): per repeat, each runs an inner loop of
-    >= sample_s; repeats fill about budget_s (within [min_repeats, max_repeats]).
+    """Time callables interleaved (A B C A B C ...): per repeat, each makes one untimed call
+    and then runs a timed inner loop of >= sample_s; repeats fill about budget_s (within
+    [min_repeats, max_repeats]).
+
+    The untimed call puts every implementation in the state of consecutive training steps
+    (its own weights and buffers in cache) whatever ran before it. Without it, a call that
+    lasts longer than sample_s was timed cold after another implementation, except the GEMM
+    floor, which runs right after fastprop's steps on the same weights: the large net's
+    fp/floor read 1.13 that way and 1.01-1.06 with both warm.
 
     Returns ``{name: {"min_us", "median_us", "inner", "repeats", "samples_us"}}``."""
     cal = {k: _calibrate(fn, sample_s) for k, fn in fns.items()}
-    per_repeat = sum(per * inner for per, inner in cal.values()) or 1e-9
+    per_repeat = sum(per * (inner + 1) for per, inner in cal.values()) or 1e-9
     repeats = int(min(max_repeats, max(min_repeats, budget_s // per_repeat)))
     samples = {k: [] for k in fns}
     clock = time.perf_counter
@@ -419,6 +426,7 @@ def time_interleaved(fns, budget_s, min_repeats=5, max_repeats=400, sample_s=1e-
         for name, fn in fns.items():
             inner = cal[name][1]
             r = range(inner)
+            fn()
             t0 = clock()
             for _ in r:
                 fn()
@@ -738,7 +746,7 @@ def format_header(env, opts):
         lines.append(f"WARNING: OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} is set "
                      f"(forces an OpenBLAS kernel)")
     lines.append(f"Times in µs per call: min (median) over interleaved repeats, each sample an "
-                 f"inner loop of >= {opts['sample_s'] * 1e3:g} ms; ratios from the minima.")
+                 f"inner loop of >= {opts['sample_s'] * 1e3:g} ms after one untimed call; ratios from the minima.")
     return "\n".join(lines)
 
 

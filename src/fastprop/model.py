@@ -257,7 +257,10 @@ class Sequential:
                 loss = self._engine.train_step_checked(
                     X, y, *opt._engine_args(self.n_params, self.dtype), t)
                 if loss is not None:
-                    opt.t = t
+                    # straight into the instance dict: the step counter never invalidates the
+                    # optimizer's cached engine arguments, and its __setattr__ hook costs a
+                    # tenth of a tiny step
+                    opt.__dict__["t"] = t
                     if self._fwd is not None:
                         self._fwd = None
                     return loss

@@ -383,6 +383,8 @@ cdef class Engine:
     cdef public bint count_correct     # fit sets it: each step then counts correct predictions
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef object params, grads, ws
+    cdef void *pdata         # data of params / grads (the engine holds both arrays)
+    cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
 
     def __cinit__(self):
@@ -420,6 +422,8 @@ cdef class Engine:
         self.p.loss = loss
         self.p.rng = seed
         self.params, self.grads = params, grads
+        self.pdata = _ptr(params)
+        self.gdata = _ptr(grads)
         self.is_double = params.dtype == np.float64
         self.itemsize = params.dtype.itemsize
         self.n_params = params.shape[0]
@@ -539,27 +543,46 @@ cdef class Engine:
             return None
         cdef void *px = _ptr(X)
         cdef void *py = _ptr(y)
-        cdef ptrdiff_t nx = n * self.n_in0, ny = n * self.k
+        cdef const double *h = <const double *> _ptr(hyper)
+        cdef void *q1 = _ptr(s1)
+        cdef void *q2 = _ptr(s2)
+        cdef void *q3 = _ptr(s3)
+        cdef double loss = 0
+        if n > self.capacity:     # rare: check first, so that bad input never grows the workspace
+            with nogil:
+                ok = self._inputs_ok(px, py, n)
+            if not ok:
+                return None
+            self.ensure_capacity(n)
+        # the checks and the step share one GIL release (a release / re-acquire pair is a
+        # measurable part of a 2 us step)
         with nogil:
-            if self.is_double:
-                ok = fp_all_finite_d(<double *> px, nx)
-                if not labels:
-                    ok = ok and fp_all_finite_d(<double *> py, ny)
-                    if self.p.loss == FP_BINARY_CROSS_ENTROPY:
-                        ok = ok and fp_all_unit_d(<double *> py, ny)
-            else:
-                ok = fp_all_finite_f(<float *> px, nx)
-                if not labels:
-                    ok = ok and fp_all_finite_f(<float *> py, ny)
-                    if self.p.loss == FP_BINARY_CROSS_ENTROPY:
-                        ok = ok and fp_all_unit_f(<float *> py, ny)
-            if labels:
-                ok = ok and fp_labels_in_range(<int64_t *> py, n, self.k)
-        if not ok:
-            return None
-        return self._run(px, NULL if labels else py, py if labels else NULL, NULL, NULL, n,
-                         opt_kind, <const double *> _ptr(hyper), _ptr(s1), _ptr(s2), _ptr(s3),
-                         t, True)
+            ok = self._inputs_ok(px, py, n)
+            if ok:
+                loss = self._run_nogil(px, NULL if labels else py, py if labels else NULL,
+                                       NULL, NULL, n, opt_kind, h, q1, q2, q3, t, True)
+        return loss if ok else None
+
+    cdef bint _inputs_ok(self, const void *px, const void *py, Py_ssize_t n) noexcept nogil:
+        """X finite; y: labels in [0, k) for cross-entropy, else finite (and in [0, 1] for
+        binary cross-entropy)."""
+        cdef bint ok, labels = self.p.loss == FP_CROSS_ENTROPY
+        cdef ptrdiff_t nx = n * self.n_in0, ny = n * self.k
+        if self.is_double:
+            ok = fp_all_finite_d(<const double *> px, nx)
+            if not labels:
+                ok = ok and fp_all_finite_d(<const double *> py, ny)
+                if self.p.loss == FP_BINARY_CROSS_ENTROPY:
+                    ok = ok and fp_all_unit_d(<const double *> py, ny)
+        else:
+            ok = fp_all_finite_f(<const float *> px, nx)
+            if not labels:
+                ok = ok and fp_all_finite_f(<const float *> py, ny)
+                if self.p.loss == FP_BINARY_CROSS_ENTROPY:
+                    ok = ok and fp_all_unit_f(<const float *> py, ny)
+        if labels:
+            ok = ok and fp_labels_in_range(<const int64_t *> py, n, self.k)
+        return ok
 
     def train_batches(self, X, y, labels, w, order, int batch_size, int first, int count,
                       int opt_kind, hyper, s1, s2, s3, long long t, double[::1] losses_out,
@@ -602,37 +625,44 @@ cdef class Engine:
     cdef double _run(self, void *px, void *py, void *pl, void *pw, const int64_t *pi, int n,
                      int opt_kind, const double *h, void *q1, void *q2, void *q3, long long t,
                      bint update) except? -1.0:
-        cdef void *pp = _ptr(self.params)
-        cdef void *pg = _ptr(self.grads)
         cdef double loss
         if n > self.capacity:
             self.ensure_capacity(n)
-        cdef unsigned int csr
         with nogil:
-            csr = fp_ftz_begin()
-            if pi != NULL:
-                self._gather(px, py, pl, pw, pi, n)
-                px = self.p.xb
-                py = NULL if py == NULL else self.p.yb
-                pl = NULL if pl == NULL else self.p.lb
-                pw = NULL if pw == NULL else self.p.wb
-            if self.is_double:
-                loss = _step[double](&self.p, <double *> px, <double *> py, <long long *> pl,
-                                     <double *> pw, <double *> pp, <double *> pg,
-                                     self.n_params, n, opt_kind, h, <double *> q1,
-                                     <double *> q2, <double *> q3, t, update)
-                if self.count_correct:
-                    self.last_correct = _count_correct[double](&self.p, <double *> py,
-                                                               <long long *> pl, n)
-            else:
-                loss = _step[float](&self.p, <float *> px, <float *> py, <long long *> pl,
-                                    <float *> pw, <float *> pp, <float *> pg, self.n_params,
-                                    n, opt_kind, h, <float *> q1, <float *> q2, <float *> q3,
-                                    t, update)
-                if self.count_correct:
-                    self.last_correct = _count_correct[float](&self.p, <float *> py,
-                                                              <long long *> pl, n)
-            fp_ftz_end(csr)
+            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, q1, q2, q3, t, update)
+        return loss
+
+    cdef double _run_nogil(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
+                           int n, int opt_kind, const double *h, void *q1, void *q2, void *q3,
+                           long long t, bint update) noexcept nogil:
+        """One step on a workspace of capacity >= n (rows pi of the inputs when pi != NULL)."""
+        cdef void *pp = self.pdata
+        cdef void *pg = self.gdata
+        cdef double loss
+        cdef unsigned int csr = fp_ftz_begin()
+        if pi != NULL:
+            self._gather(px, py, pl, pw, pi, n)
+            px = self.p.xb
+            py = NULL if py == NULL else self.p.yb
+            pl = NULL if pl == NULL else self.p.lb
+            pw = NULL if pw == NULL else self.p.wb
+        if self.is_double:
+            loss = _step[double](&self.p, <double *> px, <double *> py, <long long *> pl,
+                                 <double *> pw, <double *> pp, <double *> pg,
+                                 self.n_params, n, opt_kind, h, <double *> q1,
+                                 <double *> q2, <double *> q3, t, update)
+            if self.count_correct:
+                self.last_correct = _count_correct[double](&self.p, <double *> py,
+                                                           <long long *> pl, n)
+        else:
+            loss = _step[float](&self.p, <float *> px, <float *> py, <long long *> pl,
+                                <float *> pw, <float *> pp, <float *> pg, self.n_params,
+                                n, opt_kind, h, <float *> q1, <float *> q2, <float *> q3,
+                                t, update)
+            if self.count_correct:
+                self.last_correct = _count_correct[float](&self.p, <float *> py,
+                                                          <long long *> pl, n)
+        fp_ftz_end(csr)
         return loss
 
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
