@@ -2,7 +2,7 @@
 #define FN(name) CAT(name, SFX)
 
 /* 1 / sum_i w_i, summed in double; 1 / n when w is NULL (plain mean). */
-static double FN(fp_inv_weight_sum)(const TYPE *w, ptrdiff_t n)
+static FP_CLONES double FN(fp_inv_weight_sum)(const TYPE *w, ptrdiff_t n)
 {
     ptrdiff_t i;
     double s = 0;
@@ -17,7 +17,7 @@ static double FN(fp_inv_weight_sum)(const TYPE *w, ptrdiff_t n)
  *   mae   l = |d|                                     l' = sign(d), 0 at 0 (as torch)
  *   huber l = d^2 / 2 if |d| < 1 else |d| - 1/2        l' = clip(d, -1, 1)
  * Returns c * sum_i w_i * mean_j l(d_ij); da (may be NULL) := c * w_i / k * l'(d). */
-static double FN(fp_pointwise_loss)(int loss, const TYPE *a, const TYPE *y, const TYPE *w,
+static FP_CLONES double FN(fp_pointwise_loss)(int loss, const TYPE *a, const TYPE *y, const TYPE *w,
                                     double c, ptrdiff_t n, ptrdiff_t k, TYPE *da)
 {
     const double delta = FP_HUBER_DELTA;
@@ -66,7 +66,7 @@ static double FN(fp_pointwise_loss)(int loss, const TYPE *a, const TYPE *y, cons
  * finite z. Targets: integer labels (n), or y (n x k) rows when labels is NULL.
  * Returns c * sum_i w_i l_i; dz (may be NULL) := c * w_i * (p * sum_j y_ij - y), the exact
  * gradient (PyTorch's too), which is c * w_i * (p - y) for rows that sum to 1. */
-static double FN(fp_softmax_cross_entropy)(const TYPE *z, const TYPE *p, const TYPE *y,
+static FP_CLONES double FN(fp_softmax_cross_entropy)(const TYPE *z, const TYPE *p, const TYPE *y,
                                            const long long *labels, const TYPE *w, double c,
                                            ptrdiff_t n, ptrdiff_t k, TYPE *dz)
 {
@@ -109,7 +109,7 @@ static double FN(fp_softmax_cross_entropy)(const TYPE *z, const TYPE *p, const T
  * l = max(z, 0) - y z + log1p(exp(-|z|)) (= -y log p - (1 - y) log(1 - p), without overflow or
  * log(0)); as torch.nn.BCEWithLogitsLoss. Returns c * sum_i w_i * mean_j l_ij;
  * dz (may be NULL) := c * w_i / k * (p - y). */
-static double FN(fp_sigmoid_binary_cross_entropy)(const TYPE *z, const TYPE *p, const TYPE *y,
+static FP_CLONES double FN(fp_sigmoid_binary_cross_entropy)(const TYPE *z, const TYPE *p, const TYPE *y,
                                                   const TYPE *w, double c, ptrdiff_t n,
                                                   ptrdiff_t k, TYPE *dz)
 {

@@ -96,9 +96,11 @@ static inline double fp_rng_uniform(uint64_t *state)
     return (double)(fp_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+#include "fp_template.h"
+
 /* 1 if every value is finite. Tests the exponent bits with an integer OR-reduction, which
  * vectorizes (a float reduction would not without fast-math). */
-static int fp_all_finite_f(const float *x, ptrdiff_t n)
+static FP_CLONES int fp_all_finite_f(const float *x, ptrdiff_t n)
 {
     const uint32_t *u = (const uint32_t *)x;
     uint32_t bad = 0;
@@ -107,7 +109,7 @@ static int fp_all_finite_f(const float *x, ptrdiff_t n)
     return bad == 0;
 }
 
-static int fp_all_finite_d(const double *x, ptrdiff_t n)
+static FP_CLONES int fp_all_finite_d(const double *x, ptrdiff_t n)
 {
     const uint64_t *u = (const uint64_t *)x;
     uint64_t bad = 0;
@@ -118,7 +120,7 @@ static int fp_all_finite_d(const double *x, ptrdiff_t n)
 }
 
 /* 1 if every label lies in [0, k) */
-static int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
+static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
 {
     int64_t bad = 0;
     ptrdiff_t i;

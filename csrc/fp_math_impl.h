@@ -10,7 +10,7 @@ static inline TYPE FN(fp_sigmoid)(TYPE z)
 }
 
 /* a := g(z) elementwise over n values, for every code but softmax. */
-static void FN(fp_act_forward)(int code, const TYPE *z, TYPE *a, ptrdiff_t n)
+static FP_CLONES void FN(fp_act_forward)(int code, const TYPE *z, TYPE *a, ptrdiff_t n)
 {
     ptrdiff_t i;
     const TYPE slope = (TYPE)FP_LEAKY_SLOPE, thr = (TYPE)FP_SOFTPLUS_THRESHOLD;
@@ -59,7 +59,7 @@ static void FN(fp_act_forward)(int code, const TYPE *z, TYPE *a, ptrdiff_t n)
 
 /* dz := da * g'(z) elementwise, for every code but softmax; a = g(z) is given too so that
  * sigmoid and tanh reuse it instead of recomputing. */
-static void FN(fp_act_backward)(int code, const TYPE *z, const TYPE *a, const TYPE *da, TYPE *dz,
+static FP_CLONES void FN(fp_act_backward)(int code, const TYPE *z, const TYPE *a, const TYPE *da, TYPE *dz,
                                 ptrdiff_t n)
 {
     ptrdiff_t i;
@@ -117,7 +117,7 @@ static void FN(fp_act_backward)(int code, const TYPE *z, const TYPE *a, const TY
 
 /* a := softmax(z) row by row, (rows x cols) row-major; shifted by the row max, so exp never
  * overflows and the row sum is >= 1. */
-static void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t rows, ptrdiff_t cols)
+static FP_CLONES void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t rows, ptrdiff_t cols)
 {
     ptrdiff_t r, j;
     for (r = 0; r < rows; r++) {
@@ -135,7 +135,7 @@ static void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t rows, ptrdi
 }
 
 /* dz := a * (da - sum_j(da * a)) row by row: the softmax Jacobian-vector product. */
-static void FN(fp_softmax_backward)(const TYPE *a, const TYPE *da, TYPE *dz, ptrdiff_t rows,
+static FP_CLONES void FN(fp_softmax_backward)(const TYPE *a, const TYPE *da, TYPE *dz, ptrdiff_t rows,
                                     ptrdiff_t cols)
 {
     ptrdiff_t r, j;
@@ -149,7 +149,7 @@ static void FN(fp_softmax_backward)(const TYPE *a, const TYPE *da, TYPE *dz, ptr
 }
 
 /* db += column sums of dz (rows x cols), accumulated in double in blocks of 256 columns. */
-static void FN(fp_colsum_add)(const TYPE *dz, TYPE *db, ptrdiff_t rows, ptrdiff_t cols)
+static FP_CLONES void FN(fp_colsum_add)(const TYPE *dz, TYPE *db, ptrdiff_t rows, ptrdiff_t cols)
 {
     double acc[256];
     ptrdiff_t c0, r, j, w;
@@ -165,7 +165,7 @@ static void FN(fp_colsum_add)(const TYPE *dz, TYPE *db, ptrdiff_t rows, ptrdiff_
 }
 
 /* out[r, :] := b for every row: seeds a GEMM with beta = 1 so the bias add is free. */
-static void FN(fp_fill_rows)(TYPE *out, const TYPE *b, ptrdiff_t rows, ptrdiff_t cols)
+static FP_CLONES void FN(fp_fill_rows)(TYPE *out, const TYPE *b, ptrdiff_t rows, ptrdiff_t cols)
 {
     ptrdiff_t r, j;
     for (r = 0; r < rows; r++)
@@ -174,7 +174,7 @@ static void FN(fp_fill_rows)(TYPE *out, const TYPE *b, ptrdiff_t rows, ptrdiff_t
 
 /* Inverted dropout: mask := (u >= rate) / (1 - rate) with u uniform, out := x * mask.
  * Active only in training; in inference the layer is the identity. */
-static void FN(fp_dropout_forward)(const TYPE *x, TYPE *out, TYPE *mask, ptrdiff_t n, double rate,
+static FP_CLONES void FN(fp_dropout_forward)(const TYPE *x, TYPE *out, TYPE *mask, ptrdiff_t n, double rate,
                                    uint64_t *state)
 {
     ptrdiff_t i;
@@ -184,14 +184,14 @@ static void FN(fp_dropout_forward)(const TYPE *x, TYPE *out, TYPE *mask, ptrdiff
 }
 
 /* x *= y elementwise (dropout backward: da_prev *= mask) */
-static void FN(fp_mul_inplace)(TYPE *x, const TYPE *y, ptrdiff_t n)
+static FP_CLONES void FN(fp_mul_inplace)(TYPE *x, const TYPE *y, ptrdiff_t n)
 {
     ptrdiff_t i;
     for (i = 0; i < n; i++) x[i] *= y[i];
 }
 
 /* Gather rows: out[i, :] := src[idx[i], :] for i < n (minibatches without Python copies). */
-static void FN(fp_gather_rows)(const TYPE *src, const int64_t *idx, TYPE *out, ptrdiff_t n,
+static FP_CLONES void FN(fp_gather_rows)(const TYPE *src, const int64_t *idx, TYPE *out, ptrdiff_t n,
                                ptrdiff_t cols)
 {
     ptrdiff_t i, j;
@@ -203,7 +203,7 @@ static void FN(fp_gather_rows)(const TYPE *src, const int64_t *idx, TYPE *out, p
 }
 
 /* 1 if every value lies in [0, 1] (targets of binary cross-entropy) */
-static int FN(fp_all_unit)(const TYPE *x, ptrdiff_t n)
+static FP_CLONES int FN(fp_all_unit)(const TYPE *x, ptrdiff_t n)
 {
     int bad = 0;
     ptrdiff_t i;

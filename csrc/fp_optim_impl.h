@@ -37,4 +37,77 @@ static FP_CLONES void FN(fp_adam)(TYPE *p, const TYPE *g, TYPE *m, TYPE *v, TYPE
     }
 }
 
+/* SGD (torch.optim.SGD): d = g + wd * p;  mu == 0: p -= lr * d;  else b = keep * b + take * d
+ * (keep = 0, take = 1 on the first step: the buffer starts as the gradient; then keep = mu,
+ * take = 1 - dampening) and p -= lr * (nesterov ? d + mu * b : b). Per element in double,
+ * rounded once on store, so float32 is never less accurate than torch's float32 arithmetic. */
+static FP_CLONES void FN(fp_sgd)(TYPE *p, const TYPE *g, TYPE *buf, ptrdiff_t n, double lr,
+                                 double mu, double wd, double keep, double take, int nesterov)
+{
+    ptrdiff_t i;
+    if (mu == 0) {
+        for (i = 0; i < n; i++) {
+            double pi = p[i], d = g[i] + wd * pi;
+            p[i] = (TYPE)(pi - lr * d);
+        }
+        return;
+    }
+    if (nesterov) {
+        for (i = 0; i < n; i++) {
+            double pi = p[i], d = g[i] + wd * pi, b = keep * buf[i] + take * d;
+            buf[i] = (TYPE)b;
+            p[i] = (TYPE)(pi - lr * (d + mu * b));
+        }
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        double pi = p[i], d = g[i] + wd * pi, b = keep * buf[i] + take * d;
+        buf[i] = (TYPE)b;
+        p[i] = (TYPE)(pi - lr * b);
+    }
+}
+
+/* RMSprop (torch.optim.RMSprop): d = g + wd * p;  sq = alpha * sq + (1 - alpha) * d^2;
+ * centered: gavg += (1 - alpha) * (d - gavg), s = sq - gavg^2, else s = sq;
+ * r = d / (sqrt(s) + eps);  momentum > 0: b = mu * b + r, p -= lr * b;  else p -= lr * r.
+ * Per element in double. The flags are loop-invariant: gcc -O3 unswitches them into one
+ * straight-line vector loop per combination. */
+static FP_CLONES void FN(fp_rmsprop)(TYPE *p, const TYPE *g, TYPE *sq, TYPE *buf, TYPE *gavg,
+                                     ptrdiff_t n, double lr, double mu, double wd, double alpha,
+                                     double eps, int centered)
+{
+    ptrdiff_t i;
+    const int use_momentum = mu > 0;
+    for (i = 0; i < n; i++) {
+        double pi = p[i], d = g[i] + wd * pi, s = sq[i] * alpha + (1.0 - alpha) * d * d, r;
+        sq[i] = (TYPE)s;
+        if (centered) {
+            double a = gavg[i];
+            a = a + (1.0 - alpha) * (d - a);
+            gavg[i] = (TYPE)a;
+            s = s - a * a;
+        }
+        r = d / (sqrt(s) + eps);
+        if (use_momentum) {
+            double b = buf[i] * mu + r;
+            buf[i] = (TYPE)b;
+            r = b;
+        }
+        p[i] = (TYPE)(pi - lr * r);
+    }
+}
+
+/* Adagrad (torch.optim.Adagrad): d = g + wd * p;  acc += d^2;  p -= clr * d / (sqrt(acc) + eps)
+ * with clr = lr / (1 + (t - 1) * lr_decay). Per element in double. */
+static FP_CLONES void FN(fp_adagrad)(TYPE *p, const TYPE *g, TYPE *acc, ptrdiff_t n, double clr,
+                                     double wd, double eps)
+{
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) {
+        double pi = p[i], d = g[i] + wd * pi, s = acc[i] + d * d;
+        acc[i] = (TYPE)s;
+        p[i] = (TYPE)(pi - clr * (d / (sqrt(s) + eps)));
+    }
+}
+
 #undef FN

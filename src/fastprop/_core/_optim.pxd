@@ -6,13 +6,16 @@
 # contiguous values per buffer, `hyper` of N_HYPER doubles, and every state slot that
 # optimizer_slots() asks for; nothing is checked here.
 #
-# Per-element math runs in double and is rounded once on store (SGD, RMSprop, Adagrad), so
-# float32 is never less accurate than torch's float32 arithmetic; Adam / AdamW, the default
-# and the costliest per element (a sqrt and a division), run in the buffers' own type, as torch
-# does: float32 then fills twice the vector lanes (17k parameters: 49 -> 28 us). Options are
-# loop-invariant: they are tested once, outside the loops, and each loop body is branch-free
-# straight-line math that gcc -O3 vectorizes (the amsgrad / centered / momentum tests on
-# loop-invariant flags are unswitched by the compiler: one vector loop per combination).
+# The per-element loops are C (csrc/fp_optim_impl.h), cloned for AVX-512 / AVX2 / SSE2
+# (FP_CLONES): compiled here, Cython's inline loops got baseline 16-byte vectors only, and
+# float32 SGD, which converts every element to double and back, took 19.6 us for 17k
+# parameters (float64: 8.6 us). Per-element math runs in double and is rounded once on store
+# (SGD, RMSprop, Adagrad), so float32 is never less accurate than torch's float32 arithmetic;
+# Adam / AdamW, the default and the costliest per element (a sqrt and a division), run in the
+# buffers' own type, as torch does: float32 then fills twice the vector lanes (17k parameters:
+# 49 -> 28 us). Options are loop-invariant: each loop body is branch-free straight-line math
+# that gcc -O3 vectorizes (the amsgrad / centered / momentum tests on loop-invariant flags are
+# unswitched by the compiler: one vector loop per combination).
 # The loops with sqrt vectorize only under -fno-math-errno (not fast-math: IEEE results are
 # unchanged, sqrt just stops setting errno); without it gcc keeps a scalar libm fallback branch.
 # Measured on 1M parameters, gcc 12: Adam float64 5.3 -> 3.2 ms, RMSprop centered + momentum
@@ -68,6 +71,20 @@ cdef extern from "fp_optim.h" nogil:
                    Py_ssize_t n, double shrink, double wd, double one_minus_b1, double b2,
                    double one_minus_b2, double step_size, double inv_bc2, double eps,
                    int amsgrad)
+    void fp_sgd_f(float *p, const float *g, float *buf, Py_ssize_t n, double lr, double mu,
+                  double wd, double keep, double take, int nesterov)
+    void fp_sgd_d(double *p, const double *g, double *buf, Py_ssize_t n, double lr, double mu,
+                  double wd, double keep, double take, int nesterov)
+    void fp_rmsprop_f(float *p, const float *g, float *sq, float *buf, float *gavg,
+                      Py_ssize_t n, double lr, double mu, double wd, double alpha, double eps,
+                      int centered)
+    void fp_rmsprop_d(double *p, const double *g, double *sq, double *buf, double *gavg,
+                      Py_ssize_t n, double lr, double mu, double wd, double alpha, double eps,
+                      int centered)
+    void fp_adagrad_f(float *p, const float *g, float *acc, Py_ssize_t n, double clr,
+                      double wd, double eps)
+    void fp_adagrad_d(double *p, const double *g, double *acc, Py_ssize_t n, double clr,
+                      double wd, double eps)
 
 
 cdef inline int optimizer_slots(int kind, const double *hyper) noexcept nogil:
@@ -120,24 +137,14 @@ cdef inline void sgd_step(const double *h, floating *p, const floating *g, float
                           Py_ssize_t n, long long step) noexcept nogil:
     """d = g + wd p;  b = d (first step) or mu b + (1 - dampening) d;
     p -= lr * (d + mu b if nesterov else b)   (no momentum: p -= lr d)."""
-    cdef double lr = h[H_LR], mu = h[H_MOMENTUM], wd = h[H_WEIGHT_DECAY]
-    cdef double keep = 0.0 if step <= 1 else mu          # the buffer starts as the gradient
+    cdef double keep = 0.0 if step <= 1 else h[H_MOMENTUM]   # the buffer starts as the gradient
     cdef double take = 1.0 if step <= 1 else 1.0 - h[H_DAMPENING]
-    cdef bint nesterov = h[H_NESTEROV] != 0
-    cdef double pi, d, b
-    cdef Py_ssize_t i
-    if mu == 0:
-        for i in range(n):
-            pi = p[i]
-            d = g[i] + wd * pi
-            p[i] = <floating> (pi - lr * d)
-        return
-    for i in range(n):
-        pi = p[i]
-        d = g[i] + wd * pi
-        b = keep * buf[i] + take * d
-        buf[i] = <floating> b
-        p[i] = <floating> (pi - lr * ((d + mu * b) if nesterov else b))
+    if floating is float:
+        fp_sgd_f(p, g, buf, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY], keep, take,
+                 h[H_NESTEROV] != 0)
+    else:
+        fp_sgd_d(p, g, buf, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY], keep, take,
+                 h[H_NESTEROV] != 0)
 
 
 cdef inline void adam_step(const double *h, bint decoupled, floating *p, const floating *g,
@@ -168,42 +175,22 @@ cdef inline void rmsprop_step(const double *h, floating *p, const floating *g, f
     """d = g + wd p;  sq = alpha sq + (1 - alpha) d^2;  gavg += (1 - alpha)(d - gavg) (centered);
     r = d / (sqrt(sq - gavg^2 if centered else sq) + eps);
     b = mu b + r, p -= lr b (momentum > 0)  or  p -= lr r."""
-    cdef double lr = h[H_LR], mu = h[H_MOMENTUM], wd = h[H_WEIGHT_DECAY]
-    cdef double alpha = h[H_ALPHA], eps = h[H_EPS]
-    cdef bint centered = h[H_CENTERED] != 0, use_momentum = mu > 0
-    cdef double pi, d, s, a, r, b
-    cdef Py_ssize_t i
-    for i in range(n):
-        pi = p[i]
-        d = g[i] + wd * pi
-        s = sq[i] * alpha + (1.0 - alpha) * d * d
-        sq[i] = <floating> s
-        if centered:
-            a = gavg[i]
-            a = a + (1.0 - alpha) * (d - a)
-            gavg[i] = <floating> a
-            s = s - a * a
-        r = d / (sqrt(s) + eps)
-        if use_momentum:
-            b = buf[i] * mu + r
-            buf[i] = <floating> b
-            r = b
-        p[i] = <floating> (pi - lr * r)
+    if floating is float:
+        fp_rmsprop_f(p, g, sq, buf, gavg, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY],
+                     h[H_ALPHA], h[H_EPS], h[H_CENTERED] != 0)
+    else:
+        fp_rmsprop_d(p, g, sq, buf, gavg, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY],
+                     h[H_ALPHA], h[H_EPS], h[H_CENTERED] != 0)
 
 
 cdef inline void adagrad_step(const double *h, floating *p, const floating *g, floating *acc,
                               Py_ssize_t n, long long step) noexcept nogil:
     """d = g + wd p;  acc += d^2;  p -= lr / (1 + (t - 1) lr_decay) * d / (sqrt(acc) + eps)."""
     cdef double clr = h[H_LR] / (1.0 + (step - 1) * h[H_LR_DECAY])
-    cdef double wd = h[H_WEIGHT_DECAY], eps = h[H_EPS]
-    cdef double pi, d, s
-    cdef Py_ssize_t i
-    for i in range(n):
-        pi = p[i]
-        d = g[i] + wd * pi
-        s = acc[i] + d * d
-        acc[i] = <floating> s
-        p[i] = <floating> (pi - clr * (d / (sqrt(s) + eps)))
+    if floating is float:
+        fp_adagrad_f(p, g, acc, n, clr, h[H_WEIGHT_DECAY], h[H_EPS])
+    else:
+        fp_adagrad_d(p, g, acc, n, clr, h[H_WEIGHT_DECAY], h[H_EPS])
 
 
 cdef inline void optimizer_step(int kind, const double *hyper, floating *params,
