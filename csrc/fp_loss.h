@@ -38,28 +38,33 @@ enum {
 #define FP_HUBER_DELTA 1.0 /* as torch.nn.HuberLoss() */
 
 #include "fp_template.h"
+#include "fp_exp.h"
 
 #define TYPE float
 #define SFX _f
 #define EXP expf
+#define SOFTMAX_EXP fp_expf
 #define LOG1P log1pf
 #define FABS fabsf
 #include "fp_loss_impl.h"
 #undef TYPE
 #undef SFX
 #undef EXP
+#undef SOFTMAX_EXP
 #undef LOG1P
 #undef FABS
 
 #define TYPE double
 #define SFX _d
 #define EXP exp
+#define SOFTMAX_EXP exp
 #define LOG1P log1p
 #define FABS fabs
 #include "fp_loss_impl.h"
 #undef TYPE
 #undef SFX
 #undef EXP
+#undef SOFTMAX_EXP
 #undef LOG1P
 #undef FABS
 

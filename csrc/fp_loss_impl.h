@@ -80,7 +80,7 @@ static FP_CLONES double FN(fp_softmax_cross_entropy)(const TYPE *z, const TYPE *
         TYPE m = zr[0];
         double s = 0, lse, row;
         for (j = 1; j < k; j++) m = zr[j] > m ? zr[j] : m;
-        for (j = 0; j < k; j++) s += EXP(zr[j] - m);
+        for (j = 0; j < k; j++) s += SOFTMAX_EXP(zr[j] - m);
         lse = (double)m + log(s);
         if (labels != NULL) {
             ptrdiff_t t = (ptrdiff_t)labels[i];

@@ -129,10 +129,12 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 }
 
 #include "fp_template.h"
+#include "fp_exp.h"
 
 #define TYPE float
 #define SFX _f
 #define EXP expf
+#define SOFTMAX_EXP fp_expf
 #define EXPM1 expm1f
 #define LOG1P log1pf
 #define ERFC erfcf
@@ -142,6 +144,7 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 #undef TYPE
 #undef SFX
 #undef EXP
+#undef SOFTMAX_EXP
 #undef EXPM1
 #undef LOG1P
 #undef ERFC
@@ -151,6 +154,7 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 #define TYPE double
 #define SFX _d
 #define EXP exp
+#define SOFTMAX_EXP exp
 #define EXPM1 expm1
 #define LOG1P log1p
 #define ERFC erfc
@@ -160,6 +164,7 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 #undef TYPE
 #undef SFX
 #undef EXP
+#undef SOFTMAX_EXP
 #undef EXPM1
 #undef LOG1P
 #undef ERFC

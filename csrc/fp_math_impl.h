@@ -125,10 +125,8 @@ static FP_CLONES void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t r
         TYPE *ar = a + r * cols;
         TYPE m = zr[0], s = 0;
         for (j = 1; j < cols; j++) m = zr[j] > m ? zr[j] : m;
-        for (j = 0; j < cols; j++) {
-            ar[j] = EXP(zr[j] - m);
-            s += ar[j];
-        }
+        for (j = 0; j < cols; j++) ar[j] = SOFTMAX_EXP(zr[j] - m); /* vectorizes (float) */
+        for (j = 0; j < cols; j++) s += ar[j];
         s = (TYPE)1 / s;
         for (j = 0; j < cols; j++) ar[j] *= s;
     }

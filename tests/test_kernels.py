@@ -166,3 +166,48 @@ def test_kernel_shape_checks():
         K.activation_forward(1, z, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="W"):
         K.dense_forward(z, np.zeros((4, 2)), np.zeros(2), 1, np.zeros((2, 2)), np.zeros((2, 2)))
+
+
+def _ulps(got, want):
+    """|got - want| in units of the last place of float32 at want (want in float64)."""
+    w32 = want.astype(np.float32)
+    spacing = np.spacing(np.abs(w32)).astype(np.float64)
+    spacing = np.where(w32 == 0, np.float64(np.finfo(np.float32).smallest_subnormal), spacing)
+    return np.abs(got.astype(np.float64) - want) / spacing
+
+
+def test_softmax_float32_exp_is_within_1_25_ulp():
+    # the vectorizable float32 exp of softmax and softmax cross-entropy (csrc/fp_exp.h), on
+    # random points of its whole range, the denormal range included, and on every float
+    # between -1 and 1 at a stride
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.uniform(-104, 89, 2_000_000), rng.uniform(-1, 1, 500_000),
+                        rng.uniform(-104, -87, 200_000)]).astype(np.float32)
+    x = np.concatenate([x, np.arange(-2**20, 2**20, 7, dtype=np.float32) / np.float32(2**20)])
+    out = np.empty_like(x)
+    K._expf(x, out)
+    want = np.exp(x.astype(np.float64))
+    finite = want < np.finfo(np.float32).max
+    assert _ulps(out[finite], want[finite]).max() <= 1.25
+    assert np.all(np.isinf(out[~finite]))
+    edge = np.array([0, -0.0, 1, -np.inf, np.inf, np.nan, -200, 100, 88.72, -103.9],
+                    dtype=np.float32)
+    got = np.empty_like(edge)
+    K._expf(edge, got)
+    assert got[0] == 1 and got[1] == 1 and got[3] == 0 and got[6] == 0
+    assert np.isinf(got[4]) and np.isinf(got[7]) and np.isnan(got[5])
+    assert _ulps(got[[2, 8]], np.exp(edge[[2, 8]].astype(np.float64))).max() <= 1.25
+    tiny = np.finfo(np.float32).smallest_subnormal
+    assert abs(float(got[9]) - np.exp(np.float64(np.float32(-103.9)))) <= tiny   # denormal
+
+
+def test_softmax_float32_matches_float64():
+    # softmax's float32 path (its own exp) against the float64 one, row sums 1
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((257, 33)) * 4).astype(np.float32)
+    a = np.empty_like(z)
+    a64 = np.empty(z.shape)
+    K.activation_forward(ACTIVATIONS["softmax"], z, a)
+    K.activation_forward(ACTIVATIONS["softmax"], z.astype(np.float64), a64)
+    np.testing.assert_allclose(a, a64, rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(a.sum(1, dtype=np.float64), 1, rtol=0, atol=4e-6)

@@ -16,6 +16,17 @@ cnp.import_array()
 cdef extern from "fp_math.h" nogil:
     int fp_all_finite_f(const float *x, ptrdiff_t n)
     int fp_all_finite_d(const double *x, ptrdiff_t n)
+    float fp_expf(float x)
+
+
+def _expf(const float[::1] x, float[::1] out):
+    """out := exp(x) by the float32 exp of the softmax kernels (csrc/fp_exp.h); for tests."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("x and out differ in length")
+    with nogil:
+        for i in range(n):
+            out[i] = fp_expf(x[i])
 
 
 def all_finite(cnp.ndarray arr not None):
