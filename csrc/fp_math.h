@@ -96,6 +96,44 @@ static inline double fp_rng_uniform(uint64_t *state)
     return (double)(fp_rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/* Uniform integer in [0, bound), 0 < bound: exactly uniform (rejection, no modulo bias).
+ * Below 2^32, Lemire's multiply-shift on the upper 32 random bits (a division only on the rare
+ * rejection path); above, rejection of the top partial range, then a modulo. */
+static inline uint64_t fp_rng_below(uint64_t *state, uint64_t bound)
+{
+    if (bound <= 0xFFFFFFFFULL) {
+        uint64_t m = (fp_rng_next(state) >> 32) * bound;
+        uint32_t low = (uint32_t)m;
+        if (low < (uint32_t)bound) {
+            uint32_t floor = (uint32_t)(-(uint32_t)bound) % (uint32_t)bound;
+            while (low < floor) {
+                m = (fp_rng_next(state) >> 32) * bound;
+                low = (uint32_t)m;
+            }
+        }
+        return m >> 32;
+    } else {
+        uint64_t limit = UINT64_MAX - UINT64_MAX % bound, x;
+        do x = fp_rng_next(state); while (x >= limit);
+        return x % bound;
+    }
+}
+
+/* order := a uniformly random permutation of 0 .. n-1 (Fisher-Yates), drawn from `state`:
+ * fit's shuffle, 1,437 samples in a few microseconds where a NumPy Generator built per epoch
+ * took 40 us. */
+static void fp_permutation(int64_t *order, ptrdiff_t n, uint64_t *state)
+{
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) order[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        ptrdiff_t j = (ptrdiff_t)fp_rng_below(state, (uint64_t)i + 1);
+        int64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
 #include "fp_template.h"
 
 /* 1 if every value is finite. Tests the exponent bits with an integer OR-reduction, which

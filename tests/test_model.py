@@ -1471,3 +1471,36 @@ def test_fit_chunked_batches_equal_one_batch_per_call(capsys):
         np.testing.assert_array_equal(params, runs[0][0])
         assert loss == runs[0][1] and acc == runs[0][2] and t == runs[0][3] == 45
     capsys.readouterr()
+
+
+def test_fit_shuffle_is_a_uniform_permutation_from_the_model_stream():
+    # fit's shuffle (Fisher-Yates in C on the model's splitmix64 stream)
+    model = _clf(seed=5)
+    for n in (0, 1, 2, 7, 1000):
+        order = model._permutation(n)
+        assert order.dtype == np.int64 and order.shape == (n,)
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    # the stream advances, and the same state gives the same order
+    state = model.get_rng_state()
+    a = model._permutation(50)
+    b = model._permutation(50)
+    assert not np.array_equal(a, b)
+    model.set_rng_state(state)
+    np.testing.assert_array_equal(model._permutation(50), a)
+    # every one of the 24 orders of 4 items, about equally often (chi-square, 23 dof:
+    # 0.1 % critical value 49.7)
+    counts = {}
+    draws = 24_000
+    for _ in range(draws):
+        key = tuple(model._permutation(4))
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 24
+    expected = draws / 24
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < 49.7
+    # and every position of a long shuffle takes every value about equally often
+    hits = np.zeros((10, 10))
+    for _ in range(5000):
+        o = model._permutation(10)
+        hits[np.arange(10), o] += 1
+    assert np.abs(hits / 500 - 1).max() < 0.25

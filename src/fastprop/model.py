@@ -29,18 +29,6 @@ from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix(state):
-    """(new_state, output) of one splitmix64 step (the engine's generator, in Python)."""
-    state = (state + 0x9E3779B97F4A7C15) & _MASK64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return state, z ^ (z >> 31)
-
-
 def _default_loss(activation):
     return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation, "mse")
 
@@ -461,10 +449,13 @@ class Sequential:
                 chunk = 1
             else:
                 chunk = steps if not end_hooks else max(1, min(steps, 16))
-            losses = np.empty(chunk)
-            corrects = np.empty(chunk)
+            # every batch's loss and correct count of an epoch, summed once at its end (the
+            # same sums whatever the chunk size)
+            losses = np.empty(steps)
+            corrects = np.empty(steps)
             engine.count_correct = self.is_classifier
             order = np.arange(n, dtype=np.int64)
+            sizes = np.minimum(batch_size, n - np.arange(steps) * batch_size).astype(float)
             try:
                 cbs.on_train_begin()
                 for epoch in range(epochs):
@@ -472,25 +463,25 @@ class Sequential:
                     cbs.on_epoch_begin(epoch)
                     if shuffle:
                         order = self._permutation(n)
-                    total = correct = 0.0
-                    seen = 0
+                    done = 0
                     for b0 in range(0, steps, chunk):
                         k = min(chunk, steps - b0)
                         cbs.on_train_batch_begin(b0)   # chunk is 1 when a callback has it
                         kind, hyper, s1, s2, s3 = self._opt_args()
                         t = self.optimizer.t
                         engine.train_batches(X, y_dense, labels, w, order, batch_size, b0, k,
-                                             kind, hyper, s1, s2, s3, t + 1, losses, corrects)
+                                             kind, hyper, s1, s2, s3, t + 1, losses[b0:],
+                                             corrects[b0:])
                         self.optimizer.t = t + k
-                        for i in range(k):
-                            size = min(batch_size, n - (b0 + i) * batch_size)
-                            seen += size
-                            total += losses[i] * size
-                            correct += corrects[i]
-                            cbs.on_train_batch_end(b0 + i, {"loss": float(losses[i]),
-                                                            "size": size})
+                        done = b0 + k
+                        for i in range(b0, done) if end_hooks else ():
+                            cbs.on_train_batch_end(i, {"loss": float(losses[i]),
+                                                       "size": int(sizes[i])})
                         if self.stop_training:
                             break
+                    seen = float(sizes[:done].sum())
+                    total = float(losses[:done] @ sizes[:done])
+                    correct = float(corrects[:done].sum())
                     # running means over the epoch's batches, as Keras reports them (the
                     # accuracy of each batch is counted in the engine, before its update)
                     logs = {"loss": total / seen}
@@ -512,9 +503,7 @@ class Sequential:
         return self.history
 
     def _permutation(self, n):
-        state, out = _splitmix(self._engine.rng_state)
-        self._engine.rng_state = state
-        return np.random.default_rng(out).permutation(n).astype(np.int64, copy=False)
+        return self._engine.permutation(n)
 
     # -- state, save / load ------------------------------------------------------------------
     def get_config(self):

@@ -49,6 +49,7 @@ cdef extern from "fp_math.h" nogil:
     int fp_all_unit_f(const float *x, ptrdiff_t n)
     int fp_all_unit_d(const double *x, ptrdiff_t n)
     int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
+    void fp_permutation(int64_t *order, ptrdiff_t n, uint64_t *state)
     void fp_spin_lock(long *lock)
     void fp_spin_unlock(long *lock)
 
@@ -455,6 +456,14 @@ cdef class Engine:
 
         def __set__(self, uint64_t value):
             self.p.rng = value
+
+    def permutation(self, Py_ssize_t n):
+        """A uniformly random permutation of 0 .. n-1 (int64) from the model's stream."""
+        out = np.empty(n, dtype=np.int64)
+        cdef int64_t *po = <int64_t *> cnp.PyArray_DATA(out)
+        with nogil:
+            fp_permutation(po, n, &self.p.rng)
+        return out
 
     def ensure_capacity(self, Py_ssize_t n):
         """Size the workspace for batches of up to n samples (grows, never shrinks)."""
