@@ -24,11 +24,15 @@ if TRACE:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 # -O3 lets gcc vectorize the branchless elementwise loops; -fno-math-errno lets it vectorize
 # sqrt, -fno-trapping-math lets it if-convert selects such as leaky ReLU's (z > 0 ? z : 0.01 z
-# stayed a branchy scalar loop without it); neither changes a value. -ffp-contract=off keeps FMA contraction out, so the AVX2 / AVX-512
-# clones of csrc/fp_optim.h compute exactly what the baseline does. Never -ffast-math (it
+# stayed a branchy scalar loop without it); neither changes a value. -ffp-contract=off keeps FMA
+# contraction out, so the AVX2 / AVX-512 clones of the C kernels (FP_CLONES, csrc/fp_template.h)
+# compute exactly what the baseline does. Never -ffast-math (it
 # breaks NaN / inf semantics) and never -march=native (wheels must run on any CPU).
 compile_args = [] if os.name == "nt" else ["-O3", "-fno-math-errno", "-fno-trapping-math",
                                               "-ffp-contract=off"]
+
+
+HEADERS = sorted(glob.glob("csrc/*.h"))
 
 
 def ext(name):
@@ -36,6 +40,7 @@ def ext(name):
         f"fastprop._core.{name}",
         [f"src/fastprop/_core/{name}.pyx"],
         include_dirs=["csrc", np.get_include()],
+        depends=HEADERS,      # an edit to a C header rebuilds the extensions that include it
         define_macros=macros,
         extra_compile_args=compile_args,
     )

@@ -117,15 +117,20 @@ static FP_CLONES void FN(fp_act_backward)(int code, const TYPE *z, const TYPE *a
 
 /* a := softmax(z) row by row, (rows x cols) row-major; shifted by the row max, so exp never
  * overflows and the row sum is >= 1. */
-static FP_CLONES void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t rows, ptrdiff_t cols)
+static FP_CLONES void FN(fp_softmax_forward)(const TYPE *z, TYPE *a, ptrdiff_t rows,
+                                             ptrdiff_t cols)
 {
     ptrdiff_t r, j;
     for (r = 0; r < rows; r++) {
         const TYPE *zr = z + r * cols;
-        TYPE *ar = a + r * cols;
-        TYPE m = zr[0], s = 0;
+        TYPE *ar = a + r * cols, m = zr[0];
         for (j = 1; j < cols; j++) m = zr[j] > m ? zr[j] : m;
-        for (j = 0; j < cols; j++) ar[j] = SOFTMAX_EXP(zr[j] - m); /* vectorizes (float) */
+        for (j = 0; j < cols; j++) ar[j] = zr[j] - m;
+    }
+    /* one flat loop over the block: it vectorizes however short the rows are */
+    for (j = 0; j < rows * cols; j++) a[j] = SOFTMAX_EXP(a[j]);
+    for (r = 0; r < rows; r++) {
+        TYPE *ar = a + r * cols, s = 0;
         for (j = 0; j < cols; j++) s += ar[j];
         s = (TYPE)1 / s;
         for (j = 0; j < cols; j++) ar[j] *= s;
