@@ -132,3 +132,28 @@ def test_without_threadpoolctl_runs_with_default_threads(monkeypatch, capsys):
     assert "cannot be applied" in captured.out + captured.err
     assert any(line.split()[:3] == ["tiny", "float64", "def"]
                for line in captured.out.splitlines())
+
+
+def test_two_threads_time_fastprop_and_torch_in_their_own_processes(tmp_path, capsys):
+    # at more than one thread fastprop (with its floor) and torch run in worker processes;
+    # their checks and timings come back into the same table rows, marked as separate
+    pytest.importorskip("threadpoolctl")
+    out = tmp_path / "bench.json"
+    rc = B.main(["--quick", "--nets", "tiny", "--dtypes", "float64", "--threads", "2",
+                 "--sections", "train,infer", "--no-sklearn", "--budget", "0.05",
+                 "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "in a process of its own" in text
+    data = json.loads(out.read_text())
+    rows = [r for r in data["results"] if r["section"] in ("train", "infer")]
+    assert rows
+    for r in rows:
+        assert r["threads"] == 2 and r["checks"]["fastprop"]["ok"]
+        for name in ("fastprop", "floor"):
+            t = r["timings"][name]
+            assert t["process"] == "separate" and t["min_us"] > 0
+        assert "process" not in r["timings"]["reference"]
+        if "torch" in OPTIONAL:
+            assert r["timings"]["torch"]["process"] == "separate"
+        assert r["ratios"]["fp/floor"]["min_us"] > 0

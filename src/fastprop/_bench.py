@@ -17,8 +17,8 @@ Every implementation is first checked against a float64 run of the reference fro
 initial weights (one step: loss and updated parameters; inference: outputs). One that fails is
 reported and not timed. Implementations of one configuration are timed interleaved in one
 process (A B C A B C ...), each sample being an inner loop of >= ~1 ms; we report minima and
-medians. PyTorch at more than one thread runs alone in a separate process (two thread pools in
-one process fight). Thread counts are set once per block of configurations with threadpoolctl.
+medians. At more than one thread, fastprop (with its GEMM floor) and PyTorch each run in a
+process of their own (two thread pools in one process fight). Thread counts are set once per block of configurations with threadpoolctl.
 
 Optional packages (torch, scikit-learn, threadpoolctl, matplotlib) are imported lazily; the
 benchmark degrades gracefully without them.
@@ -571,9 +571,6 @@ def run_fit(dtype, epochs, repeats, impls=("fastprop", "reference", "sklearn"), 
     return res
 
 
-# ------------------------------------------------------------------------------------------
-# PyTorch at more than one thread: a separate process
-# ------------------------------------------------------------------------------------------
 def run_memory(dtype, net="large", n_samples=4096, seed=0):
     """Peak memory that fit allocates on `net` (Adam, 1 epoch, tracemalloc: NumPy reports its
     buffers to it), beside what the model must hold: parameters, gradients, optimizer state and
@@ -619,38 +616,59 @@ def format_memory(results):
     return "\n".join(lines)
 
 
-def _torch_worker(job_path, out_path):
-    """Run inside ``python -m fastprop._bench --torch-worker JOB OUT``: check and time torch
-    alone at the job's thread count (the parent's BLAS pools are idle meanwhile)."""
+# ------------------------------------------------------------------------------------------
+# more than one thread: fastprop and PyTorch each in a process of their own
+# ------------------------------------------------------------------------------------------
+def _worker(job_path, out_path):
+    """Run inside ``python -m fastprop._bench --worker JOB OUT``: check and time one
+    implementation family alone at the job's thread count, so that its thread pool never
+    competes with another one in the same process: ``torch`` (its OpenMP pool), or
+    ``fastprop`` and its GEMM floor (SciPy's OpenBLAS; NumPy's pool stays at 1 thread)."""
     with open(job_path) as f:
         job = json.load(f)
+    impl, threads = job.get("impl", "torch"), job["threads"]
+    if impl == "torch":
+        torch = _optional("torch")
+        if torch is None:
+            out = [{"error": _OPTIONAL["torch"][1]} for _ in job["configs"]]
+            with open(out_path, "w") as f:
+                json.dump(out, f)
+            return 0
+        if threads is not None:
+            torch.set_num_threads(int(threads))
     out = []
-    torch = _optional("torch")
-    if torch is None:
-        out = [{"error": _OPTIONAL["torch"][1]} for _ in job["configs"]]
-    else:
-        if job["threads"] is not None:
-            torch.set_num_threads(int(job["threads"]))
-        # this process's NumPy/SciPy BLAS (data and oracle only) stays at 1 thread
-        with _thread_one_blas():
-            for cfg in job["configs"]:
-                opts = dict(job["opts"], budget=cfg.get("budget", job["opts"]["budget"]))
-                if cfg["section"] == "train":
-                    checks = check_train(cfg["net"], cfg["dtype"], ("torch",), opts["seed"])
-                else:
-                    checks = check_infer(cfg["net"], cfg["batch"], cfg["dtype"], ("torch",),
-                                         opts["seed"])
-                state = checks.pop("_state")
-                chk = checks["torch"]
-                entry = {"check": chk}
-                if chk["ok"]:
-                    gc.collect()
-                    entry["timing"] = time_interleaved(
-                        {"torch": state["impls"]["torch"][0]}, opts["budget"],
-                        opts["min_repeats"], opts["max_repeats"], opts.get("sample_s", 1e-3)
-                    )["torch"]
-                out.append(entry)
-        out = [dict(e, torch_threads=torch.get_num_threads()) for e in out]
+    # this process's NumPy/SciPy BLAS (data and oracle) stays at 1 thread; fastprop's model
+    # gets the job's threads through its own n_threads
+    with _thread_one_blas():
+        for cfg in job["configs"]:
+            opts = dict(job["opts"], budget=cfg.get("budget", job["opts"]["budget"]))
+            if cfg["section"] == "train":
+                checks = check_train(cfg["net"], cfg["dtype"], (impl,), opts["seed"])
+            else:
+                checks = check_infer(cfg["net"], cfg["batch"], cfg["dtype"], (impl,),
+                                     opts["seed"])
+            state = checks.pop("_state")
+            chk = checks[impl]
+            entry = {"check": chk, "timings": {}}
+            if chk["ok"]:
+                run, obj = state["impls"][impl]
+                fns = {impl: run}
+                if impl == "fastprop":
+                    if threads is not None:
+                        obj.n_threads = int(threads)
+                    X = state["X"]
+                    if cfg["section"] == "train":
+                        fns["floor"] = lambda: obj._engine.gemm_floor(X)
+                    else:
+                        obj.forward(X, training=False)
+                        fns["floor"] = lambda: obj._engine.gemm_floor(X, False)
+                gc.collect()
+                entry["timings"] = time_interleaved(fns, opts["budget"], opts["min_repeats"],
+                                                    opts["max_repeats"],
+                                                    opts.get("sample_s", 1e-3))
+            if impl == "torch":
+                entry["torch_threads"] = _optional("torch").get_num_threads()
+            out.append(entry)
     with open(out_path, "w") as f:
         json.dump(out, f)
     return 0
@@ -661,41 +679,44 @@ def _thread_one_blas():
     return tpc.threadpool_limits(limits=1, user_api="blas") if tpc else nullcontext()
 
 
-def _run_torch_process(threads, configs, opts, log):
-    """Check and time torch for the configs in a fresh process; list of entries or an error
-    string."""
+def _run_worker_process(impl, threads, configs, opts, log):
+    """Check and time `impl` ("torch" or "fastprop") for the configs in a fresh process; a list
+    of entries or an error string."""
     with tempfile.TemporaryDirectory(prefix="fastprop-bench-") as tmp:
         job_path, out_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "out.json")
         with open(job_path, "w") as f:
-            json.dump({"threads": threads, "configs": configs, "opts": opts}, f)
+            json.dump({"impl": impl, "threads": threads, "configs": configs, "opts": opts}, f)
         env = dict(os.environ)
         env["OPENBLAS_NUM_THREADS"] = "1"
-        cmd = [sys.executable, "-m", "fastprop._bench", "--torch-worker", job_path, out_path]
-        log(f"  torch at {threads} threads: {len(configs)} configurations in a separate "
+        cmd = [sys.executable, "-m", "fastprop._bench", "--worker", job_path, out_path]
+        log(f"  {impl} at {threads} threads: {len(configs)} configurations in a separate "
             f"process ...")
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
         if proc.returncode != 0 or not os.path.exists(out_path):
             tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-            return f"torch worker process failed (exit {proc.returncode}): {' | '.join(tail)}"
+            return f"{impl} worker process failed (exit {proc.returncode}): {' | '.join(tail)}"
         with open(out_path) as f:
             return json.load(f)
 
 
-def _merge_torch(res, entry):
-    """Put a worker entry (or an error string) into a config result."""
+def _merge_worker(res, impl, entry):
+    """Put a worker entry (or an error string) for `impl` into a config result."""
     if isinstance(entry, str) or "error" in entry:
         err = entry if isinstance(entry, str) else entry["error"]
-        res["checks"]["torch"] = {"ok": False, "error": err}
-        res["notes"].append(f"torch: could not run in the separate process ({err})")
+        res["checks"][impl] = {"ok": False, "error": err}
+        res["notes"].append(f"{impl}: could not run in the separate process ({err})")
         return
     chk = entry["check"]
-    res["checks"]["torch"] = chk
+    res["checks"][impl] = chk
     if not chk["ok"]:
-        res["notes"].append(_check_note("torch", chk) + " (separate process)")
+        res["notes"].append(_check_note(impl, chk) + " (separate process)")
         return
-    t = dict(entry["timing"], process="separate", torch_threads=entry.get("torch_threads"))
-    res["timings"]["torch"] = t
+    for name, t in entry["timings"].items():
+        t = dict(t, process="separate")
+        if "torch_threads" in entry:
+            t["torch_threads"] = entry["torch_threads"]
+        res["timings"][name] = t
     res["ratios"] = _ratios(res["timings"])
 
 
@@ -799,9 +820,9 @@ def format_table(results, section="train"):
     title = {"train": "Training step (forward + softmax CE + backward + SGD update)",
              "infer": "Inference (predict; torch under no_grad)"}[section]
     lines = [title, fmt(head), "-" * len(fmt(head))] + [fmt(row) for row in table[1:]]
-    if any(r["timings"].get("torch", {}).get("process") == "separate" for r in rows):
-        lines.append("* timed alone in a separate process (torch at > 1 thread), "
-                     "not interleaved")
+    if any(t.get("process") == "separate" for r in rows for t in r["timings"].values()):
+        lines.append("* more than one thread: fastprop with its floor, and torch, each timed "
+                     "in a process of its own (two thread pools in one process fight)")
     for r in rows:
         for note in r["notes"]:
             lines.append(f"NOTE {r['net']} {r['dtype']} thr={_threads_label(r['threads'])}: "
@@ -975,7 +996,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write every raw number to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
-    p.add_argument("--torch-worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     return p
 
 
@@ -992,8 +1013,8 @@ def main(args=None):
             description="fastprop against pure NumPy, PyTorch, scikit-learn and the GEMM "
                         "floor"))
         args = parser.parse_args(args)
-    if getattr(args, "torch_worker", None):
-        return _torch_worker(*args.torch_worker)
+    if getattr(args, "worker", None):
+        return _worker(*args.worker)
     t_start = time.perf_counter()
     quick = args.quick
     nets = args.nets or list(QUICK_NETS if quick else NETS)
@@ -1036,21 +1057,28 @@ def main(args=None):
     # block, after the multi-threaded NumPy/SciPy measurements
     for k in sorted(threads, key=lambda t: -(t or os.cpu_count() or 1)):
         k_eff = k if k is not None else (os.cpu_count() or 1)
-        torch_separate = use_torch and k_eff > 1
-        inproc = tuple(i for i in impls if not (i == "torch" and torch_separate))
+        # more than one thread: fastprop (SciPy's OpenBLAS pool) and torch (its OpenMP pool)
+        # each run alone in a process of their own; in one process with NumPy's OpenBLAS
+        # pool, the idle pool's spinning threads took the second core from the busy one
+        # (fastprop's large step read 20.7 ms beside a floor of 11.8 ms that way)
+        separate = [i for i in ("fastprop", "torch") if i in impls and k_eff > 1]
+        inproc = tuple(i for i in impls if i not in separate)
         ext = {}
-        if torch_separate:
-            # torch alone gets about its share of an interleaved configuration's budget
-            configs = [{"section": "train", "net": n, "dtype": d, "batch": NETS[n][0],
-                        "budget": opts["budget"] / 4} for n in train_cfgs for d in dtypes] + \
-                      [{"section": "infer", "net": n, "dtype": d, "batch": b,
-                        "budget": infer_opts["budget"] / 4}
-                       for n, b in infer_cfgs for d in dtypes]
-            if configs:
-                out = _run_torch_process(k, configs, opts, _log)
-                for i, c in enumerate(configs):
-                    ext[(c["section"], c["net"], c["batch"], c["dtype"])] = \
-                        out if isinstance(out, str) else out[i]
+        # each family alone gets about its share of an interleaved configuration's budget
+        configs = [{"section": "train", "net": n, "dtype": d, "batch": NETS[n][0],
+                    "budget": opts["budget"] / 4} for n in train_cfgs for d in dtypes] + \
+                  [{"section": "infer", "net": n, "dtype": d, "batch": b,
+                    "budget": infer_opts["budget"] / 4}
+                   for n, b in infer_cfgs for d in dtypes]
+        for impl in separate:
+            if not configs:
+                break
+            budget = 2 if impl == "fastprop" else 1      # fastprop and its floor
+            job = [dict(c, budget=c["budget"] * budget) for c in configs]
+            out = _run_worker_process(impl, k, job, opts, _log)
+            for i, c in enumerate(configs):
+                ext[(impl, c["section"], c["net"], c["batch"], c["dtype"])] = \
+                    out if isinstance(out, str) else out[i]
         with _thread_limit(k):
             if k == 1 and use_torch:
                 torch = _optional("torch")
@@ -1060,8 +1088,8 @@ def main(args=None):
                 for dt in dtypes:
                     t0 = time.perf_counter()
                     r = run_train_config(net, dt, k, opts, inproc)
-                    if torch_separate:
-                        _merge_torch(r, ext[("train", net, NETS[net][0], dt)])
+                    for impl in separate:
+                        _merge_worker(r, impl, ext[(impl, "train", net, NETS[net][0], dt)])
                     results.append(r)
                     _log(f"  train {net:6} {dt} threads={_threads_label(k)}: "
                          f"{time.perf_counter() - t0:.1f} s")
@@ -1069,8 +1097,8 @@ def main(args=None):
                 for dt in dtypes:
                     t0 = time.perf_counter()
                     r = run_infer_config(net, b, dt, k, infer_opts, inproc)
-                    if torch_separate:
-                        _merge_torch(r, ext[("infer", net, b, dt)])
+                    for impl in separate:
+                        _merge_worker(r, impl, ext[(impl, "infer", net, b, dt)])
                     results.append(r)
                     _log(f"  infer {net:6} batch {b:4} {dt} threads={_threads_label(k)}: "
                          f"{time.perf_counter() - t0:.1f} s")
