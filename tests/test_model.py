@@ -1504,3 +1504,31 @@ def test_fit_shuffle_is_a_uniform_permutation_from_the_model_stream():
         o = model._permutation(10)
         hits[np.arange(10), o] += 1
     assert np.abs(hits / 500 - 1).max() < 0.25
+
+
+def test_fit_leaves_out_zero_weight_samples_even_a_whole_batch_of_them():
+    # a minibatch whose weights are all 0 used to make the loss 0 / 0 and the model NaN
+    X, y = _blobs(40)
+    w = np.ones(40)
+    w[:10] = 0          # the whole first batch of 10
+    w[25] = 0
+    keep = w > 0
+    runs = []
+    for Xi, yi, wi in ((X, y, w), (X[keep], y[keep], w[keep])):
+        model = _clf(seed=3)
+        h = model.fit(Xi, yi, epochs=3, batch_size=10, shuffle=False, sample_weight=wi,
+                      verbose=0)
+        assert np.all(np.isfinite(h.history["loss"])) and np.all(np.isfinite(model.params))
+        runs.append((model.params.copy(), h.history["loss"]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    with pytest.raises(ValueError, match="sample_weight"):
+        _clf().fit(X, y, sample_weight=np.zeros(40), verbose=0)
+
+
+@pytest.mark.parametrize("copy_fn", [lambda m: pickle.loads(pickle.dumps(m)), copy.deepcopy])
+def test_pickle_and_deepcopy_keep_n_threads(copy_fn):
+    for n_threads in (None, 1, 3):
+        model = _clf()
+        model.n_threads = n_threads
+        assert copy_fn(model).n_threads == n_threads

@@ -375,6 +375,7 @@ class Sequential:
         validation_data : tuple (X_val, y_val) or (X_val, y_val, w_val), optional
             Overrides ``validation_split``.
         sample_weight : array_like (n_samples,), optional
+            Non-negative; samples of weight 0 take no part in training (as if removed).
         callbacks : list of fastprop.callbacks.Callback, optional
         verbose : 0 or 1
             1 shows a progress bar (one line per epoch when output is not a terminal).
@@ -430,6 +431,15 @@ class Sequential:
             n = cut
         if w is not None and not w.sum() > 0:
             raise ValueError("sample_weight of the training samples sums to 0")
+        if w is not None and not np.all(w > 0):
+            # a sample of weight 0 takes no part in training (scikit-learn's rule: as if it
+            # were removed); left out here, so that no minibatch has weights summing to 0,
+            # whose weighted mean loss would be 0 / 0
+            keep = np.flatnonzero(w > 0)
+            X, w = X[keep], w[keep]
+            y_dense = None if y_dense is None else y_dense[keep]
+            labels = None if labels is None else labels[keep]
+            n = keep.size
         callbacks = list(callbacks) if callbacks is not None else []
         steps = -(-n // batch_size)
         per_sample = 1 if self.loss == "cross_entropy" else self.n_out
@@ -564,22 +574,27 @@ class Sequential:
         with self._lock:
             io.save(self, path)
 
+    # pickle and deepcopy go through the model file format (no pickled code or objects) and
+    # carry the one runtime setting the file does not hold, n_threads
     def __getstate__(self):
         from fastprop import io
         with self._lock:
-            return {"fastprop_model": io.to_bytes(self)}
+            return {"fastprop_model": io.to_bytes(self), "n_threads": self.n_threads}
 
     def __setstate__(self, state):
         from fastprop import io
         if not isinstance(state, dict) or "fastprop_model" not in state:
             raise ValueError("not a pickled fastprop model")
         other = io.from_bytes(state["fastprop_model"])
+        other.n_threads = state.get("n_threads")
         self.__dict__.update(other.__dict__)
 
     def __deepcopy__(self, memo):
         from fastprop import io
         with self._lock:
-            return io.from_bytes(io.to_bytes(self))
+            other = io.from_bytes(io.to_bytes(self))
+            other.n_threads = self.n_threads
+            return other
 
 
 def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0):
