@@ -1532,3 +1532,20 @@ def test_pickle_and_deepcopy_keep_n_threads(copy_fn):
         model = _clf()
         model.n_threads = n_threads
         assert copy_fn(model).n_threads == n_threads
+
+
+def test_seeds_of_any_size_are_accepted_and_reproducible():
+    def build():
+        return fp.Sequential([fp.Dense(4, 5, activation="relu", seed=2**40), fp.Dropout(0.2),
+                              fp.Dense(5, 3, activation="softmax", seed=2**64 + 1)],
+                             seed=2**70)
+    X, y = _blobs(30)
+    a, b = build(), build()
+    a.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    b.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(a.params, b.params)
+    for bad, exc in ((-1, ValueError), (True, TypeError), (1.5, TypeError)):
+        with pytest.raises(exc, match="seed"):
+            fp.Dense(4, 5, seed=bad)
+        with pytest.raises(exc, match="seed"):
+            fp.Sequential([fp.Dense(4, 3, activation="softmax")], seed=bad)

@@ -39,8 +39,9 @@ def as_dtype(dtype, name="dtype"):
     return _DTYPES[dt.name]
 
 
-def check_size(value, name, minimum=1):
-    """Return ``value`` as a Python int >= minimum, or raise naming ``name``."""
+def check_size(value, name, minimum=1, maximum=_INT_MAX):
+    """Return ``value`` as a Python int in [minimum, maximum] (maximum None: unbounded), or
+    raise naming ``name``."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got a bool")
     try:
@@ -49,9 +50,14 @@ def check_size(value, name, minimum=1):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    if v > _INT_MAX:
-        raise ValueError(f"{name} must be <= {_INT_MAX}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
     return v
+
+
+def check_seed(value, name="seed"):
+    """A seed: None, or an int >= 0 of any size (numpy.random.default_rng takes them all)."""
+    return None if value is None else check_size(value, name, minimum=0, maximum=None)
 
 
 def check_real(value, name, low=None, low_open=False, high=None, high_open=False):

@@ -87,7 +87,7 @@ class Dense:
         dtype = V.as_dtype(dtype)
         V.check_alloc(self.n_in * self.n_out + self.n_out, dtype.itemsize, "Dense(n_in, n_out)")
         if seed is not None and not isinstance(seed, np.random.Generator):
-            seed = V.check_size(seed, "seed", minimum=0)
+            seed = V.check_seed(seed)
         rng = np.random.default_rng(seed)
         self._W = initialize(self.init, self.n_in, self.n_out, rng).astype(dtype)
         self._b = np.zeros(self.n_out, dtype=dtype)
@@ -251,7 +251,7 @@ class Dropout:
             raise ValueError(f"rate must be in [0, 1), got {rate}")
         self._rate = rate
         if seed is not None and not isinstance(seed, np.random.Generator):
-            seed = V.check_size(seed, "seed", minimum=0)
+            seed = V.check_seed(seed)
         self._rng = np.random.default_rng(seed)
 
     n_params = 0

@@ -97,12 +97,7 @@ class Sequential:
         self.loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
         check_loss_activation(self.loss, out_act)
         self.optimizer = get_optimizer(optimizer if optimizer is not None else "adam")
-        if seed is not None:
-            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-                raise TypeError(f"seed must be None or an int >= 0, got {type(seed).__name__}")
-            if seed < 0:
-                raise ValueError(f"seed must be >= 0, got {seed}")
-            seed = int(seed)
+        seed = V.check_seed(seed)
         if n_threads is not None:   # checked before the layers are bound to this model
             n_threads = V.check_size(n_threads, "n_threads")
         self.seed = seed
