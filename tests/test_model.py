@@ -1549,3 +1549,32 @@ def test_seeds_of_any_size_are_accepted_and_reproducible():
             fp.Dense(4, 5, seed=bad)
         with pytest.raises(exc, match="seed"):
             fp.Sequential([fp.Dense(4, 3, activation="softmax")], seed=bad)
+
+
+def test_sizes_beyond_memory_raise_instead_of_an_oom_kill(monkeypatch):
+    # Linux overcommits: an allocation beyond the free memory succeeds and the process is
+    # killed when the pages are touched; fastprop checks first
+    from fastprop import _validation as V
+    with pytest.raises(ValueError, match="Dense.*GiB, more than this machine's memory"):
+        fp.Dense(30, 10**9)                                    # 120 GB of float32
+    X, y = _blobs(50)
+    model = _clf()
+    p0, t0 = model.params.copy(), model.optimizer.t
+    layers = [fp.Dense(4, 1000, seed=0), fp.Dense(1000, 3, activation="softmax")]
+    monkeypatch.setattr(V, "_available_memory", lambda: 50_000)   # 50 kB left
+    with pytest.raises(ValueError, match=r"Dense.*118.4 KiB, more than the 48.8 KiB of "
+                                         r"memory available"):
+        fp.Dense(100, 100)
+    with pytest.raises(ValueError, match="optimizer state"):
+        fp.Sequential(layers)
+    # a batch whose workspace does not fit: nothing changes
+    monkeypatch.setattr(V, "_available_memory", lambda: 1000)
+    for call in (lambda: model.train_step(X, y), lambda: model.fit(X, y, batch_size=50,
+                                                                    verbose=0)):
+        with pytest.raises(ValueError, match="workspace for batches of 50 samples"):
+            call()
+        np.testing.assert_array_equal(model.params, p0)
+        assert model.optimizer.t == t0
+    monkeypatch.undo()
+    model.train_step(X, y)                                     # fine again
+    assert model.optimizer.t == t0 + 1

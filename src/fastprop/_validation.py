@@ -88,12 +88,53 @@ def _physical_memory():
         return 2**40
 
 
+def _read_int(path, key=None):
+    """An integer from a /proc or /sys file: the first field, or the field after ``key:``."""
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if key is None:
+                    return int(fields[0])
+                if fields and fields[0] == key + ":":
+                    return int(fields[1]) * 1024          # /proc/meminfo counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _available_memory():
+    """Bytes a new allocation can still get: Linux's MemAvailable (free memory plus what the
+    kernel can reclaim), lowered to what a cgroup v2 memory limit leaves; elsewhere the
+    physical memory. Linux overcommits, so an allocation beyond this succeeds and the
+    process is killed later, when the pages are touched: checking first turns that into an
+    exception."""
+    avail = _read_int("/proc/meminfo", "MemAvailable")
+    limit = _read_int("/sys/fs/cgroup/memory.max")      # "max" (no limit) reads as None
+    if limit is not None:
+        used = _read_int("/sys/fs/cgroup/memory.current") or 0
+        avail = min(avail, limit - used) if avail is not None else limit - used
+    return avail if avail is not None else _physical_memory()
+
+
+def _bytes(n):
+    """1536 -> '1.5 KiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def check_alloc(n_values, itemsize, name):
-    """Raise ValueError if ``n_values`` items of ``itemsize`` bytes cannot fit in memory."""
+    """Raise ValueError if ``n_values`` items of ``itemsize`` bytes do not fit in the memory
+    available now."""
     nbytes = int(n_values) * int(itemsize)
     if nbytes > _physical_memory():
-        raise ValueError(
-            f"{name} needs {nbytes / 2**30:.1f} GiB, more than this machine's memory")
+        raise ValueError(f"{name} needs {_bytes(nbytes)}, more than this machine's memory")
+    avail = _available_memory()
+    if nbytes > avail:
+        raise ValueError(f"{name} needs {_bytes(nbytes)}, more than the "
+                         f"{_bytes(max(avail, 0))} of memory available")
 
 
 def _numeric_kind(arr, name):

@@ -85,7 +85,9 @@ class Dense:
         self.activation = canonical_name(activation)
         self.init = canonical_init(init if init is not None else default_init(self.activation))
         dtype = V.as_dtype(dtype)
-        V.check_alloc(self.n_in * self.n_out + self.n_out, dtype.itemsize, "Dense(n_in, n_out)")
+        # the initializer draws float64, then casts: both exist for a moment
+        V.check_alloc(self.n_in * self.n_out + self.n_out, 8 + dtype.itemsize,
+                      f"Dense({self.n_in}, {self.n_out})")
         if seed is not None and not isinstance(seed, np.random.Generator):
             seed = V.check_seed(seed)
         rng = np.random.default_rng(seed)

@@ -119,7 +119,9 @@ class Sequential:
             offsets.append((off, off + layer.n_in * layer.n_out))
             off += layer.n_params
         self.n_params = off
-        V.check_alloc(3 * off, self.dtype.itemsize, "the model's parameters and gradients")
+        # parameters, gradients and the optimizer's state, all touched by the first step
+        V.check_alloc((2 + len(self.optimizer._state_names())) * off, self.dtype.itemsize,
+                      "the model's parameters, gradients and optimizer state")
         self.params = np.empty(off, dtype=self.dtype)
         self.grads = np.zeros(off, dtype=self.dtype)
         for layer, (wo, bo) in zip(dense, offsets):

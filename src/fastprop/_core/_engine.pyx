@@ -492,6 +492,9 @@ cdef class Engine:
         yo = take(n * self.k * sz)
         lo = take(n * 8)
         wo = take(n * sz)
+        from fastprop._validation import check_alloc       # a ValueError, not an OOM kill
+        check_alloc(off + 64, 1, f"the workspace for batches of {n} samples (z, a, delta "
+                                 f"of every layer)")
         ws = np.empty(off + 64, dtype=np.uint8)
         cdef char *base = <char *> cnp.PyArray_DATA(ws)
         base += (64 - (<size_t> base) % 64) % 64
