@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 enum {
     FP_IDENTITY = 0,
@@ -155,6 +156,39 @@ static FP_CLONES int fp_all_finite_d(const double *x, ptrdiff_t n)
     for (i = 0; i < n; i++)
         bad |= (uint64_t)((u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
     return bad == 0;
+}
+
+/* max |x| over n >= 0 values, inf when any value is NaN or inf (0 for n = 0). An unsigned
+ * max-reduction over the bits without the sign: for IEEE numbers that order is the order of
+ * magnitudes, with inf and NaN above every finite value; integer reductions vectorize. */
+static FP_CLONES double fp_max_abs_f(const float *x, ptrdiff_t n)
+{
+    const uint32_t *u = (const uint32_t *)x;
+    uint32_t m = 0;
+    float f;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t v = u[i] & 0x7fffffffu;
+        m = v > m ? v : m;
+    }
+    if (m >= 0x7f800000u) return INFINITY;
+    memcpy(&f, &m, sizeof f);
+    return f;
+}
+
+static FP_CLONES double fp_max_abs_d(const double *x, ptrdiff_t n)
+{
+    const uint64_t *u = (const uint64_t *)x;
+    uint64_t m = 0;
+    double f;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) {
+        uint64_t v = u[i] & 0x7fffffffffffffffull;
+        m = v > m ? v : m;
+    }
+    if (m >= 0x7ff0000000000000ull) return INFINITY;
+    memcpy(&f, &m, sizeof f);
+    return f;
 }
 
 /* 1 if every label lies in [0, k) */

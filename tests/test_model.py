@@ -1578,3 +1578,50 @@ def test_sizes_beyond_memory_raise_instead_of_an_oom_kill(monkeypatch):
     monkeypatch.undo()
     model.train_step(X, y)                                     # fine again
     assert model.optimizer.t == t0 + 1
+
+
+@pytest.mark.parametrize("layout", ["fast", "fortran"])
+@pytest.mark.parametrize("optimizer", [lambda: SGD(lr=0.1), lambda: Adam(lr=0.01)],
+                         ids=["fused-sgd", "adam"])
+def test_a_step_that_would_make_the_model_not_finite_changes_nothing(layout, optimizer):
+    # finite float32 inputs so large that z overflows: the step is refused, not applied
+    model = make_model([4, 8, 3], ["relu", "identity"], loss="mse", dtype="float32",
+                       optimizer=optimizer())
+    X, _ = _blobs(12)
+    X = X.astype(np.float32)
+    y = np.random.default_rng(1).standard_normal((12, 3)).astype(np.float32)
+    model.train_step(X, y)
+    p0, t0 = model.params.copy(), model.optimizer.t
+    state0 = {k: v.copy() for k, v in model.optimizer.state.items()}
+    for big in (np.full((12, 4), 3e38, dtype=np.float32),       # the loss overflows
+                np.where(np.arange(48).reshape(12, 4) == 0, 1e30, X).astype(np.float32)):
+        # (the second: a finite loss of ~1e58 in double, gradients that overflow float32)
+        if layout == "fortran":
+            big = np.asfortranarray(big)
+        with pytest.raises(ValueError, match="not updated"):
+            model.train_step(big, y)
+        np.testing.assert_array_equal(model.params, p0)
+        assert model.optimizer.t == t0
+        for k, v in model.optimizer.state.items():
+            np.testing.assert_array_equal(v, state0[k])
+    assert np.isfinite(model.train_step(X, y))
+    assert model.optimizer.t == t0 + 1
+
+
+def test_saturated_units_take_extreme_inputs_without_refusal():
+    # tanh saturates: z = inf gives a = 1 and a zero gradient, a finite and valid step
+    model = _clf(dtype="float32", optimizer=SGD(lr=0.1))
+    X, y = _blobs(12)
+    loss = model.train_step(np.full((12, 4), 3e38, dtype=np.float32), y)
+    assert np.isfinite(loss) and np.all(np.isfinite(model.params))
+
+
+def test_fit_skips_batches_whose_loss_is_not_finite_and_warns():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)) * 1e3
+    y = X @ rng.standard_normal((4, 2))
+    model = make_model([4, 16, 2], ["relu", "identity"], seed=0, dtype="float32",
+                       optimizer=SGD(lr=1e8))                    # diverges at once
+    with pytest.warns(RuntimeWarning, match="were skipped"):
+        model.fit(X, y, epochs=3, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(model.params))                   # never NaN through a step

@@ -14,6 +14,7 @@ running while another thread trains sees the weights of some step.
 """
 import sys
 import threading
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,14 @@ from fastprop.losses import (canonical_loss, check_loss_activation, is_classific
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
+
+def _raise_refused(loss):
+    what = f"the loss of this batch is {loss}" if not np.isfinite(loss) else \
+        f"the gradients of this batch (loss {loss:g}) are not finite or too large"
+    raise ValueError(f"{what}: its inputs are too large for the model's dtype, or the weights "
+                     f"have diverged (lower the learning rate, scale X); the model was not "
+                     f"updated")
+
 
 def _default_loss(activation):
     return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation, "mse")
@@ -231,7 +240,9 @@ class Sequential:
             The batch loss of the forward pass (before the update).
 
         All arguments are checked before anything changes: a call that raises leaves
-        parameters and optimizer state as they were.
+        parameters and optimizer state as they were. That includes a batch whose loss or
+        gradients are not finite, or whose update could overflow (inputs too large for the
+        dtype, diverged weights): ValueError, no update.
         """
         if sample_weight is None:
             # fast path: arrays already in the engine's layout are checked in C (finite,
@@ -242,12 +253,14 @@ class Sequential:
                 loss = self._engine.train_step_checked(
                     X, y, *opt._engine_args(self.n_params, self.dtype), t)
                 if loss is not None:
+                    if self._fwd is not None:
+                        self._fwd = None
+                    if self._engine.last_refused:     # the engine changed nothing
+                        _raise_refused(loss)
                     # straight into the instance dict: the step counter never invalidates the
                     # optimizer's cached engine arguments, and its __setattr__ hook costs a
                     # tenth of a tiny step
                     opt.__dict__["t"] = t
-                    if self._fwd is not None:
-                        self._fwd = None
                     return loss
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
@@ -256,8 +269,10 @@ class Sequential:
             t = self.optimizer.t + 1
             loss = self._engine.train_step(X, y_dense, labels, w, None, kind, hyper,
                                            s1, s2, s3, t)
-            self.optimizer.t = t
             self._fwd = None
+            if self._engine.last_refused:
+                _raise_refused(loss)
+            self.optimizer.t = t
         return loss
 
     # -- the textbook path -------------------------------------------------------------------
@@ -460,6 +475,7 @@ class Sequential:
             # same sums whatever the chunk size)
             losses = np.empty(steps)
             corrects = np.empty(steps)
+            refused = np.zeros(steps, dtype=np.uint8)
             engine.count_correct = self.is_classifier
             order = np.arange(n, dtype=np.int64)
             sizes = np.minimum(batch_size, n - np.arange(steps) * batch_size).astype(float)
@@ -478,7 +494,7 @@ class Sequential:
                         t = self.optimizer.t
                         engine.train_batches(X, y_dense, labels, w, order, batch_size, b0, k,
                                              kind, hyper, s1, s2, s3, t + 1, losses[b0:],
-                                             corrects[b0:])
+                                             corrects[b0:], refused[b0:])
                         self.optimizer.t = t + k
                         done = b0 + k
                         for i in range(b0, done) if end_hooks else ():
@@ -489,6 +505,13 @@ class Sequential:
                     seen = float(sizes[:done].sum())
                     total = float(losses[:done] @ sizes[:done])
                     correct = float(corrects[:done].sum())
+                    skipped = int(np.count_nonzero(refused[:done]))
+                    if skipped:
+                        warnings.warn(
+                            f"epoch {epoch + 1}: {skipped} of {done} batches were skipped (no "
+                            f"update): their loss or gradients were not finite or too large. "
+                            f"The learning rate may be too high or the inputs too large.",
+                            RuntimeWarning, stacklevel=2)
                     # running means over the epoch's batches, as Keras reports them (the
                     # accuracy of each batch is counted in the engine, before its update)
                     logs = {"loss": total / seen}

@@ -15,6 +15,7 @@
 # the model serializes them with a lock.
 
 from libc.stdint cimport uint64_t, int64_t
+from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 from libc.stddef cimport ptrdiff_t
@@ -47,6 +48,8 @@ cdef extern from "fp_math.h" nogil:
     int fp_all_finite_f(const float *x, ptrdiff_t n)
     int fp_all_finite_d(const double *x, ptrdiff_t n)
     int fp_all_unit_f(const float *x, ptrdiff_t n)
+    double fp_max_abs_f(const float *x, ptrdiff_t n)
+    double fp_max_abs_d(const double *x, ptrdiff_t n)
     int fp_all_unit_d(const double *x, ptrdiff_t n)
     int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
     void fp_permutation(int64_t *order, ptrdiff_t n, uint64_t *state)
@@ -78,6 +81,7 @@ cdef struct Plan:
     char *lb
     char *wb
     uint64_t rng        # dropout stream (splitmix64 state)
+    bint refused        # the last step changed nothing: its loss or gradients were not finite
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
 
 
@@ -227,36 +231,59 @@ cdef void _backward(Plan *p, const floating *X, const floating *params, floating
             _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * p.n_in[l])
 
 
-cdef void _backward_sgd(Plan *p, const floating *X, floating *params, floating *grads,
+cdef inline double _max_abs(const floating *x, ptrdiff_t n) noexcept nogil:
+    if floating is float:
+        return fp_max_abs_f(x, n)
+    else:
+        return fp_max_abs_d(x, n)
+
+
+cdef bint _backward_sgd(Plan *p, const floating *X, floating *params, floating *grads,
                         int n, bint training, double lr) noexcept nogil:
-    """Backward with plain SGD fused in: per layer, from the last, dz := da * g'(z);
-    da_prev := dz @ W.T (with the old W); then W += -lr * a_prev.T @ dz as one GEMM with
-    alpha = -lr, beta = 1, and b -= lr * dz.sum(0). The dW pass over the gradient buffer and the
-    separate update pass disappear; grads holds db only (dW is never materialized)."""
+    """Backward with plain SGD fused in: W += -lr * a_prev.T @ dz as one GEMM per layer with
+    alpha = -lr, beta = 1, and b -= lr * dz.sum(0); the dW pass over the gradient buffer and
+    the separate update pass disappear (grads holds db only: dW is never materialized).
+
+    Two phases, so that a step is applied whole or not at all: first every layer's
+    dz := da * g'(z) and da_prev := dz @ W.T with the old weights (each layer keeps its own
+    delta buffer), then, only if no update can overflow, the updates. The bound: every entry
+    of a_prev.T @ dz is at most n * max|a_prev| * max|dz|; the step is refused (returns False,
+    nothing written) when lr times that is not below 1e37 (float32; 1e306 for float64) or any
+    dz or a_prev is not finite."""
     cdef int l, n_in, n_out
     cdef floating *dz
     cdef floating *da_prev
     cdef floating *db
     cdef const floating *a_in
+    cdef double amax, dmax, limit = 1e37 if floating is float else 1e306
     for l in range(p.L - 1, -1, -1):
         n_in = p.n_in[l]
         n_out = p.n_out[l]
         dz = <floating *> p.g[l]
         if l < p.L - 1:
             act_backward(p.act[l], <floating *> p.z[l], <floating *> p.a[l], dz, dz, n, n_out)
-        a_in = _layer_input(p, l, X, training)
         if l > 0:
             da_prev = <floating *> p.g[l - 1]
             gemm(False, True, n, n_in, n_out, <floating> 1, dz, n_out, params + p.w_off[l],
                  n_out, <floating> 0, da_prev, n_in)
             if training and p.drop[l] > 0:
                 _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * n_in)
-        gemm(True, False, n_in, n_out, n, <floating> -lr, a_in, n_in, dz, n_out,
-             <floating> 1, params + p.w_off[l], n_out)
+    for l in range(p.L):
+        dmax = _max_abs(<floating *> p.g[l], <ptrdiff_t> n * p.n_out[l])
+        amax = _max_abs(_layer_input(p, l, X, training), <ptrdiff_t> n * p.n_in[l])
+        if not (lr * n * (amax if amax > 1 else 1.0) * dmax < limit):   # NaN / inf: refused
+            return False
+    for l in range(p.L - 1, -1, -1):
+        n_in = p.n_in[l]
+        n_out = p.n_out[l]
+        dz = <floating *> p.g[l]
+        gemm(True, False, n_in, n_out, n, <floating> -lr, _layer_input(p, l, X, training),
+             n_in, dz, n_out, <floating> 1, params + p.w_off[l], n_out)
         db = grads + p.b_off[l]
         memset(db, 0, n_out * sizeof(floating))
         colsum_add(dz, db, n, n_out)
         axpy(n_out, <floating> -lr, db, params + p.b_off[l])
+    return True
 
 
 cdef double _loss_grad(Plan *p, const floating *y, const long long *labels, const floating *w,
@@ -273,19 +300,33 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
                   int n, int opt_kind, const double *hyper, floating *s1, floating *s2,
                   floating *s3, long long t, bint update) noexcept nogil:
     """Forward, loss, backward and (if update) the optimizer, for one batch; returns the loss
-    of the forward pass."""
-    cdef double loss
+    of the forward pass. With update, a step whose loss or gradients are not finite, or whose
+    update or optimizer state could overflow, changes no parameter and no optimizer state and
+    sets p.refused (inputs so large that z overflows, or diverged weights): the parameters never
+    become NaN / inf through a step."""
+    cdef double loss, gmax, limit = 1e37 if floating is float else 1e306
     cdef Threads th
     _threads_begin(&th, p, n)
+    p.refused = False
     _forward(p, X, params, n, True)
     loss = _loss_grad(p, y, labels, w, n, True)
-    if update and opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and \
+    if update and not isfinite(loss):
+        p.refused = True
+    elif update and opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and \
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
-        _backward_sgd(p, X, params, grads, n, True, hyper[H_LR])
+        p.refused = not _backward_sgd(p, X, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, X, params, grads, n, True)
         if update:
-            optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+            # One vectorized pass over the gradients (0.2 % of the large net's step): refused
+            # when one is not finite, or so large that the update (SGD: lr * g) or the
+            # optimizer's squared-gradient state (Adam, RMSprop, Adagrad: g * g) would overflow
+            # (a v of inf would freeze that parameter for good). NaN compares false: refused.
+            gmax = _max_abs(grads, n_params)
+            if gmax * (hyper[H_LR] if opt_kind == OPT_SGD else gmax) < limit:
+                optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+            else:
+                p.refused = True
     _threads_end(&th)
     return loss
 
@@ -383,6 +424,7 @@ cdef class Engine:
     cdef readonly Py_ssize_t capacity, n_params
     cdef public bint count_correct     # fit sets it: each step then counts correct predictions
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
+    cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef object params, grads, ws
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
@@ -598,7 +640,7 @@ cdef class Engine:
 
     def train_batches(self, X, y, labels, w, order, int batch_size, int first, int count,
                       int opt_kind, hyper, s1, s2, s3, long long t, double[::1] losses_out,
-                      double[::1] correct_out):
+                      double[::1] correct_out, unsigned char[::1] refused_out):
         """Batches first .. first + count - 1 of an epoch as consecutive training steps t,
         t + 1, ...: batch b is rows order[b * batch_size:(b + 1) * batch_size] of X / y /
         labels / w, gathered in C. Writes each batch's loss (and, with count_correct, its
@@ -614,14 +656,16 @@ cdef class Engine:
         cdef void *q2 = _ptr(s2)
         cdef void *q3 = _ptr(s3)
         cdef int i
-        if count > losses_out.shape[0] or count > correct_out.shape[0]:
-            raise ValueError("losses_out / correct_out are shorter than count")
+        if count > losses_out.shape[0] or count > correct_out.shape[0] or \
+                count > refused_out.shape[0]:
+            raise ValueError("losses_out / correct_out / refused_out are shorter than count")
         for i in range(count):
             start = <Py_ssize_t> (first + i) * batch_size
             stop = start + batch_size if start + batch_size < n_total else n_total
             losses_out[i] = self._run(px, py, pl, pw, pi + start, <int> (stop - start),
                                       opt_kind, h, q1, q2, q3, t + i, True)
             correct_out[i] = self.last_correct
+            refused_out[i] = self.last_refused
 
     def train_step(self, X, y, labels, w, idx, int opt_kind, hyper, s1, s2, s3, long long t,
                    bint update=True):
@@ -675,6 +719,7 @@ cdef class Engine:
                 self.last_correct = _count_correct[float](&self.p, <float *> py,
                                                           <long long *> pl, n)
         fp_ftz_end(csr)
+        self.last_refused = self.p.refused
         return loss
 
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
