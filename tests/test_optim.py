@@ -655,11 +655,16 @@ def test_step_sets_up_lazily(dtype):
     assert opt.t == 1 and opt.state["exp_avg"].dtype == dtype
 
 
-def test_nonfinite_gradients_propagate():
+def test_nonfinite_gradients_propagate_in_the_kernel_and_are_refused_by_step():
+    # the compiled kernel trusts its input (IEEE: NaN and inf propagate); the public step
+    # validates it (test_step_refuses_gradients_that_are_not_finite)
     p = np.zeros(3)
-    O.SGD(lr=0.1).step(p, np.array([np.nan, np.inf, 1.0]))
+    opt = O.SGD(lr=0.1)
+    C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), None, None, None, 1)
     assert np.isnan(p[0]) and p[1] == -np.inf and p[2] == -0.1
     assert math.isnan(C.global_norm(np.array([np.nan, 1.0])))
+    with pytest.raises(ValueError, match="grads"):
+        opt.step(np.zeros(3), np.array([np.nan, np.inf, 1.0]))
 
 
 def test_denormals_are_flushed_inside_the_step_and_nowhere_else():
@@ -677,3 +682,20 @@ def test_denormals_are_flushed_inside_the_step_and_nowhere_else():
     assert (opt.state["exp_avg"] == 0).all()
     x = np.array([tiny], np.float32) * np.float32(0.25)
     assert x[0] != 0                                   # NumPy still sees IEEE denormals
+
+
+def test_step_refuses_gradients_that_are_not_finite():
+    # model.apply_gradients after a backward that overflowed must not corrupt the model
+    for bad in (np.nan, np.inf, -np.inf):
+        opt = O.Adam(lr=0.01)
+        p = np.ones(5)
+        g = np.full(5, 0.5)
+        opt.step(p, g)
+        p0, state0 = p.copy(), opt.get_state()
+        g[2] = bad
+        with pytest.raises(ValueError, match="grads contains NaN or infinity"):
+            opt.step(p, g)
+        np.testing.assert_array_equal(p, p0)
+        assert opt.t == state0[1]
+        for k, v in opt.get_state()[0].items():
+            np.testing.assert_array_equal(v, state0[0][k])

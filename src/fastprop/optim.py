@@ -374,6 +374,9 @@ class Optimizer:
                              f"call reset() and _setup() for a new model")
         if np.may_share_memory(params, grads):
             raise ValueError("grads must not share memory with params")
+        if not V.all_finite(grads):
+            raise ValueError("grads contains NaN or infinity (the loss or the backward pass "
+                             "overflowed); nothing was updated")
         self._setup(n, params.dtype)
         t = self.t + 1
         s1, s2, s3 = self._slot_arrays()
