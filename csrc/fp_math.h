@@ -137,60 +137,6 @@ static void fp_permutation(int64_t *order, ptrdiff_t n, uint64_t *state)
 
 #include "fp_template.h"
 
-/* 1 if every value is finite. Tests the exponent bits with an integer OR-reduction, which
- * vectorizes (a float reduction would not without fast-math). */
-static FP_CLONES int fp_all_finite_f(const float *x, ptrdiff_t n)
-{
-    const uint32_t *u = (const uint32_t *)x;
-    uint32_t bad = 0;
-    ptrdiff_t i;
-    for (i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
-    return bad == 0;
-}
-
-static FP_CLONES int fp_all_finite_d(const double *x, ptrdiff_t n)
-{
-    const uint64_t *u = (const uint64_t *)x;
-    uint64_t bad = 0;
-    ptrdiff_t i;
-    for (i = 0; i < n; i++)
-        bad |= (uint64_t)((u[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull);
-    return bad == 0;
-}
-
-/* max |x| over n >= 0 values, inf when any value is NaN or inf (0 for n = 0). An unsigned
- * max-reduction over the bits without the sign: for IEEE numbers that order is the order of
- * magnitudes, with inf and NaN above every finite value; integer reductions vectorize. */
-static FP_CLONES double fp_max_abs_f(const float *x, ptrdiff_t n)
-{
-    const uint32_t *u = (const uint32_t *)x;
-    uint32_t m = 0;
-    float f;
-    ptrdiff_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t v = u[i] & 0x7fffffffu;
-        m = v > m ? v : m;
-    }
-    if (m >= 0x7f800000u) return INFINITY;
-    memcpy(&f, &m, sizeof f);
-    return f;
-}
-
-static FP_CLONES double fp_max_abs_d(const double *x, ptrdiff_t n)
-{
-    const uint64_t *u = (const uint64_t *)x;
-    uint64_t m = 0;
-    double f;
-    ptrdiff_t i;
-    for (i = 0; i < n; i++) {
-        uint64_t v = u[i] & 0x7fffffffffffffffull;
-        m = v > m ? v : m;
-    }
-    if (m >= 0x7ff0000000000000ull) return INFINITY;
-    memcpy(&f, &m, sizeof f);
-    return f;
-}
-
 /* 1 if every label lies in [0, k) */
 static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int64_t k)
 {
@@ -205,6 +151,9 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 
 #define TYPE float
 #define SFX _f
+#define BITS uint32_t               /* an unsigned integer of TYPE's width, and its masks */
+#define ABS_BITS 0x7fffffffu
+#define INF_BITS 0x7f800000u
 #define EXP expf
 #define SOFTMAX_EXP fp_expf
 #define EXPM1 expm1f
@@ -215,6 +164,9 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 #include "fp_math_impl.h"
 #undef TYPE
 #undef SFX
+#undef BITS
+#undef ABS_BITS
+#undef INF_BITS
 #undef EXP
 #undef SOFTMAX_EXP
 #undef EXPM1
@@ -225,6 +177,9 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 
 #define TYPE double
 #define SFX _d
+#define BITS uint64_t
+#define ABS_BITS 0x7fffffffffffffffull
+#define INF_BITS 0x7ff0000000000000ull
 #define EXP exp
 #define SOFTMAX_EXP exp
 #define EXPM1 expm1
@@ -235,6 +190,9 @@ static FP_CLONES int fp_labels_in_range(const int64_t *labels, ptrdiff_t n, int6
 #include "fp_math_impl.h"
 #undef TYPE
 #undef SFX
+#undef BITS
+#undef ABS_BITS
+#undef INF_BITS
 #undef EXP
 #undef SOFTMAX_EXP
 #undef EXPM1

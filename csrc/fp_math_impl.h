@@ -205,6 +205,35 @@ static FP_CLONES void FN(fp_gather_rows)(const TYPE *src, const int64_t *idx, TY
     }
 }
 
+/* 1 if every value is finite. Tests the exponent bits with an integer OR-reduction, which
+ * vectorizes (a float reduction would not without fast-math). */
+static FP_CLONES int FN(fp_all_finite)(const TYPE *x, ptrdiff_t n)
+{
+    const BITS *u = (const BITS *)x;
+    BITS bad = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) bad |= (BITS)((u[i] & INF_BITS) == INF_BITS);
+    return bad == 0;
+}
+
+/* max |x| over n >= 0 values, inf when any value is NaN or inf (0 for n = 0). An unsigned
+ * max-reduction over the bits without the sign: for IEEE numbers that order is the order of
+ * magnitudes, with inf and NaN above every finite value; integer reductions vectorize. */
+static FP_CLONES double FN(fp_max_abs)(const TYPE *x, ptrdiff_t n)
+{
+    const BITS *u = (const BITS *)x;
+    BITS m = 0;
+    TYPE f;
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) {
+        BITS v = u[i] & ABS_BITS;
+        m = v > m ? v : m;
+    }
+    if (m >= INF_BITS) return INFINITY;
+    memcpy(&f, &m, sizeof f);
+    return f;
+}
+
 /* 1 if every value lies in [0, 1] (targets of binary cross-entropy) */
 static FP_CLONES int FN(fp_all_unit)(const TYPE *x, ptrdiff_t n)
 {

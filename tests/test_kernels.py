@@ -211,3 +211,22 @@ def test_softmax_float32_matches_float64():
     K.activation_forward(ACTIVATIONS["softmax"], z.astype(np.float64), a64)
     np.testing.assert_allclose(a, a64, rtol=2e-6, atol=1e-30)
     np.testing.assert_allclose(a.sum(1, dtype=np.float64), 1, rtol=0, atol=4e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_abs_of_the_refused_step_check(dtype):
+    # the engine's magnitude check: max |x|, inf as soon as one value is NaN or inf
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 16, 1000, 4099):
+        x = (rng.standard_normal(n) * 10.0 ** rng.integers(-40, 30, n)).astype(dtype)
+        want = float(np.abs(x).max()) if n else 0.0
+        assert K._max_abs(x) == want
+        if n:
+            for bad in (np.nan, np.inf, -np.inf, -np.nan):
+                y = x.copy()
+                y[rng.integers(n)] = bad
+                assert K._max_abs(y) == np.inf
+    tiny = np.finfo(dtype).smallest_subnormal
+    assert K._max_abs(np.array([0.0, -tiny, tiny / 2], dtype=dtype)) == tiny
+    assert K._max_abs(np.array([-np.finfo(dtype).max, 1], dtype=dtype)) == np.finfo(dtype).max
+    assert K._max_abs(np.array([-0.0], dtype=dtype)) == 0.0

@@ -17,6 +17,20 @@ cdef extern from "fp_math.h" nogil:
     int fp_all_finite_f(const float *x, ptrdiff_t n)
     int fp_all_finite_d(const double *x, ptrdiff_t n)
     float fp_expf(float x)
+    double fp_max_abs_f(const float *x, ptrdiff_t n)
+    double fp_max_abs_d(const double *x, ptrdiff_t n)
+
+
+def _max_abs(const floating[::1] x):
+    """max |x| (inf if any value is NaN or inf) by the engine's check (fp_max_abs); for tests."""
+    cdef double out
+    cdef Py_ssize_t n = x.shape[0]
+    with nogil:
+        if floating is float:
+            out = fp_max_abs_f(&x[0] if n else NULL, n)
+        else:
+            out = fp_max_abs_d(&x[0] if n else NULL, n)
+    return out
 
 
 def _expf(const float[::1] x, float[::1] out):
