@@ -402,7 +402,10 @@ class Sequential:
             ``val_*`` are measured after the epoch in inference mode.
 
         Every argument is checked before the first update; the minibatches are gathered by
-        the compiled engine from the whole arrays (no Python copies per batch).
+        the compiled engine from the whole arrays (no Python copies per batch). A batch whose
+        step :meth:`train_step` would refuse (loss or gradients not finite, or an update that
+        could overflow) is skipped, and the epoch ends with a ``RuntimeWarning`` giving the
+        count.
         """
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
