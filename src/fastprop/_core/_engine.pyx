@@ -644,7 +644,8 @@ cdef class Engine:
         """Batches first .. first + count - 1 of an epoch as consecutive training steps t,
         t + 1, ...: batch b is rows order[b * batch_size:(b + 1) * batch_size] of X / y /
         labels / w, gathered in C. Writes each batch's loss (and, with count_correct, its
-        correct count) to losses_out / correct_out. No Python runs between the steps."""
+        correct count) to losses_out / correct_out, and 1 to refused_out where the step was
+        refused (see _step: nothing changed). No Python runs between the steps."""
         cdef Py_ssize_t n_total = order.shape[0], start, stop
         cdef const int64_t *pi = <const int64_t *> _ptr(order)
         cdef void *px = _ptr(X)
