@@ -14,7 +14,7 @@
  * calls stay scalar calls, and setup.py compiles with -ffp-contract=off (no FMA contraction).
  * Measured: Adam on 17k float32 parameters 28 -> 11 us (DEVELOPERS.md). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    defined(__GLIBC__)
+    defined(__GLIBC__) && !defined(FP_NO_CLONES)     /* FP_NO_CLONES: tests build one ISA */
 #define FP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FP_CLONES

@@ -155,7 +155,7 @@ def build_sdist(tools_py: Path, dist: Path) -> Path:
                 "src/fastprop/py.typed", "src/fastprop/datasets/digits.npy.gz",
                 "src/fastprop/datasets/LICENSE-digits.txt"}
     for pattern in ("csrc/*.h", "src/fastprop/**/*.py", "src/fastprop/**/*.pyx",
-                    "src/fastprop/**/*.pxd", "tests/*.py"):
+                    "src/fastprop/**/*.pxd", "tests/*.py", "tests/c/*.c"):
         required |= {p.relative_to(ROOT).as_posix() for p in ROOT.glob(pattern)
                      if "__pycache__" not in p.parts}
     missing = sorted(required - set(names))
