@@ -18,7 +18,7 @@ Colours: forward values in blue, backward gradients in orange, everywhere.
 """
 import numbers
 import os
-import tempfile
+import uuid
 
 import numpy as np
 
@@ -62,15 +62,21 @@ def _check_path(path):
 
 
 def _save(fig, path):
-    """Write ``fig`` to ``path`` atomically; return ``fig``."""
+    """Write ``fig`` to ``path`` whole or not at all (a temporary file in the same directory,
+    then renamed); return ``fig``. Files carry no date or version, so regenerating them gives
+    the same bytes."""
     if path is None:
         return fig
-    directory = os.path.dirname(os.path.abspath(path))
+    import matplotlib
+    directory, name = os.path.split(os.path.abspath(path))
     ext = os.path.splitext(path)[1].lower().lstrip(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fastprop-", suffix="." + ext)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+                "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}.get(ext)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=ext, metadata={"Software": None} if ext == "png" else None)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies
+        with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "fastprop"}):
+            fig.savefig(f, format=ext, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -517,12 +523,14 @@ def plot_history(history, path=None, metrics=None):
         raise ValueError("history holds no epochs to plot")
     path = _check_path(path)
     fig = _figure(5 * len(bases), 4)
+    from matplotlib.ticker import MaxNLocator
     axes = fig.subplots(1, len(bases), squeeze=False)[0]
     for ax, base in zip(axes, bases):
         for key in (base, "val_" + base):
             values = h.get(key)
             if values:
                 ax.plot(np.arange(1, len(values) + 1), values, label=key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(base)
         ax.legend()
