@@ -163,7 +163,8 @@ def _draw_graph(rows, title, note=""):
     """Draw rows of nodes; each node a dict with ``kind`` ("value" / "op"), ``title`` (and for
     values ``fwd``, ``grad``), optionally ``param`` (a value node drawn above an op, feeding it).
     Nodes in a row are chained left to right; a row's last node feeds the next row's first."""
-    width = 0.3 + max(sum(_COL[n["kind"]] for n in row) for row in rows) + 0.2
+    width = max(0.3 + max(sum(_COL[n["kind"]] for n in row) for row in rows) + 0.2,
+                4.0 + 0.07 * len(note), 0.6 + 0.1 * len(title))    # room for the title
     # each row: its parameter line (when an op of it has a parameter), its main line, and
     # below it the lane of the connector to the next row
     ys, cursor = [], -0.75
@@ -324,7 +325,7 @@ def plot_trace_graph(trace, path=None, sample=0):
         target = f"class {int(trace.labels[s])}"
     else:
         target = _vector_text(trace.y[s])
-    rows.append([_op("loss", param=_value(f"y (target)", target, "-")),
+    rows.append([_op("loss", param=_value("y (target)", target, "-")),
                  _value(f"L ({trace.loss_name})", f"batch mean {_g(trace.loss)}", "1")])
     L = trace.layers[-1].index
     note = (f"sample {s} of {trace.n_samples}; gradients are of the batch loss"
@@ -373,7 +374,7 @@ def plot_blocks(trace, path=None):
         w = _COLW[kind]
         xs.append(x + w / 2)
         x += w + _GAP
-    width = x - _GAP + 0.25
+    width = max(x - _GAP + 0.25, 10.5)      # room for the title on small models
     height = 6.0
     yf, yb, yu = 4.1, 1.85, 0.42      # forward row, backward row, update strip
     bh = 1.25

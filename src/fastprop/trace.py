@@ -30,6 +30,9 @@ Decisions
 
 Each layer kind is one entry of ``_KINDS`` (its forward, its backward, its array names): a new
 layer kind adds one entry.
+
+``fastprop.trace`` (the package attribute) is the function; this module's other names are
+imported with ``from fastprop.trace import Trace, LayerTrace``.
 """
 import sys
 
@@ -165,12 +168,10 @@ def _kind(layer):
     raise TypeError(f"trace does not know the layer kind {type(layer).__name__}")
 
 
-def _label(kind, name, l):
+def _label(name, l):
     """Textbook name of array ``name`` of layer l: z -> z[l], a_prev -> a[l-1], ..."""
     if name in ("a_prev", "da_prev"):
         return f"{name[:-5]}[{l - 1}]"
-    if kind == "Dropout" and name == "mask":
-        return f"mask[{l}]"
     return f"{name}[{l}]"
 
 
@@ -350,7 +351,7 @@ class Trace:
             if t.kind == "Dense":
                 head += f" {t.layer.activation}"
             for name, arr in t.items():
-                label = _label(t.kind, name, t.index)
+                label = _label(name, t.index)
                 label = f"{name} = {label}" if name.endswith("_prev") else label
                 if arr is None:
                     rows.append((head, label, "none", "", "", "", "", ""))
