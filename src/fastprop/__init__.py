@@ -11,6 +11,8 @@ from fastprop import callbacks, datasets, losses, optim, reference
 from fastprop.io import load
 from fastprop.layers import Dense, DenseCache, Dropout, DropoutCache
 from fastprop.model import Sequential, gradcheck
+from fastprop.plot import plot_graph, plot_history
+from fastprop.trace import Trace, trace
 
 __all__ = [
     "__version__",
@@ -20,6 +22,10 @@ __all__ = [
     "DropoutCache",
     "Sequential",
     "gradcheck",
+    "trace",
+    "Trace",
+    "plot_graph",
+    "plot_history",
     "load",
     "callbacks",
     "datasets",
