@@ -12,6 +12,8 @@ accurate to ~1e-7 absolute (p = 0.0019 came out 8e-5 off relative), and exp(z) o
 negative z carries the absolute error of z as its relative error.
 """
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -436,3 +438,18 @@ def test_unmappable_classifier_output(sk, digits):
 
 def test_public_name():
     assert "to_onnx" in fp.__all__ and fp.to_onnx is fp.export_onnx.to_onnx
+
+
+def test_without_onnx_installed(monkeypatch):
+    code = "import sys, fastprop; assert 'onnx' not in sys.modules, 'import fastprop loaded onnx'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setitem(sys.modules, "onnx", None)            # import onnx -> ImportError
+    with pytest.raises(ImportError, match=r"fastprop\[onnx\]"):
+        fp.to_onnx(net("relu", "float32", False))
+
+
+def test_too_large_for_one_protobuf(monkeypatch):
+    model = net("relu", "float32", False)
+    monkeypatch.setattr(fp.export_onnx, "_MAX_PROTO_BYTES", 2**20 + 4 * model.n_params - 1)
+    with pytest.raises(ValueError, match="2 GB"):
+        fp.to_onnx(model)
