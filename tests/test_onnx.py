@@ -453,3 +453,12 @@ def test_too_large_for_one_protobuf(monkeypatch):
     monkeypatch.setattr(fp.export_onnx, "_MAX_PROTO_BYTES", 2**20 + 4 * model.n_params - 1)
     with pytest.raises(ValueError, match="2 GB"):
         fp.to_onnx(model)
+
+
+def test_an_activation_without_onnx_form(monkeypatch):
+    """A fastprop activation added without its ONNX form is refused, naming it (the
+    activation tests above fail for it too: they run over every name in ACTIVATIONS)."""
+    monkeypatch.delitem(fp.export_onnx._ACTIVATIONS, "elu")
+    with pytest.raises(ValueError, match="activation 'elu'"):
+        fp.to_onnx(net("elu", "float32", False))
+    fp.to_onnx(net("relu", "float32", False))
