@@ -9,6 +9,7 @@ from fastprop._version import __version__
 from fastprop._threads import blas_info, get_num_threads, set_num_threads
 from fastprop import callbacks, datasets, losses, optim, reference
 from fastprop.io import load
+from fastprop.export_onnx import to_onnx
 from fastprop.layers import Dense, DenseCache, Dropout, DropoutCache
 from fastprop.model import Sequential, gradcheck
 from fastprop.plot import plot_graph, plot_history
@@ -27,6 +28,7 @@ __all__ = [
     "plot_graph",
     "plot_history",
     "load",
+    "to_onnx",
     "callbacks",
     "datasets",
     "losses",
