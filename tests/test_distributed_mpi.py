@@ -45,3 +45,19 @@ def test_two_ranks(worker, tmp_path):
     assert proc.returncode == 0 and "FAIL" not in out, \
         f"exit {proc.returncode}\n{out}\n{proc.stderr[-3000:]}"
     assert len(oks) == WORKERS[worker], out
+
+
+def test_example_mpi_digits_runs():
+    mpiexec = _mpiexec()
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install 'fastprop[mpi]')")
+    example = os.path.join(HERE, os.pardir, "examples", "mpi_digits.py")
+    if not os.path.exists(example):
+        pytest.skip("examples/ is not part of this tree (installed wheel)")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_btl="self,sm", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(["timeout", "300", mpiexec, "-n", "2", "--oversubscribe",
+                           sys.executable, example], env=env, capture_output=True, text=True)
+    # exit 0 means a test accuracy above 0.9, printed once (rank 0)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("test accuracy") == 1
