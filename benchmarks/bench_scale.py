@@ -52,6 +52,8 @@ def _median_step(step, steps, warmup=5):
 
 
 N_SAMPLES = 4096     # the global training set of one epoch
+BIND = "core"        # mpiexec --bind-to (Open MPI's default for 2 ranks: core)
+BTL = "self,sm"      # Open MPI's transports: shared memory, or self,tcp (loopback)
 
 
 def _epochs(run_epoch, repeats, warmup=1):
@@ -172,7 +174,7 @@ def _result(proc):
 def _env():
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                 OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                OMPI_MCA_btl="self,sm")
+                OMPI_MCA_btl=BTL)
 
 
 def run(kind, repeats):
@@ -181,7 +183,7 @@ def run(kind, repeats):
         cmd = [sys.executable, HERE, "--worker", "fastprop", "--repeats", str(repeats)]
         return _result(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600))
     if kind == "fp2":
-        cmd = ["timeout", "600", _mpiexec(), "-n", "2", "--oversubscribe", sys.executable, HERE,
+        cmd = ["timeout", "600", _mpiexec(), "-n", "2", "--bind-to", BIND, sys.executable, HERE,
                "--worker", "fastprop", "--repeats", str(repeats)]
         return _result(subprocess.run(cmd, env=env, capture_output=True, text=True))
     if kind == "torch1":
@@ -204,8 +206,12 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per launch")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--bind-to", default="core", help="mpiexec --bind-to: core or none")
+    p.add_argument("--btl", default="self,sm", help="Open MPI transports: self,sm or self,tcp")
     p.add_argument("--worker", choices=["fastprop", "torch"])
     args = p.parse_args(argv)
+    global BIND, BTL
+    BIND, BTL = args.bind_to, args.btl
     if args.worker == "fastprop":
         return worker_fastprop(args.repeats)
     if args.worker == "torch":
