@@ -396,18 +396,19 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
     epochs, batch_size, X, y_dense, labels, w, n, val = _agree(
         comm, _prepare_fit, model, X, y, epochs, batch_size, shuffle, validation_split,
         validation_data, sample_weight)
-    facts = comm.allgather((epochs, bool(shuffle), val is not None, w is not None,
-                            _signature(model), n, -(-n // batch_size)))
+    # (sample weights may be given on some ranks only: a shard without them counts each
+    # sample 1, the global normalizers add up either way)
+    facts = comm.allgather((epochs, bool(shuffle), val is not None, _signature(model), n,
+                            -(-n // batch_size)))
     for key, what in ((0, "epochs"), (1, "shuffle"), (2, "validation (given on some ranks "
-                      "only)"), (3, "sample_weight (given on some ranks only)"),
-                      (4, "the models (architecture, loss, dtype, optimizer)")):
+                      "only)"), (3, "the models (architecture, loss, dtype, optimizer)")):
         if any(f[key] != facts[0][key] for f in facts):
             raise ValueError(f"{what} differ between ranks: "
                              f"{[f[key] for f in facts]}")
-    n_global = sum(f[5] for f in facts)
+    n_global = sum(f[4] for f in facts)
     if n_global == 0:
         raise ValueError("no rank has a training sample (of weight > 0)")
-    steps = max(f[6] for f in facts)     # every rank runs the longest shard's step count
+    steps = max(f[5] for f in facts)     # every rank runs the longest shard's step count
     if callbacks is not None and rank != 0:
         callbacks = [cb for cb in callbacks if not _rank0_only(cb)]
     per_sample = 1 if model.loss == "cross_entropy" else model.n_out

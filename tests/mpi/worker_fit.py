@@ -131,7 +131,9 @@ def empty_shard_case():
     m = model([5, 8, 3], ["relu", "softmax"], optimizer=O.Adam(lr=0.02))
     ref = model([5, 8, 3], ["relu", "softmax"], optimizer=O.Adam(lr=0.02))
     mine = slice(0, 30) if RANK == 0 else slice(30, 30)
-    m.fit(X[mine], y[mine], epochs=2, batch_size=10, shuffle=False, verbose=0, comm=COMM)
+    # (weights given, all 1: rank 1's empty shard has none, which is fine)
+    m.fit(X[mine], y[mine], sample_weight=np.ones(30)[mine], epochs=2, batch_size=10,
+          shuffle=False, verbose=0, comm=COMM)
     ref.fit(X[:30], y[:30], epochs=2, batch_size=10, shuffle=False, verbose=0)
     w = np.ones(30) if RANK == 0 else np.zeros(30)
     m.fit(X[30:60], y[30:60], sample_weight=w, epochs=1, batch_size=10, shuffle=False,
