@@ -94,22 +94,24 @@ class _RemoteError(RuntimeError):
     pass
 
 
-def _agree(comm, fn, *args):
+def _agree(comm, fn, *args, share=None):
     """Run ``fn(*args)`` on every rank and share whether it raised (one ``allgather``). If any
     rank raised, every rank raises: its own exception, or one of the same type naming the
-    failing rank and its message. Returns ``fn``'s result."""
+    failing rank and its message. Returns ``fn``'s result; with ``share``, also the list over
+    the ranks of ``share(result)``, carried by the same allgather."""
     try:
         result, err = fn(*args), None
+        mine = None if share is None else share(result)
     except Exception as exc:        # shared with the other ranks, then re-raised below
-        result, err = None, exc
-    msgs = comm.allgather(None if err is None else (type(err).__name__, str(err)))
+        result, err, mine = None, exc, None
+    got = comm.allgather((None if err is None else (type(err).__name__, str(err)), mine))
     if err is not None:
         raise err
-    for rank, msg in enumerate(msgs):
+    for rank, (msg, _) in enumerate(got):
         if msg is not None:
             cls = {"ValueError": ValueError, "TypeError": TypeError}.get(msg[0], _RemoteError)
-            raise cls(f"rank {rank} of {len(msgs)} failed: {msg[0]}: {msg[1]}")
-    return result
+            raise cls(f"rank {rank} of {len(got)} failed: {msg[0]}: {msg[1]}")
+    return result if share is None else (result, [g[1] for g in got])
 
 
 def _signature(model):
@@ -249,8 +251,8 @@ def train_step(model, X, y, sample_weight, comm):
         y_dense, labels, w = _local_targets(model, y, n, sample_weight)
         return Xc, y_dense, labels, w, _weight_sum(w, n)
 
-    Xc, y_dense, labels, w, local = _agree(comm, prepare)
-    total = sum(comm.allgather(local))
+    (Xc, y_dense, labels, w, _), sums = _agree(comm, prepare, share=lambda r: r[4])
+    total = sum(sums)
     if not total > 0:
         raise ValueError("the global batch is empty or its sample weights sum to 0 on every "
                          "rank")
