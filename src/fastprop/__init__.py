@@ -7,7 +7,7 @@ compiled call per step. :mod:`fastprop.reference` is the same math in plain NumP
 """
 from fastprop._version import __version__
 from fastprop._threads import blas_info, get_num_threads, set_num_threads
-from fastprop import callbacks, datasets, losses, optim, reference
+from fastprop import callbacks, datasets, distributed, losses, optim, reference
 from fastprop.io import load
 from fastprop.export_onnx import to_onnx
 from fastprop.layers import Dense, DenseCache, Dropout, DropoutCache
@@ -31,6 +31,7 @@ __all__ = [
     "to_onnx",
     "callbacks",
     "datasets",
+    "distributed",
     "losses",
     "optim",
     "reference",
