@@ -41,6 +41,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
                                       unique_labels)
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
@@ -838,6 +839,7 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(lambda est: est.solver in ("adam", "sgd"))
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the fitted model if there is one.
 
@@ -898,11 +900,13 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
             with _naming("classes" if classes is not None else "y"):
                 known = unique_labels(classes if classes is not None else y)
         labels = _encode(y, known)
-        n_out = 1 if len(known) == 2 else len(known)
+        n_out = 1 if len(known) <= 2 else len(known)
         fitted = {} if warm else {"classes_": known, "n_outputs_": n_out,
                                   "_multilabel": False}
-        if n_out == 1:       # one sigmoid unit, as scikit-learn's binary MLPClassifier
+        if len(known) == 2:  # one sigmoid unit, as scikit-learn's binary MLPClassifier
             return labels.astype(np.float64).reshape(n, 1), 1, labels, fitted
+        if len(known) == 1:  # a single class: one softmax unit, probability 1
+            return np.ones((n, 1)), 1, labels, fitted
         return labels, n_out, labels, fitted
 
     def _make_score(self, X_val, t_val, sw_val, dtype):
@@ -923,7 +927,7 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
         out = self._output(X)
         if self._multilabel:
             return (out > 0.5).astype(int)
-        if out.shape[1] == 1:
+        if len(self.classes_) == 2:
             return self.classes_[(out[:, 0] > 0.5).astype(np.intp)]
         return self.classes_[np.argmax(out, axis=1)]
 
@@ -932,7 +936,7 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
         ``classes_`` (rows summing to 1, but for a multi-label y: one probability per label);
         float32 for float32 X, float64 otherwise."""
         out = self._output(X)
-        if out.shape[1] == 1 and not self._multilabel:
+        if len(self.classes_) == 2 and not self._multilabel:
             return np.concatenate([1 - out, out], axis=1)
         return out
 
@@ -1048,6 +1052,7 @@ class FastpropRegressor(RegressorMixin, _FastpropEstimator):
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(lambda est: est.solver in ("adam", "sgd"))
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the fitted model if there is one.
 
