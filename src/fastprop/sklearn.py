@@ -414,13 +414,27 @@ class _FastpropEstimator(BaseEstimator):
         return Adam(lr=s.learning_rate_init, betas=(s.beta_1, s.beta_2), eps=s.epsilon)
 
     def _build(self, s, n_in, n_out, rng, loss, out_activation):
+        """A new network initialized as scikit-learn's MLP: weights and biases uniform in
+        +-sqrt(6 / (fan_in + fan_out)) (sqrt(2 / ...) for logistic hidden units), drawn from
+        ``rng`` in the same order (so the same random_state gives the same initial
+        weights)."""
         sizes = (n_in, *s.hidden_layer_sizes, n_out)
-        seeds = rng.randint(_SEED_MAX, size=len(sizes))     # one per layer + the model's
+        factor = 2.0 if s.activation == "sigmoid" else 6.0
+        init = []
+        for fan_in, fan_out in zip(sizes, sizes[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            init.append((rng.uniform(-bound, bound, (fan_in, fan_out)),
+                         rng.uniform(-bound, bound, fan_out)))
+        seed = int(rng.randint(_SEED_MAX))       # dropout-free: seeds fit's shuffling only
         acts = [s.activation] * (len(sizes) - 2) + [out_activation]
-        layers = [Dense(a, b, activation=act, dtype=s.dtype, seed=int(seed))
-                  for a, b, act, seed in zip(sizes, sizes[1:], acts, seeds)]
-        return Sequential(layers, loss=loss, optimizer=self._new_optimizer(s), dtype=s.dtype,
-                          seed=int(seeds[-1]), n_threads=s.n_threads)
+        layers = [Dense(a, b, activation=act, init="zeros", dtype=s.dtype)
+                  for a, b, act in zip(sizes, sizes[1:], acts)]
+        model = Sequential(layers, loss=loss, optimizer=self._new_optimizer(s), dtype=s.dtype,
+                           seed=seed, n_threads=s.n_threads)
+        for layer, (W, b) in zip(model.layers, init):
+            layer.W[...] = W
+            layer.b[...] = b
+        return model
 
     def _check_warm(self, s, incremental):
         """A copy of the fitted model to train (the fitted one stays as it is until training
