@@ -56,6 +56,7 @@ except ImportError:                             # pragma: no cover - older sciki
         return estimator._validate_data(X, **kwargs)
 
 from fastprop import _validation as V
+from fastprop._core import _optim as _optim_core
 from fastprop.activations import canonical_name
 from fastprop.layers import Dense
 from fastprop.lbfgs import LBFGS
@@ -590,9 +591,14 @@ class _FastpropEstimator(BaseEstimator):
         one_batch = batch_size >= n
         best_params = None
         stop = False
+        eps_at = _optim_core.HYPER_INDEX["eps"]
         engine.ensure_capacity(batch_size)
         for epoch in range(1 if incremental else s.max_iter):
             opt.schedule_epoch(epoch)
+            # the optimizer's compiled arguments, once per epoch (the rate changes between
+            # epochs only); a private copy of the hyperparameters for Adam's per-step epsilon
+            kind, hyper, s1, s2, s3 = opt._engine_args(model.n_params, model.dtype)
+            hyper = hyper.copy()
             order = model._permutation(n) if s.shuffle and not one_batch else \
                 np.arange(n, dtype=np.int64)
             total = 0.0
@@ -600,7 +606,6 @@ class _FastpropEstimator(BaseEstimator):
                 idx = order[start:start + batch_size]
                 bsum = float(idx.size if w is None else np.sum(w[idx], dtype=np.float64))
                 t = opt.t + 1
-                kind, hyper, s1, s2, s3 = model._opt_args()
                 loss = engine.train_step(Xm, y_dense, labels, w, idx, kind, hyper, s1, s2,
                                          s3, t, False) * loss_scale
                 if grad_scale != 1.0:
@@ -611,12 +616,16 @@ class _FastpropEstimator(BaseEstimator):
                         loss += 0.5 * alpha * float(np.dot(W, W)) / bsum
                         grads[c] += (alpha / bsum) * W
                 if is_adam:    # scikit-learn adds epsilon to sqrt(v), not to sqrt(v_hat)
-                    opt.eps = s.epsilon / np.sqrt(1.0 - s.beta_2 ** t)
+                    hyper[eps_at] = s.epsilon / np.sqrt(1.0 - s.beta_2 ** t)
                 if not np.isfinite(loss) or not V.all_finite(grads):
                     state["loss"] = np.nan
                     params[...] = np.nan        # the copy is discarded by _fit
                     return
-                opt.step(params, grads)
+                # the update of Optimizer.step, without its per-call argument checks: the
+                # arrays are the model's own, set up for it (a diverged result is caught by
+                # _fit's finiteness check, and this copy of the model discarded)
+                _optim_core.step(kind, hyper, params, grads, s1, s2, s3, t)
+                opt.t = t
                 total += loss * idx.size
             model._fwd = None
             state["n_iter"] += 1
