@@ -1,8 +1,9 @@
 """FastpropClassifier / FastpropRegressor against scikit-learn's MLPClassifier / MLPRegressor.
 
 The same data, hyperparameters and random_state (so the same initial weights) on both sides;
-solvers adam and lbfgs; fit time (median of interleaved repeats: fastprop, scikit-learn,
-fastprop, ...), test accuracy / R^2. One BLAS thread everywhere (set before NumPy loads).
+solvers adam and lbfgs; fastprop at its default float32 and at float64 (scikit-learn computes
+in float64 on float64 X); fit time (median of interleaved repeats: fastprop float32, float64,
+scikit-learn, fastprop float32, ...), test accuracy / R^2 (mean over the seeds). One BLAS thread everywhere (set before NumPy loads).
 
     python benchmarks/bench_sklearn.py [--repeats 3] [--seeds 0,1]
 
@@ -62,27 +63,32 @@ def run(repeats=3, seeds=(0, 1)):
     for name, (Xtr, Xte, ytr, yte), ours_cls, ref_cls, metric in cases:
         for solver in ("adam", "lbfgs"):
             kw = dict(hidden_layer_sizes=(100,), solver=solver, max_iter=200)
-            times = {"fastprop": [], "sklearn": []}
-            scores = {"fastprop": [], "sklearn": []}
-            iters = {"fastprop": [], "sklearn": []}
+            who_cls = (("fastprop", ours_cls, {}), ("fastprop64", ours_cls, {"dtype": "float64"}),
+                       ("sklearn", ref_cls, {}))
+            times = {who: [] for who, _, _ in who_cls}
+            scores = {who: [] for who, _, _ in who_cls}
+            iters = {who: [] for who, _, _ in who_cls}
             for seed in seeds:
                 for rep in range(repeats):        # interleaved: fastprop, sklearn, ...
-                    for who, cls in (("fastprop", ours_cls), ("sklearn", ref_cls)):
-                        est = cls(random_state=seed, **kw)
+                    for who, cls, extra in who_cls:
+                        est = cls(random_state=seed, **kw, **extra)
                         times[who].append(_timed_fit(est, Xtr, ytr))
                         if rep == 0:              # every repeat fits the same model
                             scores[who].append(est.score(Xte, yte))
                             iters[who].append(est.n_iter_)
-            t_fp, t_sk = np.median(times["fastprop"]), np.median(times["sklearn"])
-            rows.append((name, solver, metric, np.mean(scores["fastprop"]),
-                         np.mean(scores["sklearn"]), np.mean(iters["fastprop"]),
-                         np.mean(iters["sklearn"]), t_fp, t_sk, t_sk / t_fp))
-    print("| data | solver | metric | fastprop | scikit-learn | iterations fp / sk | "
-          "fit s fastprop | fit s scikit-learn | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f} | {r[4]:.4f} | {r[5]:.0f} / {r[6]:.0f} "
-              f"| {r[7]:.3f} | {r[8]:.3f} | {r[9]:.1f}x |")
+            t = {who: float(np.median(v)) for who, v in times.items()}
+            sc = {who: float(np.mean(v)) for who, v in scores.items()}
+            it = {who: float(np.mean(v)) for who, v in iters.items()}
+            rows.append((name, solver, metric, sc, it, t))
+    print("| data | solver | metric fp32 / fp64 / sklearn | iterations fp32 / fp64 / sklearn | "
+          "fit s fp32 / fp64 / sklearn | sklearn / fp32 | sklearn / fp64 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, solver, metric, sc, it, t in rows:
+        print(f"| {name} | {solver} | {metric} {sc['fastprop']:.4f} / {sc['fastprop64']:.4f} / "
+              f"{sc['sklearn']:.4f} | {it['fastprop']:.0f} / {it['fastprop64']:.0f} / "
+              f"{it['sklearn']:.0f} | {t['fastprop']:.3f} / {t['fastprop64']:.3f} / "
+              f"{t['sklearn']:.3f} | {t['sklearn'] / t['fastprop']:.1f}x | "
+              f"{t['sklearn'] / t['fastprop64']:.1f}x |")
     return rows
 
 

@@ -631,6 +631,7 @@ def test_feature_names_like_scikit_learn():
 
 
 @no_convergence_warning
+@pytest.mark.filterwarnings("ignore:Got `batch_size`:UserWarning")   # scikit-learn's clip
 def test_architecture_parameters(blobs):
     X, y = blobs
     clf = small(hidden_layer_sizes=(), max_iter=5).fit(X, y)            # no hidden layer

@@ -611,10 +611,11 @@ class _FastpropEstimator(BaseEstimator):
                 if grad_scale != 1.0:
                     grads *= grad_scale
                 if alpha:
-                    for c in coef:
-                        W = params[c]
-                        loss += 0.5 * alpha * float(np.dot(W, W)) / bsum
-                        grads[c] += (alpha / bsum) * W
+                    with np.errstate(over="ignore"):   # diverged weights: caught below
+                        for c in coef:
+                            W = params[c]
+                            loss += 0.5 * alpha * float(np.dot(W, W)) / bsum
+                            grads[c] += (alpha / bsum) * W
                 if is_adam:    # scikit-learn adds epsilon to sqrt(v), not to sqrt(v_hat)
                     hyper[eps_at] = s.epsilon / np.sqrt(1.0 - s.beta_2 ** t)
                 if not np.isfinite(loss) or not V.all_finite(grads):
