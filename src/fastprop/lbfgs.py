@@ -88,6 +88,57 @@ class LBFGS:
         return (f"LBFGS(max_iter={self.max_iter}, max_fun={self.max_fun}, tol={self.tol}, "
                 f"alpha={self.alpha})")
 
+    def objective(self, model, X, y, sample_weight=None):
+        """The function that :meth:`minimize` hands to scipy.
+
+        Parameters are those of :meth:`minimize` (checked the same way, before anything
+        changes).
+
+        Returns
+        -------
+        callable
+            ``fun(theta) -> (loss, grad)``: ``theta`` (n_params,) float64 is written into
+            ``model.params`` (cast to the model's dtype), then one compiled forward + loss +
+            backward (no update) gives the loss and ``grad`` (n_params,) float64, the
+            ``alpha`` penalty included. A loss or gradient that is not finite gives
+            ``(inf, zeros)`` (scipy's line search then backs off).
+        """
+        from fastprop.model import Sequential
+
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model must be a fastprop.Sequential, got {type(model).__name__}")
+        X = model._X(X)
+        y_dense, labels, w = model._targets(y, X.shape[0], sample_weight)
+        if w is not None and not float(w.sum()) > 0:
+            raise ValueError("sample_weight must contain at least one non-zero weight")
+        sw_sum = float(X.shape[0] if w is None else np.sum(w, dtype=np.float64))
+        coef = [slice(wo, bo) for wo, bo in model._offsets]
+        loss_scale, grad_scale = self._scale
+        alpha = self.alpha
+        params, grads = model.params, model.grads
+        kind, hyper, s1, s2, s3 = model._opt_args()
+        engine = model._engine
+        engine.ensure_capacity(X.shape[0])
+
+        def fun(theta):
+            params[...] = theta
+            loss = engine.train_step(X, y_dense, labels, w, None, kind, hyper, s1, s2, s3,
+                                     model.optimizer.t + 1, False)
+            g = grads.astype(np.float64)
+            if grad_scale != 1.0:
+                g *= grad_scale
+            loss = loss * loss_scale
+            if alpha:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    for c in coef:
+                        W = theta[c]
+                        loss += 0.5 * alpha * float(W @ W) / sw_sum
+                        g[c] += (alpha / sw_sum) * W
+            if not np.isfinite(loss) or not np.isfinite(g).all():
+                return np.inf, np.zeros_like(g)
+            return loss, g
+        return fun
+
     def minimize(self, model, X, y, sample_weight=None):
         """Minimize the model's loss on (X, y) over all its parameters, in place.
 
@@ -116,43 +167,11 @@ class LBFGS:
         """
         from scipy.optimize import minimize
 
-        from fastprop.model import Sequential
-
-        if not isinstance(model, Sequential):
-            raise TypeError(f"model must be a fastprop.Sequential, got {type(model).__name__}")
-        X = model._X(X)
-        y_dense, labels, w = model._targets(y, X.shape[0], sample_weight)
-        if w is not None and not float(w.sum()) > 0:
-            raise ValueError("sample_weight must contain at least one non-zero weight")
-        sw_sum = float(X.shape[0] if w is None else np.sum(w, dtype=np.float64))
-        coef = [slice(wo, bo) for wo, bo in model._offsets]
-        loss_scale, grad_scale = self._scale
-        alpha = self.alpha
+        fun = self.objective(model, X, y, sample_weight)
         params, grads, dtype = model.params, model.grads, model.dtype
         start = params.copy()
-        kind, hyper, s1, s2, s3 = model._opt_args()
-        engine = model._engine
-
-        def fun(theta):
-            params[...] = theta
-            loss = engine.train_step(X, y_dense, labels, w, None, kind, hyper, s1, s2, s3,
-                                     model.optimizer.t + 1, False)
-            g = grads.astype(np.float64)
-            if grad_scale != 1.0:
-                g *= grad_scale
-            loss = loss * loss_scale
-            if alpha:
-                for s in coef:
-                    W = theta[s]
-                    loss += 0.5 * alpha * float(W @ W) / sw_sum
-                    g[s] += (alpha / sw_sum) * W
-            if not np.isfinite(loss) or not np.isfinite(g).all():
-                return np.inf, np.zeros_like(g)
-            return loss, g
-
         with model._lock:
             model._fwd = None
-            engine.ensure_capacity(X.shape[0])
             try:
                 res = minimize(fun, start.astype(np.float64), method="L-BFGS-B", jac=True,
                                options={"maxiter": self.max_iter, "maxfun": self.max_fun,

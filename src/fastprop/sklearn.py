@@ -1,10 +1,12 @@
 """scikit-learn estimators over fastprop: :class:`FastpropClassifier`, :class:`FastpropRegressor`.
 
-Thin wrappers around :class:`fastprop.Sequential` with the parameters, fitted attributes and
-stopping rule of scikit-learn's ``MLPClassifier`` / ``MLPRegressor``, so that they drop into a
-``Pipeline``, ``GridSearchCV``, ``cross_val_score``, ``clone`` and pickle. Each ``fit`` is one
-``Sequential.fit`` call: the minibatches run in the compiled engine, and the stopping rule is a
-fastprop callback that runs once per epoch.
+Drop-in replacements for scikit-learn's ``MLPClassifier`` / ``MLPRegressor`` over a
+:class:`fastprop.Sequential`: the same parameters, initial weights, update rules (adam, sgd
+with its schedules and momentum, lbfgs), L2 penalty, loss, stopping rule and fitted
+attributes, so that they drop into a ``Pipeline``, ``GridSearchCV``, ``cross_val_score``,
+``clone`` and pickle. The stochastic solvers run scikit-learn's epoch loop with one compiled
+forward + backward (``Engine.train_step(update=False)``) and one compiled optimizer update per
+minibatch; lbfgs is :class:`fastprop.optim.LBFGS`.
 
 scikit-learn is an optional dependency: ``import fastprop`` never imports this module, and
 importing it without scikit-learn raises ImportError.
