@@ -431,6 +431,19 @@ def test_alpha_is_scikit_learns_penalty_on_weights_only(blobs):
     assert clf.loss_ > before.loss_
 
 
+@pytest.mark.parametrize("cls, ref_cls", [(FastpropClassifier, MLPClassifier),
+                                           (FastpropRegressor, MLPRegressor)])
+def test_every_mlp_parameter_with_its_default(cls, ref_cls):
+    """Every constructor parameter of scikit-learn's MLP estimator, with the same default."""
+    ours, ref = cls().get_params(), ref_cls().get_params()
+    assert set(ref) <= set(ours), set(ref) - set(ours)
+    for name, value in ref.items():
+        assert ours[name] == value, name
+    extra = {"dtype", "n_threads", "optimizer"} | ({"class_weight"} if cls is
+                                                   FastpropClassifier else set())
+    assert set(ours) - set(ref) == extra
+
+
 def _sk_pair(cls, ref_cls, X, y, **kw):
     """The same network fitted by fastprop (float64) and by scikit-learn from the same
     initial weights: scikit-learn's warm start keeps the weights and makes a new optimizer,
