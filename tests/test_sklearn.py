@@ -807,13 +807,14 @@ BAD_FIT = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:learning_rate as a number:DeprecationWarning")
 @pytest.mark.parametrize("params, X, y, exc, pattern", BAD_FIT,
                          ids=[f"{i}-{p[-1][:30]}" for i, p in enumerate(BAD_FIT)])
 def test_bad_fit_input(params, X, y, exc, pattern):
     clf = FastpropClassifier(**{"max_iter": 2, **params})
     with pytest.raises(exc, match=pattern):
         clf.fit(X, y)
-    assert not hasattr(clf, "model_")
+    assert not hasattr(clf, "model_") and not hasattr(clf, "n_features_in_")
     for name, value in params.items():              # parameters stored unmodified
         assert clf.get_params()[name] is value
 

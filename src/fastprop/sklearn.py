@@ -473,16 +473,21 @@ class _FastpropEstimator(BaseEstimator):
                              "(solver='adam' or 'sgd'), not solver='lbfgs'")
         if not warm:
             self._forget()      # a fresh fit that fails leaves the estimator unfitted
+        saved = dict(self.__dict__)
+        try:
+            return self._fit_checked(s, warm, X, y, sample_weight, incremental, classes)
+        except BaseException:
+            # nothing of a failed fit stays (n_features_in_ set by the validation, ...);
+            # training ran on a copy of the fitted model, which is as it was
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit_checked(self, s, warm, X, y, sample_weight, incremental, classes):
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, "
                              f"but the target y is None.")
-        saved = {k: self.__dict__[k] for k in ("n_features_in_", "feature_names_in_")
-                 if k in self.__dict__}
-        try:
-            X = _validate_X(self, X, reset=not warm)
-        except BaseException:
-            self.__dict__.update(saved)
-            raise
+        X = _validate_X(self, X, reset=not warm)
         n = X.shape[0]
         targets, n_out, stratify, fitted = self._targets(y, n, warm, incremental, classes)
         sw = _check_sample_weight(sample_weight, n)
