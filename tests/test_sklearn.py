@@ -465,8 +465,11 @@ def _sk_pair(cls, ref_cls, X, y, **kw):
     dict(solver="sgd", learning_rate_init=0.05, momentum=0.5, nesterovs_momentum=False),
     dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1, power_t=0.3),
     dict(solver="adam", beta_1=0.8, beta_2=0.99, epsilon=1e-3, batch_size=50),
+    dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.1, tol=10.0,
+         n_iter_no_change=1, momentum=0.9),
     dict(solver="lbfgs", alpha=1e-2, max_fun=40),
-], ids=["adam", "sgd-nesterov", "sgd-momentum", "sgd-invscaling", "adam-betas", "lbfgs"])
+], ids=["adam", "sgd-nesterov", "sgd-momentum", "sgd-invscaling", "adam-betas",
+        "sgd-adaptive", "lbfgs"])
 def test_same_updates_as_scikit_learn(blobs, kw):
     """Every update rule, penalty and schedule is scikit-learn's: from the same weights on
     the same batches, float64 parameters and losses agree with MLPClassifier /
