@@ -534,6 +534,7 @@ def test_lbfgs_solver_on_digits_matches_scikit_learn(digits):
     assert ours.score(X_test, y_test) > ref.score(X_test, y_test) - 0.01
     assert not hasattr(ours, "partial_fit") and 1 <= ours.n_iter_ <= 150
     assert not hasattr(ours, "loss_curve_") and np.isfinite(ours.loss_)
+    assert ours.t_ == ref.t_ == 0 and not hasattr(ref, "loss_curve_")
 
 
 @no_convergence_warning

@@ -551,8 +551,8 @@ class _FastpropEstimator(BaseEstimator):
         self.loss_ = state["loss"]
         self.n_layers_ = len(model.layers) + 1
         self.out_activation_ = "logistic" if spec[1] == "sigmoid" else spec[1]
+        self.t_ = state["t"]            # 0 after lbfgs, as scikit-learn's
         if s.solver != "lbfgs":
-            self.t_ = state["t"]
             self.loss_curve_ = state["loss_curve"]
             self._no_improvement_count = state["count"]
             if score is not None:
