@@ -158,7 +158,7 @@ def test_sgd_momentum_by_hand():
 def test_adam_first_step_by_hand(dtype):
     # first step: m = 0.1 g, v = 0.001 g^2; bias-corrected m / sqrt(v) = sign(g)
     p = np.array([1.0, -2.0], dtype=dtype)
-    Adam = O.Adam(lr=0.1, eps=0.0)
+    Adam = O.Adam(lr=0.1, eps=1e-30)      # eps must be > 0; this one is negligible
     Adam.step(p, np.array([3.0, -0.5], dtype=dtype))
     np.testing.assert_allclose(p, [0.9, -1.9], rtol=1e-6)
 
