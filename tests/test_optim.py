@@ -655,13 +655,16 @@ def test_step_sets_up_lazily(dtype):
     assert opt.t == 1 and opt.state["exp_avg"].dtype == dtype
 
 
-def test_nonfinite_gradients_propagate_in_the_kernel_and_are_refused_by_step():
-    # the compiled kernel trusts its input (IEEE: NaN and inf propagate); the public step
-    # validates it (test_step_refuses_gradients_that_are_not_finite)
+def test_nonfinite_gradients_are_refused_by_the_compiled_step_and_by_step():
+    # the compiled entry point refuses an update from non-finite gradients (returns False,
+    # nothing written); the public step raises (test_step_refuses_gradients_that_are_not_finite)
     p = np.zeros(3)
     opt = O.SGD(lr=0.1)
-    C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), None, None, None, 1)
-    assert np.isnan(p[0]) and p[1] == -np.inf and p[2] == -0.1
+    assert not C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), None, None,
+                      None, 1)
+    assert (p == 0).all()
+    assert C.step(opt.kind, opt.hyper(), p, np.array([0.5, -1.0, 1.0]), None, None, None, 1)
+    np.testing.assert_allclose(p, [-0.05, 0.1, -0.1])
     assert math.isnan(C.global_norm(np.array([np.nan, 1.0])))
     with pytest.raises(ValueError, match="grads"):
         opt.step(np.zeros(3), np.array([np.nan, np.inf, 1.0]))

@@ -265,6 +265,59 @@ def test_dead_unit_never_makes_the_model_nan(cls):
     assert np.isfinite(m.params).all()
 
 
+# -- a step whose update is not finite is refused -----------------------------------------------
+def _unchanged(m, call):
+    params, t = m.params.copy(), m.optimizer.t
+    state = {k: v.copy() for k, v in m.optimizer.state.items()}
+    with pytest.raises(ValueError, match="not finite|overflow"):
+        call()
+    np.testing.assert_array_equal(m.params, params)
+    assert m.optimizer.t == t
+    for k, v in state.items():
+        np.testing.assert_array_equal(m.optimizer.state[k], v)
+
+
+@pytest.mark.parametrize("make", [lambda: Adam(lr=1e38), lambda: AdamW(lr=1e38),
+                                  lambda: RMSprop(lr=1e38), lambda: Adagrad(lr=1e38),
+                                  lambda: SGD(lr=1e38, momentum=0.9)])
+def test_update_that_would_overflow_is_refused(make):
+    m = small_model("float32", optimizer=make())
+    X, y = data()
+    Xf = X.astype(np.float32)
+    _unchanged(m, lambda: m.train_step(Xf, y))                     # the fast path
+    _unchanged(m, lambda: m.train_step(X, y))                      # the checked path
+    m.forward(X)
+    m.backward(y)
+    _unchanged(m, m.apply_gradients)
+    params = m.params.copy()
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        m.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(m.params, params)
+    assert np.isfinite(m.params).all()
+
+
+def test_state_that_would_overflow_the_update_is_refused():
+    m = small_model("float32", optimizer=Adam(lr=1e-3))
+    X, y = data()
+    m.train_step(X, y)
+    m.optimizer.state["exp_avg"] = np.full(m.n_params, 3e38, np.float32)    # finite, valid
+    _unchanged(m, lambda: m.train_step(X.astype(np.float32), y))
+    m.optimizer.reset()
+    m.train_step(X, y)
+    assert np.isfinite(m.params).all()
+
+
+def test_centered_rmsprop_constant_gradients_stay_finite(dtype=np.float32):
+    # s - gavg^2 is a variance of 0 here; rounding could make it negative (sqrt: NaN)
+    for g0 in (0.3, 1e-3, 7.0, 123.456):
+        p = np.zeros(257, dtype)
+        g = np.full(257, g0, dtype)
+        opt = RMSprop(lr=1e-3, centered=True, momentum=0.5)
+        for _ in range(300):
+            opt.step(p, g)
+        assert np.isfinite(p).all() and np.isfinite(opt.state["square_avg"]).all()
+
+
 # -- 6. Ctrl-C during fit ------------------------------------------------------------------------
 def test_sigint_stops_fit_between_batches_with_consistent_state(tmp_path):
     path = tmp_path / "interrupted.fpz"

@@ -503,7 +503,9 @@ class Optimizer:
         Raises
         ------
         TypeError, ValueError
-            Naming the argument, before anything is changed.
+            Naming the argument, before anything is changed; ValueError too when the update
+            is refused because it could make a parameter or the state NaN / inf (gradients,
+            parameters or state too large for the learning rate and eps): nothing changes.
         """
         _flat(params, "params")
         _flat(grads, "grads", params.dtype)
@@ -524,7 +526,10 @@ class Optimizer:
         self._setup(n, params.dtype)
         t = self.t + 1
         s1, s2, s3 = self._slot_arrays()
-        _C.step(self.kind, self.hyper(), params, grads, s1, s2, s3, t)
+        if not _C.step(self.kind, self.hyper(), params, grads, s1, s2, s3, t):
+            raise ValueError("this update could make parameters or optimizer state overflow "
+                             "(gradients, parameters or state too large for the learning "
+                             "rate and eps); nothing was updated")
         object.__setattr__(self, "t", t)
 
     # -- save / load -----------------------------------------------------------------------

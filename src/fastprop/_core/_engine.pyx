@@ -25,8 +25,8 @@ import numpy as np
 
 from fastprop._core._dense cimport (dense_forward, dense_backward, act_forward, FP_IDENTITY)
 from fastprop._core._loss cimport loss_and_grad
-from fastprop._core._optim cimport (optimizer_step, OPT_SGD, H_LR, H_MOMENTUM, H_WEIGHT_DECAY,
-                                    H_CLIP_NORM)
+from fastprop._core._optim cimport (optimizer_step, update_is_safe, OPT_SGD, H_LR,
+                                    H_MOMENTUM, H_WEIGHT_DECAY, H_CLIP_NORM)
 from fastprop._core._blas cimport gemm, axpy
 from fastprop._core._dense cimport act_backward, colsum_add
 
@@ -307,7 +307,7 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     update or optimizer state could overflow, changes no parameter and no optimizer state and
     sets p.refused (inputs so large that z overflows, or diverged weights): the parameters never
     become NaN / inf through a step."""
-    cdef double loss, gmax, limit = 1e37 if floating is float else 1e306
+    cdef double loss, gmax
     cdef Threads th
     _threads_begin(&th, p, n)
     p.refused = False
@@ -321,12 +321,13 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     else:
         _backward(p, X, params, grads, n, True)
         if update:
-            # One vectorized pass over the gradients (0.2 % of the large net's step): refused
-            # when one is not finite, or so large that the update (SGD: lr * g) or the
-            # optimizer's squared-gradient state (Adam, RMSprop, Adagrad: g * g) would overflow
-            # (a v of inf would freeze that parameter for good). NaN compares false: refused.
+            # One vectorized pass over the gradients (0.2 % of the large net's step), and one
+            # over the parameters and the state an update grows: refused when a gradient is
+            # not finite, or so large that the update or the optimizer's state could overflow
+            # (a v of inf would freeze that parameter for good); see update_is_safe. NaN
+            # compares false: refused.
             gmax = _max_abs(grads, n_params)
-            if gmax * (hyper[H_LR] if opt_kind == OPT_SGD else gmax) < limit:
+            if update_is_safe(opt_kind, hyper, params, grads, s1, s2, n_params, t, gmax):
                 optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
             else:
                 p.refused = True
