@@ -12,6 +12,7 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
+import operator
 import sys
 import threading
 import warnings
@@ -40,14 +41,11 @@ def _raise_refused(loss):
 
 def _fixed(name, doc):
     """A read-only property over ``self._<name>``: these attributes define the compiled plan."""
-    def get(self):
-        return self.__dict__["_" + name]
-
     def refuse(self, value):
         raise AttributeError(f"Sequential.{name} is fixed when the model is made (the compiled "
                              f"plan is built from it); build a new model, e.g. from "
                              f"model.get_config()")
-    return property(get, refuse, doc=doc)
+    return property(operator.attrgetter("_" + name), refuse, doc=doc)
 
 
 def _own(*arrays):
@@ -277,7 +275,7 @@ class Sequential:
 
     def _opt_args(self):
         """(kind, hyper, s1, s2, s3) for the compiled update (cached by the optimizer)."""
-        return self.optimizer._engine_args(self.n_params, self.dtype)
+        return self._optimizer._engine_args(self._n_params, self._dtype)
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None):
@@ -308,7 +306,7 @@ class Sequential:
             with self._lock:
                 t = opt.t + 1
                 loss = self._engine.train_step_checked(
-                    X, y, *opt._engine_args(self.n_params, self.dtype), t)
+                    X, y, *opt._engine_args(self._n_params, self._dtype), t)
                 if loss is not None:
                     if self._fwd is not None:
                         self._fwd = None
