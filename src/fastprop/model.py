@@ -66,8 +66,9 @@ class Sequential:
     layers : list of Dense / Dropout
         In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``. Their current
         weights are copied into the model (cast to ``dtype``) and the layers' ``W``, ``b``,
-        ``dW``, ``db`` become views into the model's flat buffers. ``model.layers`` is this
-        list.
+        ``dW``, ``db`` become views into the model's flat buffers. ``model.layers`` is a tuple
+        of them (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled
+        plan is built from them).
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
         ``binary_cross_entropy`` (sigmoid output). Default: ``cross_entropy`` for a softmax
@@ -134,7 +135,7 @@ class Sequential:
         if n_threads is not None:   # checked before the layers are bound to this model
             n_threads = V.check_size(n_threads, "n_threads")
         self.seed = seed
-        self.layers = list(layers)
+        self._layers = tuple(layers)
         self._dense = dense
 
         # input dropout of each dense layer: consecutive Dropouts combine (keep rates multiply)
@@ -186,6 +187,7 @@ class Sequential:
     params = _fixed("params", "The flat parameter buffer (n_params,) (read-only attribute; "
                               "its values may be written in place).")
     grads = _fixed("grads", "The flat gradient buffer (n_params,) (read-only attribute).")
+    layers = _fixed("layers", "The layers, a tuple (read-only: the plan is built from them).")
 
     @property
     def optimizer(self):

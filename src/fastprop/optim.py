@@ -143,10 +143,21 @@ class Schedule:
     """A learning-rate schedule: ``schedule(epoch, base_lr) -> lr``, epochs counted from 0.
 
     Closed forms of torch.optim.lr_scheduler's schedules: the lr of epoch ``e`` is the one
-    torch's scheduler gives after ``e`` calls of ``scheduler.step()``.
+    torch's scheduler gives after ``e`` calls of ``scheduler.step()``. Their parameters are
+    checked on every assignment, as in the constructors.
     """
 
     _keys = ()
+
+    def __setattr__(self, name, value):
+        # checked on every assignment, constructors included
+        if name in ("step_size", "T_max"):
+            value = _count(value, name, 1)
+        elif name == "gamma":
+            value = _real(value, name, low=0.0, low_open=True)
+        elif name == "eta_min":
+            value = _real(value, name, low=0.0)
+        object.__setattr__(self, name, value)
 
     def __call__(self, epoch, base_lr):
         epoch = _count(epoch, "epoch", 0)
@@ -180,8 +191,8 @@ class StepLR(Schedule):
     _keys = ("step_size", "gamma")
 
     def __init__(self, step_size, gamma=0.1):
-        self.step_size = _count(step_size, "step_size", 1)
-        self.gamma = _real(gamma, "gamma", low=0.0, low_open=True)
+        self.step_size = step_size
+        self.gamma = gamma
 
     def _lr(self, epoch, base_lr):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -198,7 +209,7 @@ class ExponentialLR(Schedule):
     _keys = ("gamma",)
 
     def __init__(self, gamma):
-        self.gamma = _real(gamma, "gamma", low=0.0, low_open=True)
+        self.gamma = gamma
 
     def _lr(self, epoch, base_lr):
         return base_lr * self.gamma ** epoch
@@ -220,8 +231,8 @@ class CosineAnnealingLR(Schedule):
     _keys = ("T_max", "eta_min")
 
     def __init__(self, T_max, eta_min=0.0):
-        self.T_max = _count(T_max, "T_max", 1)
-        self.eta_min = _real(eta_min, "eta_min", low=0.0)
+        self.T_max = T_max
+        self.eta_min = eta_min
 
     def _lr(self, epoch, base_lr):
         cos = 1 + math.cos(math.pi * epoch / self.T_max)
