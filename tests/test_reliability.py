@@ -133,6 +133,20 @@ def test_optimizer_belongs_to_one_model():
         opt2.kind = 0
 
 
+def test_a_copy_of_an_optimizer_belongs_to_no_model():
+    import copy
+    import pickle
+    m = small_model(optimizer=Adam(lr=0.01))
+    X, y = data()
+    m.train_step(X, y)
+    for clone in (copy.copy(m.optimizer), copy.deepcopy(m.optimizer),
+                  pickle.loads(pickle.dumps(m.optimizer))):
+        other = small_model(seed=9, optimizer=clone)
+        assert clone.t == 1 and clone.state["exp_avg"] is not m.optimizer.state["exp_avg"]
+        other.train_step(X, y)
+        assert clone.t == 2 and m.optimizer.t == 1
+
+
 def test_shared_optimizer_from_two_threads_cannot_happen():
     # the abort of the issue (malloc(): corrupted top size) needed one optimizer in two models
     opt = Adam()

@@ -394,6 +394,23 @@ class Optimizer:
                              "fastprop.optim.optimizer_from_config(opt.get_config())")
         object.__setattr__(self, "_owner", weakref.ref(model))
 
+    def __getstate__(self):
+        # a copy (copy.copy, copy.deepcopy, pickle) belongs to no model yet
+        state = dict(self.__dict__)
+        state["_owner"] = None
+        state["_args"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __copy__(self):
+        # never two optimizers over the same state arrays
+        new = type(self).__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        new.__dict__["_state"] = {k: v.copy() for k, v in self._state.items()}
+        return new
+
     def _detach(self, model):
         if self._owner is not None and self._owner() is model:
             object.__setattr__(self, "_owner", None)
