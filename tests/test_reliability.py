@@ -253,6 +253,17 @@ def test_adam_hyperparameters_checked_on_assignment(name, value, error):
     assert np.isfinite(m.params).all()
 
 
+def test_set_state_refuses_a_step_count_that_would_overflow():
+    m = small_model()
+    X, y = data()
+    m.train_step(X, y)
+    arrays, t = m.optimizer.get_state()
+    with pytest.raises(ValueError, match="2\\*\\*62"):
+        m.optimizer.set_state(arrays, 2**63 - 1)        # a model file could say so
+    assert m.optimizer.t == t == 1
+    m.train_step(X, y)
+
+
 def test_other_optimizers_checked_on_assignment():
     sgd = SGD(lr=0.1, momentum=0.9, nesterov=True)
     with pytest.raises(ValueError, match="nesterov"):
