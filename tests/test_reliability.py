@@ -506,6 +506,12 @@ def test_masked_arrays_refused():
                  lambda: m.fit(Xm, y, verbose=0), lambda: m.evaluate(Xm, y)):
         with pytest.raises(TypeError, match="masked"):
             call()
+    ym = np.ma.masked_array(y, mask=np.arange(y.size) == 2)
+    wm = np.ma.masked_array(np.ones(y.size), mask=np.arange(y.size) == 0)
+    for call in (lambda: m.train_step(X, ym), lambda: m.fit(X, ym, verbose=0),
+                 lambda: m.train_step(X, y, sample_weight=wm)):
+        with pytest.raises(TypeError, match="masked"):
+            call()
     assert m.optimizer.t == 0
 
 

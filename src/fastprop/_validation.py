@@ -22,6 +22,7 @@ __all__ = [
     "check_real",
     "check_bool",
     "check_alloc",
+    "refuse_masked_or_sparse",
 ]
 
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
@@ -154,7 +155,7 @@ def _numeric_kind(arr, name):
                     f"{arr.dtype}: {what}")
 
 
-def _refuse_masked_or_sparse(x, name):
+def refuse_masked_or_sparse(x, name):
     """TypeError for input whose meaning NumPy conversion would lose: masked arrays (the mask
     would be ignored) and SciPy sparse matrices / arrays."""
     if isinstance(x, np.ma.MaskedArray):
@@ -191,7 +192,7 @@ def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=Fa
     """
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
-    _refuse_masked_or_sparse(x, name)
+    refuse_masked_or_sparse(x, name)
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:
