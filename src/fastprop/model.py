@@ -24,7 +24,7 @@ from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
-from fastprop.layers import Dense, Dropout
+from fastprop.layers import LAYERS, Activation, Dense, Dropout, Layer
 from fastprop.losses import (canonical_loss, check_loss_activation, is_classification,
                              loss_code, prepare_sample_weight, prepare_targets)
 from fastprop.optim import get_optimizer, optimizer_from_config
@@ -46,6 +46,62 @@ def _fixed(name, doc):
                              f"plan is built from it); build a new model, e.g. from "
                              f"model.get_config()")
     return property(operator.attrgetter("_" + name), refuse, doc=doc)
+
+
+# the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
+# the block (the tape would bypass its forward / backward: refused)
+_COMPILED = (Dense, Dropout, Activation)
+
+
+def _compile_layers(layers):
+    """Check a layer list; return (layers, dense layers, compiled activation of each Dense).
+
+    TypeError names a layer the compiled tape cannot run; ValueError a broken chain."""
+    if isinstance(layers, Layer):
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)):
+        raise TypeError(f"layers must be a list of layers, got {type(layers).__name__}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers[{i}] must be a fastprop layer (Dense, Dropout, "
+                            f"Activation), got {type(layer).__name__}")
+        cls = type(layer)
+        if LAYERS.get(cls.__name__) is not cls:
+            raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
+                            f"(fastprop.register_layer)")
+        base = next((k for k in _COMPILED if isinstance(layer, k)), None)
+        if base is None:
+            raise TypeError(f"layers[{i}]: the compiled tape has no node for the layer kind "
+                            f"{cls.__name__} (its kinds: Dense, Dropout, Activation)")
+        for method in ("forward", "backward"):
+            if getattr(cls, method) is not getattr(base, method):
+                raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
+                                f"{method}, which the compiled tape would bypass")
+    dense = [layer for layer in layers if isinstance(layer, Dense)]
+    if not dense:
+        raise ValueError("layers must contain at least one Dense layer")
+    if isinstance(layers[-1], Dropout):
+        raise ValueError("the last layer must be Dense or Activation (a Dropout after the output "
+                         "layer would drop predictions)")
+    for prev, nxt in zip(dense, dense[1:]):
+        if nxt.n_in != prev.n_out:
+            raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
+                             f"but the next {nxt!r} takes n_in={nxt.n_in}")
+    held = [layer for layer in layers if layer.n_params or layer.n_state]
+    if len(set(map(id, held))) != len(held):       # a parameter-free layer may repeat
+        raise ValueError("layers holds the same layer twice; use separate layers")
+    acts = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dense):
+            acts.append(layer.activation)
+        elif isinstance(layer, Activation):
+            if i == 0 or not isinstance(layers[i - 1], Dense) or \
+                    layers[i - 1].activation != "identity":
+                raise ValueError(f"layers[{i}]: an Activation must follow a Dense layer whose "
+                                 f"activation is 'identity' (the model fuses it into that "
+                                 f"layer's compiled block)")
+            acts[-1] = layer.activation
+    return list(layers), dense, acts
 
 
 def _own(*arrays):
@@ -96,81 +152,78 @@ class Sequential:
 
     def __init__(self, layers, loss=None, optimizer=None, dtype="float32", seed=None,
                  n_threads=None):
-        if isinstance(layers, (Dense, Dropout)):
-            layers = [layers]
-        if not isinstance(layers, (list, tuple)):
-            raise TypeError(f"layers must be a list of Dense / Dropout layers, got "
-                            f"{type(layers).__name__}")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, (Dense, Dropout)):
-                raise TypeError(f"layers[{i}] must be a Dense or Dropout layer, got "
-                                f"{type(layer).__name__}")
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense:
-            raise ValueError("layers must contain at least one Dense layer")
-        if isinstance(layers[-1], Dropout):
-            raise ValueError("the last layer must be Dense (a Dropout after the output layer "
-                             "would drop predictions)")
-        for prev, nxt in zip(dense, dense[1:]):
-            if nxt.n_in != prev.n_out:
-                raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
-                                 f"but the next {nxt!r} takes n_in={nxt.n_in}")
-        if len(set(map(id, dense))) != len(dense):
-            raise ValueError("layers holds the same Dense layer twice; use separate layers")
+        layers, dense, acts = _compile_layers(layers)
         self._dtype = V.as_dtype(dtype)
-        out_act = dense[-1].activation
+        out_act = acts[-1]
         self._loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
         check_loss_activation(self.loss, out_act)
         opt = get_optimizer(optimizer if optimizer is not None else "adam")
         opt._attach(self)     # before anything else: an optimizer of another model is refused
         try:
-            self._build(layers, dense, opt, seed, n_threads)
+            self._build(layers, dense, acts, opt, seed, n_threads)
         except BaseException:
             opt._detach(self)
+            for layer in layers:
+                layer._release(self)
             raise
 
-    def _build(self, layers, dense, opt, seed, n_threads):
+    def _build(self, layers, dense, acts, opt, seed, n_threads):
         self._optimizer = opt
         seed = V.check_seed(seed)
         if n_threads is not None:   # checked before the layers are bound to this model
             n_threads = V.check_size(n_threads, "n_threads")
         self.seed = seed
+        for layer in layers:      # a layer of another live model: ValueError, nothing bound
+            layer._claim(self)
         self._layers = tuple(layers)
         self._dense = dense
+        self._acts = acts         # the compiled activation of each Dense (Activation fused in)
 
         # input dropout of each dense layer: consecutive Dropouts combine (keep rates multiply)
         drops, keep = [], 1.0
         for layer in layers:
             if isinstance(layer, Dropout):
                 keep *= 1.0 - layer.rate
-            else:
+            elif isinstance(layer, Dense):
                 drops.append(1.0 - keep)
                 keep = 1.0
 
-        # flat buffers: W[0], b[0], W[1], b[1], ...
-        offsets, off = [], 0
+        # flat buffers: every layer's parameters in declaration order (W[0], b[0], W[1], ...),
+        # every layer's state buffers likewise in model.state
+        offsets, off, n_state = [], 0, 0
         for layer in dense:
             offsets.append((off, off + layer.n_in * layer.n_out))
             off += layer.n_params
+        for layer in layers:
+            n_state += layer.n_state
         self._n_params = off
         # parameters, gradients and the optimizer's state, all touched by the first step
         V.check_alloc((2 + len(self.optimizer._state_names())) * off, self.dtype.itemsize,
                       "the model's parameters, gradients and optimizer state")
         self._params = np.empty(off, dtype=self.dtype)
         self._grads = np.zeros(off, dtype=self.dtype)
-        for layer, (wo, bo) in zip(dense, offsets):
-            n_in, n_out = layer.n_in, layer.n_out
-            W = self.params[wo:bo].reshape(n_in, n_out)
-            b = self.params[bo:bo + n_out]
-            W[...] = layer.W
-            b[...] = layer.b
-            layer._bind(W, b, self.grads[wo:bo].reshape(n_in, n_out), self.grads[bo:bo + n_out])
+        self._state = np.zeros(n_state, dtype=self.dtype)
+        p_off = s_off = 0
+        for layer in layers:
+            values, grads = {}, {}
+            for name, shape in layer.param_shapes.items():
+                size = int(np.prod(shape))
+                values[name] = self._params[p_off:p_off + size].reshape(shape)
+                values[name][...] = layer._get_array(name)
+                grads[name] = self._grads[p_off:p_off + size].reshape(shape)
+                p_off += size
+            for name, shape in layer.state_shapes.items():
+                size = int(np.prod(shape))
+                values[name] = self._state[s_off:s_off + size].reshape(shape)
+                values[name][...] = layer._get_array(name)
+                s_off += size
+            layer._set_arrays(values, grads)
         self._offsets = offsets
         self._drops = drops
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self._engine = _engine.Engine(
             [d.n_in for d in dense], [d.n_out for d in dense],
-            [ACTIVATIONS[d.activation] for d in dense], drops,
+            [ACTIVATIONS[a] for a in acts], drops,
             [o[0] for o in offsets], [o[1] for o in offsets], loss_code(self.loss),
             self.params, self.grads, rng)
         self.optimizer._setup(self.n_params, self.dtype)
@@ -188,6 +241,8 @@ class Sequential:
                               "its values may be written in place).")
     grads = _fixed("grads", "The flat gradient buffer (n_params,) (read-only attribute).")
     layers = _fixed("layers", "The layers, a tuple (read-only: the plan is built from them).")
+    state = _fixed("state", "The flat buffer of every layer's non-trainable state buffers "
+                            "(read-only attribute; empty for Dense / Dropout / Activation).")
 
     @property
     def optimizer(self):
@@ -251,6 +306,8 @@ class Sequential:
             if isinstance(layer, Dense):
                 rows.append((str(i), "Dense", f"(None, {layer.n_out})", layer.activation,
                              f"{layer.n_params:,}"))
+            elif isinstance(layer, Activation):
+                rows.append((str(i), "Activation", "same", layer.activation, "0"))
             else:
                 rows.append((str(i), f"Dropout({layer.rate:g})", "same", "-", "0"))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
@@ -463,7 +520,7 @@ class Sequential:
     def _score(self, X, y_dense, labels, w):
         """(loss, accuracy or None) of validated arrays, in inference mode."""
         z, a = self._outputs(X)
-        loss = _closs.loss_and_grad(loss_code(self.loss), ACTIVATIONS[self._dense[-1].activation],
+        loss = _closs.loss_and_grad(loss_code(self.loss), ACTIVATIONS[self._acts[-1]],
                                     z, a, y_dense, labels, w)
         return loss, self._accuracy(a, y_dense, labels)
 
@@ -717,13 +774,7 @@ class Sequential:
     # -- state, save / load ------------------------------------------------------------------
     def get_config(self):
         """JSON-serialisable architecture, loss, dtype and optimizer configuration."""
-        layers = []
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                layers.append({"type": "Dense", "n_in": layer.n_in, "n_out": layer.n_out,
-                               "activation": layer.activation, "init": layer.init})
-            else:
-                layers.append({"type": "Dropout", "rate": layer.rate})
+        layers = [layer.get_config() for layer in self.layers]
         return {"layers": layers, "loss": self.loss, "dtype": self.dtype.name,
                 "optimizer": self.optimizer.get_config()}
 
@@ -740,19 +791,14 @@ class Sequential:
         dtype = V.as_dtype(config["dtype"], "config['dtype']")
         layers = []
         for i, spec in enumerate(config["layers"]):
-            if not isinstance(spec, dict) or spec.get("type") not in ("Dense", "Dropout"):
-                raise ValueError(f"config['layers'][{i}] must be a dict with type Dense or "
-                                 f"Dropout")
-            if spec["type"] == "Dense":
-                if set(spec) != {"type", "n_in", "n_out", "activation", "init"}:
-                    raise ValueError(f"config['layers'][{i}] has keys {sorted(spec)}")
-                layers.append(Dense(spec["n_in"], spec["n_out"], activation=spec["activation"],
-                                    init="zeros", dtype=dtype))
-                layers[-1].init = canonical_init(spec["init"])   # recorded; weights are loaded
-            else:
-                if set(spec) != {"type", "rate"}:
-                    raise ValueError(f"config['layers'][{i}] has keys {sorted(spec)}")
-                layers.append(Dropout(spec["rate"]))
+            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) \
+                    or spec["type"] not in LAYERS:
+                raise ValueError(f"config['layers'][{i}] must be a dict whose type is a "
+                                 f"registered layer kind ({', '.join(sorted(LAYERS))})")
+            try:
+                layers.append(LAYERS[spec["type"]].from_config(spec, dtype=dtype))
+            except ValueError as e:
+                raise ValueError(f"config['layers'][{i}]: {e}") from None
         opt = optimizer_from_config(config["optimizer"])
         return cls(layers, loss=config["loss"], optimizer=opt, dtype=dtype)
 
@@ -788,6 +834,9 @@ class Sequential:
         other.n_threads = state.get("n_threads")
         self.__dict__.update(other.__dict__)
         self._optimizer._attach(self, force=True)     # other is discarded
+        for layer in self._layers:
+            layer._release(other)
+            layer._claim(self)
 
     def __deepcopy__(self, memo):
         from fastprop import io

@@ -12,6 +12,16 @@ from fastprop.reference._losses import loss_and_grad
 
 __all__ = ["ReferenceModel"]
 
+_KINDS = ("Dense", "Dropout", "Activation")
+
+
+def _kind_of(layer):
+    """The built-in kind name a layer object is (its class or the nearest base so named)."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in _KINDS and cls.__module__.startswith("fastprop.layers"):
+            return cls.__name__
+    return type(layer).__name__
+
 _STEPS = {"SGD": _optim.sgd_step, "Adam": _optim.adam_step, "AdamW": _optim.adamw_step,
           "RMSprop": _optim.rmsprop_step, "Adagrad": _optim.adagrad_step}
 
@@ -67,10 +77,27 @@ class ReferenceModel:
 
     @classmethod
     def from_model(cls, model):
-        """A reference twin of a fastprop ``Sequential`` (same weights, loss, optimizer)."""
-        dense = model._dense
-        return cls([dense[0].n_in] + [d.n_out for d in dense], [d.activation for d in dense],
-                   model.loss, model.optimizer.get_config(), model.params, model.dtype)
+        """A reference twin of a fastprop ``Sequential`` (same weights, loss, optimizer).
+
+        Walks ``model.layers`` by kind name (the registry's names): ``Dense`` adds a layer,
+        ``Activation`` sets the previous Dense layer's activation (the model fuses it there),
+        ``Dropout`` is the identity (the reference does not model dropout). A registered
+        subclass maps to the built-in kind it derives from. TypeError for any other kind."""
+        sizes, acts = [], []
+        for i, layer in enumerate(model.layers):
+            kind = _kind_of(layer)
+            if kind == "Dense":
+                if not sizes:
+                    sizes.append(layer.n_in)
+                sizes.append(layer.n_out)
+                acts.append(layer.activation)
+            elif kind == "Activation":
+                acts[-1] = layer.activation
+            elif kind != "Dropout":
+                raise TypeError(f"the reference has no twin for layers[{i}] "
+                                f"({type(layer).__name__})")
+        return cls(sizes, acts, model.loss, model.optimizer.get_config(), model.params,
+                   model.dtype)
 
     def forward(self, X):
         """Return the list of (z, a) per layer."""

@@ -1,0 +1,104 @@
+"""The dropout layer kind."""
+import numpy as np
+
+from fastprop import _validation as V
+from fastprop.layers._base import Layer, register_layer
+
+__all__ = ["Dropout", "DropoutCache"]
+
+
+class DropoutCache:
+    """The mask of one :meth:`Dropout.forward` call (read-only, values 0 or 1 / (1 - rate))."""
+
+    __slots__ = ("layer", "mask")
+
+    def __init__(self, layer, mask):
+        self.layer, self.mask = layer, mask
+        if mask is not None:
+            mask.flags.writeable = False
+
+
+@register_layer
+class Dropout(Layer):
+    """Inverted dropout: in training each input is zeroed with probability ``rate`` and the
+    survivors are scaled by ``1 / (1 - rate)``; in inference the layer is the identity.
+
+    Inside a :class:`~fastprop.Sequential` model the mask is drawn by the compiled engine from
+    the model's seeded stream, and only while training (``fit``, ``train_step``,
+    ``forward(training=True)``); ``predict`` and ``evaluate`` never drop.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+        Probability of dropping each value.
+    seed : int, optional
+        Seed of the standalone :meth:`forward` (a model uses its own seed).
+    """
+
+    def __init__(self, rate, seed=None):
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.number)):
+            raise TypeError(f"rate must be a number in [0, 1), got {type(rate).__name__}")
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate}")
+        self._rate = rate
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            seed = V.check_seed(seed)
+        self._rng = np.random.default_rng(seed)
+
+    def build(self, n_in):
+        """No parameters; the width passes through."""
+        return n_in
+
+    def get_config(self):
+        """``{"type": "Dropout", "rate"}``."""
+        return {"type": type(self).__name__, "rate": self.rate}
+
+    @classmethod
+    def from_config(cls, config, dtype="float32"):
+        if set(config) != {"type", "rate"}:
+            raise ValueError(f"a Dropout config has the keys type, rate; got {sorted(config)}")
+        return cls(config["rate"])
+
+    @property
+    def rate(self):
+        """The drop probability (read-only: a model compiles it into its plan)."""
+        return self._rate
+
+    def forward(self, a_prev, training=False, dtype=None):
+        """Return ``(a, cache)``; ``a = a_prev * mask`` in training, ``a_prev`` otherwise.
+
+        ``a_prev`` keeps its floating dtype (float32 / float64; other inputs become float64
+        unless ``dtype`` says otherwise)."""
+        if dtype is None:
+            dtype = getattr(a_prev, "dtype", np.float64)
+            dtype = dtype if np.dtype(dtype) in (np.float32, np.float64) else np.float64
+        a_prev = V.as_array(a_prev, "a_prev", V.as_dtype(dtype), ndim=2, copy=True)
+        if not training or self.rate == 0:
+            return a_prev, DropoutCache(self, None)
+        keep = 1.0 - self.rate
+        mask = ((self._rng.random(a_prev.shape) >= self.rate) / keep).astype(a_prev.dtype)
+        return a_prev * mask, DropoutCache(self, mask)
+
+    def backward(self, da, cache):
+        """Return ``da_prev = da * mask`` for the forward call that made ``cache``."""
+        if not isinstance(cache, DropoutCache):
+            raise TypeError(f"cache must be the DropoutCache returned by forward, got "
+                            f"{type(cache).__name__}")
+        if cache.layer is not self:
+            raise ValueError("cache was made by a different layer's forward call")
+        dtype = cache.mask.dtype if cache.mask is not None else \
+            (da.dtype if getattr(da, "dtype", None) in (np.float32, np.float64) else np.float64)
+        da = V.as_array(da, "da", dtype, ndim=2, copy=True)
+        if cache.mask is None:
+            return da
+        if da.shape != cache.mask.shape:
+            raise ValueError(f"da must have shape {cache.mask.shape} (the forward call's "
+                             f"output), got {da.shape}")
+        return da * cache.mask
+
+    def __call__(self, a_prev, training=False, dtype=None):
+        return self.forward(a_prev, training=training, dtype=dtype)
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"
