@@ -101,10 +101,13 @@ class ReferenceModel:
 
     def forward(self, X):
         """Return the list of (z, a) per layer."""
+        return [(c.z, c.a) for c in self._caches(X)]
+
+    def _caches(self, X):
         out, a = [], X
         for W, b, act in zip(self.W, self.b, self.activations):
-            z, a = dense_forward(a, W, b, act)
-            out.append((z, a))
+            a, cache = dense_forward(a, W, b, act)
+            out.append(cache)
         return out
 
     def predict(self, X):
@@ -112,17 +115,15 @@ class ReferenceModel:
 
     def loss_and_gradients(self, X, y=None, labels=None, sample_weight=None):
         """Forward, loss and backward: fills ``self.grads``; returns the loss."""
-        cache = self.forward(X)
-        z, a = cache[-1]
-        loss, dz = loss_and_grad(self.loss, self.activations[-1], z, a, y=y, labels=labels,
-                                 sample_weight=sample_weight)
+        caches = self._caches(X)
+        out = caches[-1]
+        loss, dz = loss_and_grad(self.loss, self.activations[-1], out.z, out.a, y=y,
+                                 labels=labels, sample_weight=sample_weight)
+        # the loss gives the output layer's dz: its block runs from there
+        caches[-1] = out._replace(activation="identity")
         da = dz
         for l in range(len(self.W) - 1, -1, -1):
-            a_prev = X if l == 0 else cache[l - 1][1]
-            act = "identity" if l == len(self.W) - 1 else self.activations[l]
-            z, a = cache[l]
-            _, dW, db, da = dense_backward(a_prev, self.W[l], z, a, da, act,
-                                           need_da_prev=l > 0)
+            da, dW, db = dense_backward(da, caches[l], need_da_prev=l > 0)
             self.dW[l][...] = dW
             self.db[l][...] = db
         return loss
