@@ -45,9 +45,26 @@ def test_forward_inference_and_rate_zero_are_identity_copies():
         da = np.arange(20.0).reshape(5, 4)
         np.testing.assert_array_equal(drop.backward(da, cache), da)
     drop = fp.Dropout(0.7, seed=0)
-    state = drop._rng.bit_generator.state
+    state = drop._state.copy()
     drop.forward(x, training=False)
-    assert drop._rng.bit_generator.state == state              # inference draws nothing
+    np.testing.assert_array_equal(drop._state, state)          # inference draws nothing
+    drop.forward(x, training=True)
+    assert not np.array_equal(drop._state, state)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standalone_and_model_dropout_are_the_same_generator(dtype):
+    # one stream state gives the same mask alone and as a node of a model
+    n = 16
+    d = fp.Dense(n, n, dtype=dtype)
+    d.W = np.eye(n)
+    model = fp.Sequential([fp.Dropout(0.4), d], dtype=dtype, seed=5)
+    drop = fp.Dropout(0.4)
+    drop._state[...] = model.get_rng_state()
+    X = np.random.default_rng(0).uniform(1, 2, (50, n)).astype(dtype)
+    a, cache = drop.forward(X, training=True)
+    np.testing.assert_array_equal(model.forward(X, training=True), a)
+    np.testing.assert_array_equal(drop._state, model.get_rng_state())
 
 
 def test_forward_dtype_policy():

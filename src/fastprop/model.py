@@ -225,7 +225,7 @@ class Sequential:
             [d.n_in for d in dense], [d.n_out for d in dense],
             [ACTIVATIONS[a] for a in acts], drops,
             [o[0] for o in offsets], [o[1] for o in offsets], loss_code(self.loss),
-            self.params, self.grads, rng)
+            self.params, self.grads, rng, V.check_alloc)
         self.optimizer._setup(self.n_params, self.dtype)
         self.n_threads = n_threads
         self._lock = threading.RLock()

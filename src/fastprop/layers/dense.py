@@ -12,14 +12,11 @@ import numpy as np
 
 from fastprop import _validation as V
 from fastprop._core import _kernels
-from fastprop.activations import ACTIVATIONS, canonical_name
+from fastprop.activations import ACTIVATIONS, NEEDS_A, canonical_name
 from fastprop.initializers import canonical_init, default_init
 from fastprop.layers._base import Layer, register_layer
 
 __all__ = ["Dense", "DenseCache"]
-
-# activations whose derivative is computed from a = g(z) rather than z
-_NEEDS_A = frozenset({"sigmoid", "tanh", "softmax"})
 
 
 class DenseCache:
@@ -208,7 +205,7 @@ class Dense(Layer):
         a = np.empty_like(z)
         _kernels.dense_forward(a_prev, self._W, self._b, ACTIVATIONS[self.activation], z, a)
         # the cache keeps its own a only where the derivative reads it; a is the caller's
-        return a, DenseCache(self, a_prev, z, a.copy() if self.activation in _NEEDS_A else None)
+        return a, DenseCache(self, a_prev, z, a.copy() if self.activation in NEEDS_A else None)
 
     def backward(self, da, cache, need_da_prev=True):
         """Backward pass for the batch that made ``cache``.

@@ -2,6 +2,7 @@
 import numpy as np
 
 from fastprop import _validation as V
+from fastprop._core import _kernels
 from fastprop.layers._base import Layer, register_layer
 
 __all__ = ["Dropout", "DropoutCache"]
@@ -23,15 +24,16 @@ class Dropout(Layer):
     """Inverted dropout: in training each input is zeroed with probability ``rate`` and the
     survivors are scaled by ``1 / (1 - rate)``; in inference the layer is the identity.
 
-    Inside a :class:`~fastprop.Sequential` model the mask is drawn by the compiled engine from
-    the model's seeded stream, and only while training (``fit``, ``train_step``,
+    The mask is drawn by the compiled dropout kernel from a splitmix64 stream: the layer's own
+    (seeded by ``seed``) on its own, the model's seeded stream inside a
+    :class:`~fastprop.Sequential` model, and only while training (``fit``, ``train_step``,
     ``forward(training=True)``); ``predict`` and ``evaluate`` never drop.
 
     Parameters
     ----------
     rate : float in [0, 1)
         Probability of dropping each value.
-    seed : int, optional
+    seed : int or numpy.random.Generator, optional
         Seed of the standalone :meth:`forward` (a model uses its own seed).
     """
 
@@ -44,7 +46,10 @@ class Dropout(Layer):
         self._rate = rate
         if seed is not None and not isinstance(seed, np.random.Generator):
             seed = V.check_seed(seed)
-        self._rng = np.random.default_rng(seed)
+        # the state of the splitmix64 stream the compiled dropout kernel draws from (the one
+        # a model's dropout nodes use), seeded from one draw of default_rng(seed)
+        self._state = np.random.default_rng(seed).integers(0, 2**64 - 1, size=1,
+                                                           dtype=np.uint64, endpoint=True)
 
     def build(self, n_in):
         """No parameters; the width passes through."""
@@ -76,9 +81,9 @@ class Dropout(Layer):
         a_prev = V.as_array(a_prev, "a_prev", V.as_dtype(dtype), ndim=2, copy=True)
         if not training or self.rate == 0:
             return a_prev, DropoutCache(self, None)
-        keep = 1.0 - self.rate
-        mask = ((self._rng.random(a_prev.shape) >= self.rate) / keep).astype(a_prev.dtype)
-        return a_prev * mask, DropoutCache(self, mask)
+        a, mask = np.empty_like(a_prev), np.empty_like(a_prev)
+        _kernels.dropout_forward(a_prev, a, mask, self.rate, self._state)
+        return a, DropoutCache(self, mask)
 
     def backward(self, da, cache):
         """Return ``da_prev = da * mask`` for the forward call that made ``cache``."""
