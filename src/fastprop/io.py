@@ -24,17 +24,28 @@ convention, any name accepted). The file is an ordinary ``.npz`` archive, i.e. a
 
 Writing is atomic: the archive goes to a temporary file in the destination's directory, is
 flushed and fsync'ed, then renamed over the destination with :func:`os.replace`; on any failure
-the temporary file is removed and an existing file at the destination is untouched.
+the temporary file is removed and an existing file at the destination is untouched. As editors
+and databases do, a symlink is followed (its final target is replaced, the temporary file
+beside it), and a directory or special file (FIFO, device, socket) is refused. Temporary files
+are named ``.<name>.fastprop-tmp-<pid>-<16 hex>``; one left by a killed save is removed by the
+next save to the same name once its process is gone. :func:`save` also writes to binary file
+objects and :func:`to_bytes` returns the same bytes.
 
 Reading never unpickles (``allow_pickle=False``) and validates everything before it returns a
-model: the file is a ZIP with exactly the expected members; the header is a JSON object with
-exactly the expected fields; format and version match; every member's declared size, ``.npy``
-dtype and shape agree with the header *before* anything is read or allocated (a member claiming
-more bytes than the header allows -- a zip bomb -- is refused unread); the config builds a model
+model: only a regular file is opened (a FIFO or device is refused after ``os.stat``, and the
+open is non-blocking); the file is a ZIP with exactly the expected members, each lying within
+the file (a stored member's sizes agree, a deflated one claims no more than deflate can
+expand); the header is a JSON object (at most ``MAX_HEADER_BYTES``, nested at most 32 deep,
+checked before parsing) with exactly the expected fields; format and version match; every
+member's declared size, ``.npy`` dtype and shape agree with the header *before* anything is
+read or allocated (a member claiming more bytes than the header allows -- a zip bomb -- is
+refused unread); the arrays and the model they make fit in the memory available; every
+width in the config is bounded by ``n_params`` (a Dense layer's weights summed over the
+model, any other integer) before any layer is built; the config builds a model
 (:meth:`Sequential.from_config`) whose parameter count and optimizer / RNG layout match the
-arrays; checksums match; parameters and optimizer state are finite. Any failure raises
-``ValueError`` naming the file and the problem (``FileNotFoundError`` for a missing file); no
-partly restored model is ever returned.
+arrays; checksums match; parameters and optimizer state are finite; ``0 <= t <= 2**53``.
+Any failure raises ``ValueError`` naming the file and the problem (``FileNotFoundError`` for
+a missing file); no partly restored model is ever returned.
 
 The checksums (and the ZIP's CRC-32s) detect damage, not malice: they are no signature, and a
 deliberately edited file that is still consistent loads. Never loading pickle is what makes
