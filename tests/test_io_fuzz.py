@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from unittest import mock
 
 import numpy as np
@@ -27,6 +26,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 import fastprop as fp  # noqa: E402
 from fastprop.model import Sequential  # noqa: E402
+from fuzz_corpus.make_load_corpus import archive, header_of, members, npy  # noqa: E402
 
 CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_corpus", "load")
 CORPUS = {os.path.basename(p): open(p, "rb").read()
@@ -72,25 +72,6 @@ def outcome(data):
     assert out.shape == (2, model.layers[-1].n_out)
     np.testing.assert_array_equal(fp.load(io.BytesIO(data)).params, model.params)
     return model
-
-
-def members(data):
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return {i.filename: zf.read(i) for i in zf.infolist()}
-
-
-def archive(parts):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, raw in parts.items():
-            zf.writestr(name, raw)
-    return buf.getvalue()
-
-
-def npy(arr):
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
-    return buf.getvalue()
 
 
 def test_corpus_is_present_and_as_labelled():
@@ -203,7 +184,7 @@ def _apply(header, path, op, value, key):
 @given(name=st.sampled_from(VALID), data=st.data())
 def test_header_json_mutations(name, data):
     parts = members(CORPUS[name])
-    header = json.loads(np.load(io.BytesIO(parts["header.npy"])).tobytes())
+    header = header_of(parts)
     for _ in range(data.draw(st.integers(1, 3), label="n_edits")):
         paths = list(_paths(header))
         path = data.draw(st.sampled_from(paths), label="path")
@@ -245,7 +226,7 @@ def test_members_of_other_dtypes_and_shapes(name, data):
         # a different but self-consistent member: header shape and checksum updated to match
         new = np.resize(arr, data.draw(st.integers(0, 70), label="size"))
         parts[target] = npy(new)
-        header = json.loads(np.load(io.BytesIO(parts["header.npy"])).tobytes())
+        header = header_of(parts)
         spec = header["arrays"][target[:-4]]
         spec["shape"] = list(new.shape)
         spec["sha256"] = hashlib.sha256(np.ascontiguousarray(new).tobytes()).hexdigest()

@@ -4,9 +4,7 @@ Sizes are checked before anything is allocated or any layer built; only regular 
 read (never blocking on a FIFO); saves follow symlinks, refuse special files and leave
 recognizable temp files that the next save removes.
 """
-import hashlib
 import io
-import json
 import os
 import re
 import stat
@@ -22,6 +20,7 @@ import pytest
 import fastprop as fp
 import fastprop.io as fio
 from fastprop.model import Sequential
+from fuzz_corpus.make_load_corpus import archive, members, with_header
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX files")
 TEMP_NAME = re.compile(r"\.(?P<name>.+)\.fastprop-tmp-(?P<pid>[0-9]+)-[0-9a-f]{16}\Z")
@@ -36,36 +35,6 @@ def make_model(steps=2):
     for _ in range(steps):
         model.train_step(X, y)
     return model
-
-
-def members_of(data):
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return {info.filename: zf.read(info) for info in zf.infolist()}
-
-
-def archive(members):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, raw in members.items():
-            zf.writestr(name, raw)
-    return buf.getvalue()
-
-
-def npy(arr):
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
-def with_header(data, edit=None, text=None):
-    """``data`` (a model file) with its header edited by ``edit(dict)`` or replaced by ``text``."""
-    members = members_of(data)
-    if text is None:
-        header = json.loads(np.load(io.BytesIO(members["header.npy"])).tobytes())
-        edit(header)
-        text = json.dumps(header)
-    members["header.npy"] = npy(np.frombuffer(text.encode(), dtype=np.uint8))
-    return archive(members)
 
 
 @pytest.fixture
@@ -155,12 +124,7 @@ def test_declared_compressed_size_must_fit_the_file(extra, words):
 
 def test_deflated_member_claiming_more_than_deflate_can_expand():
     model = make_model()
-    members = members_of(model.to_bytes())
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, raw in members.items():
-            zf.writestr(name, raw)
-    data = buf.getvalue()
+    data = archive(members(model.to_bytes()), zipfile.ZIP_DEFLATED)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         info = zf.getinfo("params.npy")
     bad = _patch_central_directory(data, "params.npy", 24,

@@ -34,30 +34,38 @@ def trained(layers, optimizer, dtype, steps=2, seed=0):
     return model
 
 
+# -- helpers shared with tests/test_io_fuzz.py and tests/test_io_safety.py ------------------
 def members(data):
+    """The members of the model file ``data``: {name: raw bytes}."""
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         return {i.filename: zf.read(i) for i in zf.infolist()}
 
 
 def archive(parts, compression=zipfile.ZIP_STORED):
+    """A ZIP (valid CRCs) of ``parts``: {name: raw bytes}."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=compression) as zf:
-        for name, raw in parts.items():
-            zf.writestr(name, raw)
+        for name, raw in parts.items():  # a fixed date, as numpy.savez: reproducible bytes
+            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), raw,
+                        compress_type=compression)
     return buf.getvalue()
 
 
 def npy(arr):
+    """``arr`` as the bytes of a ``.npy`` file."""
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.asanyarray(arr), allow_pickle=False)
     return buf.getvalue()
 
 
 def header_of(parts):
+    """The decoded JSON header of a model file's ``parts``."""
     return json.loads(np.load(io.BytesIO(parts["header.npy"])).tobytes())
 
 
 def with_header(data, edit=None, text=None):
+    """``data`` (a model file) with its header edited by ``edit(dict)`` or replaced by
+    ``text``, re-packed with valid CRCs."""
     parts = members(data)
     if text is None:
         h = header_of(parts)
