@@ -246,3 +246,10 @@ def test_exported_names():
     assert fp.from_bytes is fp.io.from_bytes and "from_bytes" in fp.__all__
     assert callable(Sequential.to_bytes)
     assert os.path.basename(fp.io.__file__) == "io.py"
+
+
+def test_bytes_naming_a_file_get_a_hint(model, tmp_path):
+    model.save(tmp_path / "m.fpz")
+    with pytest.raises(ValueError, match="pass the name as a str"):
+        fp.load(os.fsencode(tmp_path / "m.fpz"))
+    np.testing.assert_array_equal(fp.load(str(tmp_path / "m.fpz")).params, model.params)

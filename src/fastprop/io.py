@@ -198,7 +198,14 @@ def load(path):
     parameter count before any layer is built.
     """
     if isinstance(path, (bytes, bytearray, memoryview)):
-        return from_bytes(path)
+        try:
+            return from_bytes(path)
+        except ValueError as exc:
+            if len(path) < 4096 and bytes(path[:2]) != b"PK" and os.path.isfile(bytes(path)):
+                raise ValueError(f"{exc}; bytes are read as the contents of a model file: to "
+                                 f"load the file named {os.fsdecode(bytes(path))!r}, pass "
+                                 f"the name as a str") from None
+            raise
     if _is_stream(path, "read"):
         return _read(_io.BytesIO(_read_stream(path)), "cannot load model from file object "
                                                         f"{_describe(path)}")
