@@ -134,6 +134,19 @@ def test_deflated_member_claiming_more_than_deflate_can_expand():
     np.testing.assert_array_equal(fp.from_bytes(data).params, model.params)
 
 
+@pytest.mark.parametrize("member", ["header.npy", "params.npy"])
+@pytest.mark.parametrize("broken", [b"(", b"((", b"'''", b"\\"])
+def test_npy_header_that_numpy_cannot_tokenize(member, broken):
+    """Found by the fuzz target: a damaged .npy header made numpy raise tokenize.TokenError
+    (it is parsed before the member's CRC is checked)."""
+    parts = members(make_model().to_bytes())
+    raw = parts[member]
+    at = raw.index(b"), }") + 2
+    parts[member] = raw[:at] + broken + raw[at + len(broken):]  # same length, valid CRC
+    with pytest.raises(ValueError, match="not a valid .npy"):
+        fp.from_bytes(archive(parts))
+
+
 @pytest.mark.parametrize("t, ok", [(2**63 - 1, False), (2**53 + 1, False), (2**53, True)])
 def test_step_count_bounded_so_training_cannot_overflow(t, ok):
     model = make_model()

@@ -770,8 +770,10 @@ def _check_member(zf, info, descr, shape, where, max_bytes=None):
                 got_shape, fortran, got_dtype = _npy.read_array_header_2_0(m)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except ValueError as exc:
-            raise _fail(where, f"member {name} is not a valid .npy array ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and
+            # tokenize (SyntaxError, tokenize.TokenError, ...); read before the CRC is checked
+            raise _fail(where, f"member {name} is not a valid .npy array "
+                               f"({type(exc).__name__}: {exc})") from None
         offset = m.tell()
     if got_dtype.str != descr or got_dtype.hasobject:
         raise _fail(where, f"member {name} has dtype {got_dtype.str!r}, expected {descr!r}")
