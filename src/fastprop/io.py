@@ -770,6 +770,8 @@ def _check_member(zf, info, descr, shape, where, max_bytes=None):
                 got_shape, fortran, got_dtype = _npy.read_array_header_2_0(m)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+            raise  # damage the archive reader found (a CRC, say): the caller's _reading
         except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and
             # tokenize (SyntaxError, tokenize.TokenError, ...); read before the CRC is checked
             raise _fail(where, f"member {name} is not a valid .npy array "
