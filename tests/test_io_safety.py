@@ -5,6 +5,7 @@ read (never blocking on a FIFO); saves follow symlinks, refuse special files and
 recognizable temp files that the next save removes.
 """
 import io
+import json
 import os
 import re
 import stat
@@ -343,3 +344,19 @@ def test_next_save_removes_leftovers_of_dead_processes_only(tmp_path):
     assert names["dead"] not in left
     assert {names[k] for k in ("alive", "mine", "other_file", "not_ours")} <= left
     fp.load(tmp_path / "m.fpz")
+
+
+def test_nesting_counted_after_an_escaped_backslash():
+    """``"\\\\"`` ends its string: the brackets after it count (a parser that took the quote
+    as escaped would skip them)."""
+    text = '{"format": "fastprop-model", "a": "x\\\\", "b": ' + "[" * 40 + "]" * 40 + "}"
+    assert json.loads(text)["a"] == "x\\"
+    with pytest.raises(ValueError, match="nests 41"):
+        fp.from_bytes(with_header(make_model().to_bytes(), text=text))
+
+
+def test_unterminated_string_of_escaped_quotes_is_rejected():
+    """A regex skipping strings backtracked quadratically on this (hours for 8 MB)."""
+    text = '{"format": "' + '\\"' * 300_000
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fp.from_bytes(with_header(make_model().to_bytes(), text=text))
