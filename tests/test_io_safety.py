@@ -224,6 +224,9 @@ def test_empty_paths_are_value_errors(tmp_path, monkeypatch):
         fp.load("")
     with pytest.raises(ValueError, match="path"):
         model.save("")
+    missing = os.path.join("no", "such", "m.fpz")
+    with pytest.raises(FileNotFoundError, match=r"save model to 'no/such/m.fpz'.*directory"):
+        model.save(missing)
     assert os.listdir(tmp_path) == []
 
 

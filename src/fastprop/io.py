@@ -141,7 +141,11 @@ def save(model, path):
     header, members = _collect(model)
     directory, name = os.path.split(target)
     _remove_leftovers(directory, name)
-    fd, tmp = _create_temp(directory, name)
+    try:
+        fd, tmp = _create_temp(directory, name)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"cannot save model to {path!r}: the directory "
+                                f"{directory!r} does not exist") from None
     try:
         with os.fdopen(fd, "wb") as f:
             _set_mode(f.fileno(), target)
