@@ -138,8 +138,8 @@ def test_deflated_member_claiming_more_than_deflate_can_expand():
 @pytest.mark.parametrize("member", ["header.npy", "params.npy"])
 @pytest.mark.parametrize("broken", [b"(", b"((", b"'''", b"\\"])
 def test_npy_header_that_numpy_cannot_tokenize(member, broken):
-    """Found by the fuzz target: a damaged .npy header made numpy raise tokenize.TokenError
-    (it is parsed before the member's CRC is checked)."""
+    """numpy parses a .npy header with ast / tokenize, before the member's CRC is checked:
+    whatever they raise on damage must come out as ValueError."""
     parts = members(make_model().to_bytes())
     raw = parts[member]
     at = raw.index(b"), }") + 2
@@ -359,7 +359,8 @@ def test_nesting_counted_after_an_escaped_backslash():
 
 
 def test_unterminated_string_of_escaped_quotes_is_rejected():
-    """A regex skipping strings backtracked quadratically on this (hours for 8 MB)."""
+    """The depth pre-check runs before any parse, so it must stay linear on invalid JSON such
+    as this (a backtracking string regex is quadratic here: hours for an 8 MB header)."""
     text = '{"format": "' + '\\"' * 300_000
     with pytest.raises(ValueError, match="not valid JSON"):
         fp.from_bytes(with_header(make_model().to_bytes(), text=text))
