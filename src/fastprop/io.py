@@ -52,14 +52,12 @@ deliberately edited file that is still consistent loads. Never loading pickle is
 an untrusted file safe to open.
 """
 import contextlib
-import errno
 import hashlib
 import io as _io
 import json
 import math
 import os
 import re
-import secrets
 import stat
 import zipfile
 import zlib
@@ -68,6 +66,7 @@ import numpy as np
 from numpy.lib import format as _npy
 
 from fastprop import _validation as V
+from fastprop._files import atomic_target, atomic_write, file_kind
 from fastprop._version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_HEADER_BYTES", "save", "load", "to_bytes",
@@ -86,8 +85,6 @@ _MODEL_DTYPES = ("float32", "float64")
 _T_MAX = 2**53  # exact in float64; so far below 2**63 that counting on cannot overflow
 _MAX_JSON_DEPTH = 32  # a saved header nests 5 deep
 _CHUNK = 16 * 2**20
-_TMP_TAG = ".fastprop-tmp-"
-_TMP_TAIL = re.compile(r"([0-9]{1,10})-[0-9a-f]{16}\Z")
 # deflate expands at most 1032-fold; a member declaring more is a bomb or a lie
 _DEFLATE_MAX_RATIO = 1032
 _MAX_NPY_HEADER = 10000  # numpy's own default limit on a .npy header
@@ -137,29 +134,9 @@ def save(model, path):
         _write_stream(path, to_bytes(model))
         return
     path = _as_path(path)
-    target = _save_target(path)
+    target = atomic_target(path, "model")
     header, members = _collect(model)
-    directory, name = os.path.split(target)
-    _remove_leftovers(directory, name)
-    try:
-        fd, tmp = _create_temp(directory, name)
-    except FileNotFoundError:
-        raise FileNotFoundError(errno.ENOENT, f"cannot save model to {path!r}: the directory "
-                                f"{directory!r} does not exist") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _set_mode(f.fileno(), target)
-            _write(f, header, members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    atomic_write(target, lambda f: _write(f, header, members), path, "model")
 
 
 def load(path):
@@ -322,87 +299,6 @@ def _read_stream(f):
         chunks.append(bytes(chunk))
 
 
-def _save_target(path):
-    """The file ``save`` replaces: ``path`` with every symlink resolved; refuse what is not
-    (or would not become) a regular file."""
-    if not path:
-        raise ValueError("path must not be empty")
-    where = f"cannot save model to {path!r}"
-    target = os.path.realpath(path)
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        return target  # a new file (a missing directory fails when the temp file is created)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ValueError(f"{where}: symbolic link loop") from None
-        raise
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{where}: {_kind(st.st_mode)}" + (
-            f" (the link's target {target!r})" if target != os.path.abspath(path) else ""))
-    return target
-
-
-def _kind(mode):
-    if stat.S_ISDIR(mode):
-        return "it is a directory"
-    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return f"it is not a regular file but {what}"
-    return "it is not a regular file"
-
-
-def _temp_prefix(name):
-    """``.<name>.fastprop-tmp-``, with ``name`` shortened so the temp name fits NAME_MAX."""
-    while len(os.fsencode(name)) > 180:
-        name = name[:-1]
-    return f".{name}{_TMP_TAG}"
-
-
-def _create_temp(directory, name):
-    """Create ``.<name>.fastprop-tmp-<pid>-<16 hex>`` exclusively (mode 0600); (fd, path)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(
-        os, "O_BINARY", 0)
-    prefix = _temp_prefix(name)
-    for _ in range(100):
-        tmp = os.path.join(directory, f"{prefix}{os.getpid()}-{secrets.token_hex(8)}")
-        try:
-            return os.open(tmp, flags, 0o600), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot create a temporary file beside {name!r} in {directory!r}")
-
-
-def _remove_leftovers(directory, name):
-    """Remove temp files of earlier saves to ``name`` whose process is gone (killed saves)."""
-    if os.name != "posix":  # os.kill(pid, 0) probes only on POSIX
-        return
-    prefix = _temp_prefix(name)
-    try:
-        entries = [e.name for e in os.scandir(directory) if e.name.startswith(prefix)]
-    except OSError:
-        return
-    for entry in entries:
-        m = _TMP_TAIL.match(entry, len(prefix))
-        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
-            continue
-        try:
-            os.unlink(os.path.join(directory, entry))
-        except OSError:
-            pass
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):
-        return True  # exists but not ours (EPERM), or cannot tell: keep its file
-    return True
-
-
 def _le(dtype_name):
     """The little-endian dtype stored on disk for ``dtype_name``."""
     return np.dtype(dtype_name).newbyteorder("<")
@@ -486,44 +382,6 @@ def _write(f, header, members):
     np.savez(f, header=raw, **members)
 
 
-def _set_mode(fd, path):
-    """Give the temp file (mkstemp: 0600) the mode the destination has, or would have."""
-    if not hasattr(os, "fchmod"):
-        return
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = 0o666 & ~_umask()
-    os.fchmod(fd, mode)
-
-
-def _umask():
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory):
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- reading ---------------------------------------------------------------------------------
 def _exact_keys(found, expected, where, missing_msg, extra_msg):
     """Raise _fail unless the key set ``found`` is exactly ``expected``."""
@@ -571,14 +429,14 @@ def _open_regular(path, where):
     """
     st = os.stat(path)  # FileNotFoundError for a missing file, as open would raise
     if not stat.S_ISREG(st.st_mode):
-        raise _fail(where, _kind(st.st_mode))
+        raise _fail(where, file_kind(st.st_mode))
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(
         os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise _fail(where, _kind(mode))
+            raise _fail(where, file_kind(mode))
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
