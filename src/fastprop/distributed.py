@@ -2,12 +2,9 @@
 
 Every rank holds the whole model and its own shard of the data. A step is: the compiled
 gradients-only pass on the local batch with the *global* normalizer (the sum of the weights of
-the step's samples over all ranks), one ``Allreduce`` (sum) of the flat gradient buffer in
-place, then one of three numbers (the batch loss, the correct count and an error flag), then
-the compiled update on every rank. (The three numbers ride in a call of their own: appending
-them to the gradient buffer needs a copy of the gradients in and out of a longer buffer, which
-was measured to cost more than the second, already synchronized, call.) Summing the shards'
-gradients then gives the gradient of the global batch: each sample's
+the step's samples over all ranks), one ``Allreduce`` (sum) of the flat gradient buffer with the
+batch loss, the correct count and an error flag appended, then the compiled update on every
+rank. Summing the shards' gradients then gives the gradient of the global batch: each sample's
 term is scaled by the same ``1 / sum_i w_i`` as in one process, so only the summation order
 differs (the alternative, each rank normalizing by its own weight sum and the sum being
 rescaled by ``s_r / S`` after the allreduce, adds a rounding per rank and per parameter). The
@@ -31,6 +28,7 @@ data.
 """
 import json
 import numbers
+import time
 import warnings
 import zlib
 
@@ -166,47 +164,55 @@ def broadcast_state(model, comm):
 
 
 # -- one step ---------------------------------------------------------------------------------
-class _Stepper:
-    """The distributed step of one model: gradients, the Allreduce of the gradient buffer in
-    place plus a 3-value one (batch loss, correct count, error flag), update.
+#: How a rank waits for the step's allreduce: it polls the request, spinning for SPIN_SECONDS,
+#: then sleeping NAP_SECONDS between polls. Open MPI's blocking Allreduce spins on the CPU: on a
+#: loaded machine a waiting rank then holds its core until the scheduler takes it away, and the
+#: two ranks meet a scheduler slice late. Measured on a 2-core machine shared with other work
+#: (load average 9), medium net, 64 samples per rank: a step took 40 ms with the blocking
+#: Allreduce and 10-12 ms with this wait (spin 0 to 1e-4 s, naps 1e-5 to 2e-4 s: all alike);
+#: the spin keeps the idle-machine latency of a quick rendezvous.
+SPIN_SECONDS = 5e-4
+NAP_SECONDS = 5e-5
 
-    Both are blocking ``Allreduce`` calls. Measured (benchmarks/README.md, "scale"), medium net,
-    2 ranks on a loaded 2-core machine: polling an ``Iallreduce`` with short sleeps took 490 us
-    for the 1 MB buffer where the blocking call took 250 us (Open MPI's non-blocking collectives
-    advance only inside ``Test`` / ``Wait``, so every nap stalls the pipelined rounds; ``Wait``
-    alone took 13-15 ms); and reducing ``model.grads`` in place, with the 3 scalars in a second
-    small call right after (the ranks are then in step, so it costs a few us), took 220 us
-    where copying the gradients into a buffer with the scalars appended and back took 400 us.
-    """
+
+def _wait(request):
+    start = time.perf_counter()
+    while not request.Test():
+        if time.perf_counter() - start > SPIN_SECONDS:
+            time.sleep(NAP_SECONDS)
+
+
+class _Stepper:
+    """The distributed step of one model: gradients, one Allreduce, update."""
 
     def __init__(self, model, comm):
         self.model, self.comm = model, comm
         self.n = model.n_params
-        self.dtype = model.dtype
-        self.small = np.empty(3)          # batch loss, correct count, error flag
+        # the gradient buffer with the batch loss, the correct count and an error flag appended
+        self.buf = np.empty(self.n + 3, dtype=model.dtype)
         self.MPI = _mpi()
 
     def run(self, X, y_dense, labels, w, idx, normalizer, t):
         """One step at optimizer step ``t``; returns (global loss, global correct count,
         refused). ``idx`` (int64, maybe empty) picks this rank's rows."""
-        model, engine, small, MPI = self.model, self.model._engine, self.small, self.MPI
+        model, engine, n, buf = self.model, self.model._engine, self.n, self.buf
         err = None
         try:
-            small[0] = engine.compute_gradients(X, y_dense, labels, w, idx, normalizer)
-            small[1], small[2] = engine.last_correct, 0
+            loss = engine.compute_gradients(X, y_dense, labels, w, idx, normalizer)
+            buf[:n] = model.grads
+            buf[n], buf[n + 1], buf[n + 2] = loss, engine.last_correct, 0
         except Exception as exc:        # shared through the flag, re-raised below
             err = exc
-            model.grads[...] = 0
-            small[:] = (0, 0, 1)
-        # every rank makes both calls, whatever happened above: no rank is left waiting
-        self.comm.Allreduce(MPI.IN_PLACE, model.grads, op=MPI.SUM)
-        self.comm.Allreduce(MPI.IN_PLACE, small, op=MPI.SUM)
-        if small[2] != 0:
+            buf[:n + 2] = 0
+            buf[n + 2] = 1
+        _wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM))
+        if buf[n + 2] != 0:
             if err is not None:
                 raise err
-            raise _RemoteError(f"{int(small[2])} other rank(s) failed in training step {t}; "
+            raise _RemoteError(f"{int(buf[n + 2])} other rank(s) failed in training step {t}; "
                                f"see their error")
-        loss, correct = float(small[0]), float(small[1])
+        model.grads[...] = buf[:n]
+        loss, correct = float(buf[n]), float(buf[n + 1])
         refused = not np.isfinite(loss)
         if not refused:
             kind, hyper, s1, s2, s3 = model._opt_args()
@@ -219,7 +225,7 @@ def _stepper(model, comm, synced=False):
     caller just did) on first use."""
     st = model.__dict__.get("_mpi_stepper")
     if st is None or st.comm is not comm or st.n != model.n_params or \
-            st.dtype != model.dtype:
+            st.buf.dtype != model.dtype:
         if not synced:
             broadcast_state(model, comm)
         st = _Stepper(model, comm)
