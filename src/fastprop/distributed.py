@@ -96,7 +96,10 @@ def shard(n_samples, comm):
 #: two ranks meet a scheduler slice late. Measured on a 2-core machine shared with other work
 #: (load average 9), medium net, 64 samples per rank: a step took 40 ms with the blocking
 #: Allreduce and 10-12 ms with this wait (spin 0 to 1e-4 s, naps 1e-5 to 2e-4 s: all alike);
-#: the spin keeps the idle-machine latency of a quick rendezvous.
+#: the spin keeps the idle-machine latency of a quick rendezvous. Re-measured interleaved in
+#: single launches at load 4-6 (benchmarks/README.md, "scale"): whole 2-rank steps with the
+#: blocking Allreduce ran 0.27-0.67x as fast as with this wait; spins of 0 / 0.5 / 2 ms and
+#: naps of 0.05 / 0.2 ms within 0.9-1.1x of each other, 1 ms naps 0.82-0.87x.
 SPIN_SECONDS = 5e-4
 NAP_SECONDS = 5e-5
 
@@ -112,8 +115,8 @@ def _wait(request):
 def _allgather(comm, obj):
     """``comm.allgather(obj)`` (pickled objects), the ranks first meeting in an ``Ibarrier``
     waited on by :func:`_wait`: mpi4py's object collectives are blocking, and a rank spinning
-    in one while the other is descheduled loses a scheduler slice on a loaded machine (the
-    per-epoch agreements of ``fit`` took 10-20 ms each that way)."""
+    in one while the other is descheduled loses a scheduler slice on a loaded machine (in one
+    profile of ``fit`` on 2 ranks at load 5, its agreements took 20 ms each that way)."""
     _wait(comm.Ibarrier())
     return comm.allgather(obj)
 
