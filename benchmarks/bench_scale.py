@@ -1,6 +1,6 @@
 """Data-parallel scaling: samples/s of the medium net on 1 process and on 2 MPI ranks.
 
-    python benchmarks/bench_scale.py [--rounds 3] [--repeats 5] [--no-torch]
+    python benchmarks/bench_scale.py [--rounds 3] [--repeats 5] [--no-torch] [--bind-to none,core]
 
 The medium net (784-256-256-10, ReLU, softmax cross-entropy, plain SGD, float32) trained at
 global batch 128 and 512: fastprop ``train_step`` in one process, fastprop
