@@ -929,10 +929,18 @@ class Sequential:
 
     def save(self, path):
         """Save architecture, parameters, optimizer state and RNG state to one file (no pickle;
-        written atomically). Load it with :func:`fastprop.load`."""
+        written atomically). ``path`` is a path (a symlink saves to its target) or a binary
+        file object. Load it with :func:`fastprop.load`; see :func:`fastprop.io.save`."""
         from fastprop import io
         with self._lock:
             io.save(self, path)
+
+    def to_bytes(self):
+        """The model file :meth:`save` writes, as ``bytes``; :func:`fastprop.from_bytes`
+        reads it back."""
+        from fastprop import io
+        with self._lock:
+            return io.to_bytes(self)
 
     # pickle and deepcopy go through the model file format (no pickled code or objects) and
     # carry the one runtime setting the file does not hold, n_threads
