@@ -196,3 +196,19 @@ def test_schedule_config_round_trip_and_bad_position():
         seq.milestones = [2]
     opt.reset()
     assert (opt.epoch, opt.iteration) == (0, 0)
+
+
+def test_distributed_fit_continues_the_schedule_and_refuses_the_rest():
+    MPI = pytest.importorskip("mpi4py.MPI")
+    X, y = _data()
+    a, b = _model(O.StepLR(2, 0.5)), _model(O.StepLR(2, 0.5))
+    a.fit(X, y, epochs=2, batch_size=16, verbose=0, comm=MPI.COMM_SELF)
+    h = a.fit(X, y, epochs=2, batch_size=16, verbose=0, comm=MPI.COMM_SELF)
+    hb = b.fit(X, y, epochs=4, batch_size=16, verbose=0)
+    assert a.optimizer.epoch == 4 and h.history["lr"] == hb.history["lr"][2:]
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
+    c = _model(O.LinearLR())
+    for kw in (dict(class_weight="balanced"), dict(initial_epoch=0), {}):
+        with pytest.raises(ValueError, match="not supported with comm"):
+            c.fit(X, y, epochs=1, verbose=0, comm=MPI.COMM_SELF, **kw)
+    assert c.optimizer.t == 0
