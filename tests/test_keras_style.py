@@ -231,3 +231,14 @@ def test_class_weight_needs_a_classifier():
     m = _reg()
     with pytest.raises(ValueError, match="class_weight"):
         m.fit(X, np.zeros((90, 2)), verbose=0, class_weight={0: 1.0})
+
+
+def test_callbacks_monitor_compiled_metrics():
+    X, y = _data()
+    m = _clf(metrics=["mse"])
+    stop = fp.callbacks.EarlyStopping(monitor="val_mse", patience=0, min_delta=1.0)
+    h = m.fit(X, y, epochs=5, verbose=0, validation_split=0.2, callbacks=[stop])
+    assert len(h.history["val_mse"]) == 2          # no improvement by 1.0: stops after epoch 2
+    with pytest.raises(ValueError, match="val_mae"):  # not compiled: refused before training
+        _clf(metrics=["mse"]).fit(X, y, verbose=0, validation_split=0.2,
+                                  callbacks=[fp.callbacks.EarlyStopping(monitor="val_mae")])

@@ -792,10 +792,10 @@ class Sequential:
             order = np.arange(n, dtype=np.int64)
             sizes = np.minimum(batch_size, n - np.arange(steps) * batch_size).astype(float)
             err_sums = np.zeros((steps, 2))   # each batch's sum |a - y|, sum (a - y)^2
-            if initial_epoch is not None:     # the schedule's position: epoch initial_epoch
-                opt.epoch, opt.iteration = first, first * steps
             try:
                 cbs.on_train_begin()
+                if initial_epoch is not None:     # the schedule's position: epoch initial_epoch
+                    opt.epoch, opt.iteration = first, first * steps
                 for epoch in range(first, epochs):
                     opt.schedule_epoch(opt.epoch)
                     cbs.on_epoch_begin(epoch)
