@@ -468,7 +468,8 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
         try:
             _agree(comm, cbs.on_train_begin)
             for epoch in range(epochs):
-                model.optimizer.schedule_epoch(epoch)
+                # the schedule continues from the optimizer's position, as in Sequential.fit
+                model.optimizer.schedule_epoch(model.optimizer.epoch)
                 _agree(comm, cbs.on_epoch_begin, epoch)
                 if shuffle:
                     order = model._permutation(n)
@@ -499,6 +500,7 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
                             break
                     else:
                         cbs.on_train_batch_end(b, logs)
+                model.optimizer.epoch += 1
                 seen = float(sizes[:done].sum())
                 logs = {"loss": float(losses[:done] @ sizes[:done]) / seen}
                 if model.is_classifier:
