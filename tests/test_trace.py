@@ -57,7 +57,7 @@ def test_trace_equals_the_textbook_path(hidden, out_act, loss, weighted, dtype):
 
     model.forward(X, training=False)
     model.backward(y, sample_weight=w)
-    assert tr.loss == pytest.approx(model.last_loss, rel=10 * np.finfo(dtype).eps)
+    assert tr.loss == pytest.approx(model.last_loss, rel=10 * float(np.finfo(dtype).eps))
     dense_traces = [t for t in tr.layers if t.kind == "Dense"]
     for t, layer, (z, a) in zip(dense_traces, _dense(model), model.caches):
         assert t.z.dtype == dtype and t.dW.dtype == dtype

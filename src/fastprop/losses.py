@@ -34,6 +34,7 @@ ALIASES = {
     "mean_absolute_error": "mae",
     "ce": "cross_entropy",
     "categorical_crossentropy": "cross_entropy",
+    "sparse_categorical_crossentropy": "cross_entropy",   # integer labels: accepted as well
     "bce": "binary_cross_entropy",
     "binary_crossentropy": "binary_cross_entropy",
 }
@@ -51,6 +52,7 @@ __all__ = [
     "check_loss_activation",
     "prepare_targets",
     "prepare_sample_weight",
+    "class_weight_vector",
 ]
 
 
@@ -246,3 +248,66 @@ def prepare_sample_weight(sample_weight, n, dtype, name="sample_weight"):
     if not out.sum(dtype=np.float64) > 0:
         raise ValueError(f"{name} must have a positive sum (at least one weight > 0)")
     return out
+
+
+def class_weight_vector(class_weight, loss, y_dense, labels, n_out, dtype, name="class_weight"):
+    """Per-sample weights ``class_weight[label of each sample]`` for a classification loss.
+
+    Parameters
+    ----------
+    class_weight : dict of int to float, or "balanced"
+        Weights of the classes: labels 0 .. n_out - 1 for ``cross_entropy`` (arg-max of
+        probability rows), 0 / 1 for a one-output ``binary_cross_entropy`` (target > 0.5);
+        labels not in the dict weigh 1. ``"balanced"``: ``n_samples / (n_classes *
+        count(label))`` over the labels present, as scikit-learn's ``compute_class_weight``.
+    loss : str
+        Canonical loss name.
+    y_dense : ndarray (n, n_out) or None
+    labels : ndarray (n,) of int64 or None
+        The targets as :func:`prepare_targets` gives them.
+    n_out : int
+        The model's output width.
+    dtype : numpy dtype
+
+    Returns
+    -------
+    ndarray (n,) of ``dtype``
+
+    Raises
+    ------
+    ValueError
+        A regression or multi-label loss; a label outside the model's classes (named); a
+        negative or non-finite weight.
+    TypeError
+        ``class_weight`` neither a dict nor "balanced", or a key not an integer.
+    """
+    if loss == "cross_entropy":
+        n_classes = n_out
+        y = labels if labels is not None else np.argmax(y_dense, axis=1)
+    elif loss == "binary_cross_entropy" and n_out == 1:
+        n_classes, y = 2, (y_dense[:, 0] > 0.5).astype(np.int64)
+    else:
+        raise ValueError(f"{name} needs a single-label classification loss (cross_entropy, "
+                         f"or binary_cross_entropy with one output), not {loss!r} with "
+                         f"{n_out} outputs")
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"{name} must be a dict or 'balanced', got {class_weight!r}")
+        counts = np.bincount(y, minlength=n_classes)
+        present = counts > 0
+        table = np.ones(n_classes)
+        table[present] = y.size / (np.count_nonzero(present) * counts[present])
+    elif isinstance(class_weight, dict):
+        table = np.ones(n_classes)
+        for key, value in class_weight.items():
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+                raise TypeError(f"{name} keys must be integer labels, got {key!r}")
+            if not 0 <= key < n_classes:
+                raise ValueError(f"{name} names the label {key}, which is not a class of "
+                                 f"this model (labels 0 .. {table.size - 1})")
+            v = V.check_real(value, f"{name}[{key}]", low=0.0)
+            table[key] = v
+    else:
+        raise TypeError(f"{name} must be a dict of label -> weight or 'balanced', got "
+                        f"{type(class_weight).__name__}")
+    return table[y].astype(dtype)

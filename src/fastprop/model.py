@@ -25,8 +25,9 @@ from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
 from fastprop.layers import LAYERS, Activation, Dense, Dropout, Layer
-from fastprop.losses import (canonical_loss, check_loss_activation, is_classification,
-                             loss_code, prepare_sample_weight, prepare_targets)
+from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
+                             is_classification, loss_code, prepare_sample_weight,
+                             prepare_targets)
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
@@ -109,6 +110,42 @@ def _own(*arrays):
     return tuple(None if a is None else a.copy() for a in arrays)
 
 
+#: metric names (and aliases) that compile / Sequential(metrics=) accept
+_METRICS = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae",
+            "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
+
+
+def _check_metrics(metrics, loss, name="metrics"):
+    """``metrics`` (a list of names, or None) as a tuple of canonical names, checked."""
+    if metrics is None:
+        return ()
+    if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        raise TypeError(f"{name} must be a list of metric names, got {type(metrics).__name__}")
+    out = []
+    for i, m in enumerate(metrics):
+        if not isinstance(m, str):
+            raise TypeError(f"{name}[{i}] must be a metric name, got {type(m).__name__}")
+        key = _METRICS.get(m.lower())
+        if key is None:
+            raise ValueError(f"{name}[{i}] must be one of {', '.join(_METRICS)}; got {m!r}")
+        if key == "accuracy" and not is_classification(loss):
+            raise ValueError(f"{name}[{i}] 'accuracy' needs a classification loss "
+                             f"(cross_entropy, binary_cross_entropy), not {loss!r}")
+        if key not in out:
+            out.append(key)
+    return tuple(out)
+
+
+def _error_sums(a, y_dense, labels):
+    """(sum |a - y|, sum (a - y)^2, number of values) of outputs ``a`` against the dense
+    targets (one-hot rows of integer labels)."""
+    if y_dense is None:
+        y_dense = np.zeros_like(a)
+        y_dense[np.arange(a.shape[0]), labels] = 1
+    d = np.asarray(a, dtype=np.float64) - y_dense
+    return float(np.abs(d).sum()), float(np.einsum("ij,ij->", d, d)), d.size
+
+
 def _default_loss(activation):
     return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation, "mse")
 
@@ -127,7 +164,10 @@ class Sequential:
         plan is built from them).
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
-        ``binary_cross_entropy`` (sigmoid output). Default: ``cross_entropy`` for a softmax
+        ``binary_cross_entropy`` (sigmoid output), or an alias (Keras' ``mean_squared_error``,
+        ``mean_absolute_error``, ``categorical_crossentropy``,
+        ``sparse_categorical_crossentropy``, ``binary_crossentropy``; see
+        ``fastprop.losses.ALIASES``). Default: ``cross_entropy`` for a softmax
         output, ``binary_cross_entropy`` for a sigmoid output, ``mse`` otherwise.
     optimizer : Optimizer or str, default ``fastprop.optim.Adam()``
     dtype : {"float32", "float64"}, default "float32"
@@ -136,6 +176,9 @@ class Sequential:
         weights) give the same training run.
     n_threads : int, optional
         BLAS threads for this model's large layers (see :attr:`n_threads`).
+    metrics : list of str, optional
+        Extra metrics reported by ``fit`` (History) and ``evaluate``: ``accuracy``
+        (classification losses report it anyway), ``mae``, ``mse`` (see :meth:`compile`).
 
     Examples
     --------
@@ -151,12 +194,13 @@ class Sequential:
     """
 
     def __init__(self, layers, loss=None, optimizer=None, dtype="float32", seed=None,
-                 n_threads=None):
+                 n_threads=None, metrics=None):
         layers, dense, acts = _compile_layers(layers)
         self._dtype = V.as_dtype(dtype)
         out_act = acts[-1]
         self._loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
         check_loss_activation(self.loss, out_act)
+        self._metrics = _check_metrics(metrics, self._loss)
         opt = get_optimizer(optimizer if optimizer is not None else "adam")
         opt._attach(self)     # before anything else: an optimizer of another model is refused
         try:
@@ -221,17 +265,23 @@ class Sequential:
         self._offsets = offsets
         self._drops = drops
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
-        self._engine = _engine.Engine(
-            [d.n_in for d in dense], [d.n_out for d in dense],
-            [ACTIVATIONS[a] for a in acts], drops,
-            [o[0] for o in offsets], [o[1] for o in offsets], loss_code(self.loss),
-            self.params, self.grads, rng, V.check_alloc)
+        self._engine = self._make_engine(self.loss, rng)
         self.optimizer._setup(self.n_params, self.dtype)
         self.n_threads = n_threads
         self._lock = threading.RLock()
         self._fwd = None          # (X, n, training) of the last textbook forward
         self.stop_training = False
         self.history = None
+
+    def _make_engine(self, loss, rng):
+        """The compiled plan of these layers with ``loss`` (canonical, checked) and the
+        dropout stream at ``rng``."""
+        dense, offsets = self._dense, self._offsets
+        return _engine.Engine(
+            [d.n_in for d in dense], [d.n_out for d in dense],
+            [ACTIVATIONS[a] for a in self._acts], self._drops,
+            [o[0] for o in offsets], [o[1] for o in offsets], loss_code(loss),
+            self.params, self.grads, rng, V.check_alloc)
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -243,6 +293,51 @@ class Sequential:
     layers = _fixed("layers", "The layers, a tuple (read-only: the plan is built from them).")
     state = _fixed("state", "The flat buffer of every layer's non-trainable state buffers "
                             "(read-only attribute; empty for Dense / Dropout / Activation).")
+    metrics = _fixed("metrics", "The extra metric names, a tuple (set by compile).")
+
+    def compile(self, optimizer=None, loss=None, metrics=None):
+        """Set the optimizer, the loss and the metrics, as Keras' ``model.compile``.
+
+        Parameters
+        ----------
+        optimizer : Optimizer or str, optional
+            ``"adam"``, ``"sgd"``, ``"rmsprop"``, ``"adagrad"``, ``"adamw"`` (a fresh one with
+            torch's defaults) or an Optimizer, which this model then owns (as the
+            :attr:`optimizer` setter does). None keeps the current one.
+        loss : str, optional
+            A loss name or alias (as for the constructor); it must suit the output activation.
+            The compiled plan is rebuilt for it (weights, optimizer state and the dropout
+            stream kept). None keeps the current one.
+        metrics : list of str, optional
+            ``accuracy`` (``acc``), ``mae`` (``mean_absolute_error``), ``mse``
+            (``mean_squared_error``). ``fit`` reports each per epoch in its History (running
+            mean over the epoch's batches, like ``loss``; ``val_<name>`` on the validation
+            data) and ``evaluate`` in its dict. ``mae`` / ``mse`` compare the outputs
+            (probabilities for softmax / sigmoid) with the targets (one-hot rows for integer
+            labels), unweighted. Accuracy needs a classification loss (where it is always
+            reported). None keeps the current ones; ``[]`` removes them.
+
+        Returns
+        -------
+        self
+
+        Every argument is checked before anything changes: an unknown name raises
+        ``ValueError`` naming the argument, and the model stays as it was.
+        """
+        new_loss = self._loss if loss is None else canonical_loss(loss)
+        check_loss_activation(new_loss, self._acts[-1])
+        new_metrics = _check_metrics(self._metrics if metrics is None else metrics, new_loss)
+        opt = None if optimizer is None else get_optimizer(optimizer)
+        with self._lock:
+            engine = self._engine
+            if new_loss != self._loss:
+                engine = self._make_engine(new_loss, self._engine.rng_state)
+                engine.n_threads = self._engine.n_threads
+            if opt is not None:
+                self.optimizer = opt     # may refuse (another model's): nothing changed yet
+            self._engine, self._loss, self._metrics = engine, new_loss, new_metrics
+            self._fwd = None
+        return self
 
     @property
     def optimizer(self):
@@ -517,12 +612,28 @@ class Sequential:
         self._engine.predict(X, a, z)
         return z, a
 
-    def _score(self, X, y_dense, labels, w):
-        """(loss, accuracy or None) of validated arrays, in inference mode."""
+    def _score(self, X, y_dense, labels, w, outputs=False):
+        """(loss, accuracy or None) of validated arrays, in inference mode (and the outputs,
+        with ``outputs``)."""
         z, a = self._outputs(X)
         loss = _closs.loss_and_grad(loss_code(self.loss), ACTIVATIONS[self._acts[-1]],
                                     z, a, y_dense, labels, w)
-        return loss, self._accuracy(a, y_dense, labels)
+        acc = self._accuracy(a, y_dense, labels)
+        return (loss, acc, a) if outputs else (loss, acc)
+
+    def _scores(self, X, y_dense, labels, w, prefix=""):
+        """``{"loss", "accuracy" (classification), metrics...}`` of validated arrays in
+        inference mode, each key with ``prefix``."""
+        loss, acc, a = self._score(X, y_dense, labels, w, outputs=True)
+        out = {"loss": float(loss)}
+        if acc is not None:
+            out["accuracy"] = acc
+        if "mae" in self._metrics or "mse" in self._metrics:
+            abs_sum, sq_sum, count = _error_sums(a, y_dense, labels)
+            for name, total in (("mae", abs_sum), ("mse", sq_sum)):
+                if name in self._metrics:
+                    out[name] = total / count if count else float("nan")
+        return {prefix + k: v for k, v in out.items()}
 
     def _accuracy(self, a, y_dense, labels):
         if self.loss == "cross_entropy":
@@ -533,7 +644,8 @@ class Sequential:
         return None
 
     def evaluate(self, X, y, sample_weight=None, comm=None):
-        """Return ``{"loss": ...}`` plus ``"accuracy"`` for classification (inference mode).
+        """Return ``{"loss": ...}`` plus ``"accuracy"`` for classification and the compiled
+        metrics (``"mae"``, ``"mse"``; see :meth:`compile`), in inference mode.
 
         Accuracy is the fraction of samples whose arg-max output matches the label
         (cross-entropy) or of outputs on the right side of 0.5 (binary cross-entropy);
@@ -544,15 +656,12 @@ class Sequential:
             return distributed.evaluate(self, X, y, sample_weight, comm)
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
-        loss, acc = self._score(X, y_dense, labels, w)
-        out = {"loss": float(loss)}
-        if acc is not None:
-            out["accuracy"] = acc
-        return out
+        return self._scores(X, y_dense, labels, w)
 
     # -- training loop -----------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
-            validation_data=None, sample_weight=None, callbacks=None, verbose=1, comm=None):
+            validation_data=None, sample_weight=None, callbacks=None, verbose=1, comm=None,
+            class_weight=None, initial_epoch=None):
         """Train for ``epochs`` passes over (X, y) in minibatches.
 
         Parameters
@@ -586,13 +695,29 @@ class Sequential:
             decisions are the same everywhere; the progress bar, ``CSVLogger`` and
             ``ModelCheckpoint`` run on rank 0 only. An error on any rank (input, callback)
             raises on every rank. A CRC-32 of the parameters is compared across ranks after
-            every epoch.
+            every epoch. (``class_weight``, ``initial_epoch``, metrics and per-batch
+            schedules are not supported with ``comm``.)
+        class_weight : dict of int to float, or "balanced", optional
+            Weights of the classes (classification losses): each training sample's weight is
+            multiplied by its class's (labels missing from the dict weigh 1); ``"balanced"``
+            gives ``n / (n_classes * count(label))`` over the training samples, as
+            scikit-learn. Validation samples are not weighted by it (as in Keras). A label
+            that is not a class of the model, a negative or non-finite weight raise
+            ``ValueError``.
+        initial_epoch : int, optional
+            Keras' resume: run epochs ``initial_epoch`` .. ``epochs - 1`` (History and the
+            callbacks see these indices), the schedule positioned at epoch ``initial_epoch``
+            (``optimizer.epoch = initial_epoch``, ``optimizer.iteration = initial_epoch *
+            steps_per_epoch``). Must be in [0, epochs). None (default): the schedule continues
+            from the optimizer's position (``fit(3)`` then ``fit(3)`` trains as ``fit(6)``),
+            and ``epochs`` more epochs run, numbered from 0.
 
         Returns
         -------
         History
             ``history.history["loss"]`` etc.: per-epoch ``loss``, ``val_loss``, and
-            ``accuracy`` / ``val_accuracy`` for classification, and ``lr``. ``loss`` and
+            ``accuracy`` / ``val_accuracy`` for classification, the compiled metrics
+            (``mae`` / ``val_mae``, ...), and ``lr``. ``loss`` and
             ``accuracy`` are running means over the epoch's batches (each batch measured in
             its forward pass, before its update, with dropout active), as in Keras;
             ``val_*`` are measured after the epoch in inference mode.
@@ -617,6 +742,10 @@ class Sequential:
         """
         if comm is not None:
             from fastprop import distributed
+            if class_weight is not None or initial_epoch is not None or self._metrics or \
+                    getattr(self._optimizer.schedule, "per_batch", False):
+                raise ValueError("class_weight, initial_epoch, metrics and per-batch schedules "
+                                 "are not supported with comm")
             return distributed.fit(self, X, y, epochs, batch_size, shuffle, validation_split,
                                    validation_data, sample_weight, callbacks, verbose, comm)
         epochs = V.check_size(epochs, "epochs", minimum=0)
@@ -630,6 +759,11 @@ class Sequential:
         if validation_split != 0 and not 0.0 < float(validation_split) < 1.0:
             raise ValueError(f"validation_split must be in (0, 1) (or 0 for none), got "
                              f"{validation_split}")
+        first = 0
+        if initial_epoch is not None:
+            first = V.check_size(initial_epoch, "initial_epoch", minimum=0)
+            if first >= epochs:
+                raise ValueError(f"initial_epoch must be < epochs ({epochs}), got {first}")
         X = self._X(X)
         n = X.shape[0]
         # fit owns the targets and weights the compiled loop reads during the epochs: a
@@ -658,6 +792,10 @@ class Sequential:
             X, y_dense, labels, w = (sl(X, slice(None, cut)), sl(y_dense, slice(None, cut)),
                                      sl(labels, slice(None, cut)), sl(w, slice(None, cut)))
             n = cut
+        if class_weight is not None:
+            cw = class_weight_vector(class_weight, self.loss, y_dense, labels, self.n_out,
+                                     self.dtype)
+            w = cw if w is None else w * cw
         if w is not None and not w.sum() > 0:
             raise ValueError("sample_weight of the training samples sums to 0")
         if val is not None and val[3] is not None and not val[3].sum() > 0:
@@ -678,9 +816,10 @@ class Sequential:
         cbs = CallbackList(callbacks, model=self, verbose=verbose, epochs=epochs,
                            steps=steps, n_samples=n)
         # the keys of every epoch's logs, for the callbacks' checks before the first update
-        keys = ["loss"] + (["accuracy"] if self.is_classifier else [])
+        errors = [m for m in self._metrics if m in ("mae", "mse")]
+        keys = ["loss"] + (["accuracy"] if self.is_classifier else []) + errors
         if val is not None:
-            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
+            keys += ["val_" + k for k in keys]
         cbs.check_fit(keys + ["lr"])
         opt = self._optimizer
         with self._lock:
@@ -692,8 +831,12 @@ class Sequential:
             # unless a callback must run between batches (any batch hook but the progress
             # bar's, which is fed the chunk's batches afterwards): then one batch per call.
             begin_hooks, end_hooks = cbs._batch_begin, cbs._batch_end
-            if begin_hooks or any(not isinstance(getattr(h, "__self__", None), ProgressBar)
-                                  for h in end_hooks):
+            # per-batch schedules and the mae / mse metrics (read from the engine's outputs of
+            # each batch) need Python between batches too
+            per_batch = getattr(opt.schedule, "per_batch", False)
+            if begin_hooks or per_batch or errors or any(
+                    not isinstance(getattr(h, "__self__", None), ProgressBar)
+                    for h in end_hooks):
                 chunk = 1
             else:
                 chunk = steps if not end_hooks else max(1, min(steps, 16))
@@ -705,10 +848,13 @@ class Sequential:
             engine.count_correct = self.is_classifier
             order = np.arange(n, dtype=np.int64)
             sizes = np.minimum(batch_size, n - np.arange(steps) * batch_size).astype(float)
+            err_sums = np.zeros((steps, 2))   # each batch's sum |a - y|, sum (a - y)^2
             try:
                 cbs.on_train_begin()
-                for epoch in range(epochs):
-                    opt.schedule_epoch(epoch)
+                if initial_epoch is not None:     # the schedule's position: epoch initial_epoch
+                    opt.epoch, opt.iteration = first, first * steps
+                for epoch in range(first, epochs):
+                    opt.schedule_epoch(opt.epoch)
                     cbs.on_epoch_begin(epoch)
                     if shuffle:
                         order = self._permutation(n)
@@ -716,6 +862,8 @@ class Sequential:
                     for b0 in range(0, steps, chunk):
                         k = min(chunk, steps - b0)
                         cbs.on_train_batch_begin(b0)   # chunk is 1 when a callback has it
+                        if per_batch:
+                            opt.schedule_batch(opt.iteration)
                         kind, hyper, s1, s2, s3 = self._opt_args()
                         t = opt.t
                         try:
@@ -726,12 +874,21 @@ class Sequential:
                             # a signal (Ctrl-C) stops the loop between two batches: the
                             # step count covers exactly the steps applied
                             opt.__dict__["t"] = t + engine.batches_done
+                            opt.__dict__["iteration"] += engine.batches_done
                         done = b0 + k
+                        if errors:    # chunk is 1: the outputs of batch b0, before its update
+                            start = b0 * batch_size
+                            rows = order[start:start + int(sizes[b0])]
+                            a = engine.layer_buffers(len(self._dense) - 1, rows.size)[1]
+                            err_sums[b0] = _error_sums(
+                                a, None if y_dense is None else y_dense[rows],
+                                None if labels is None else labels[rows])[:2]
                         for i in range(b0, done) if end_hooks else ():
                             cbs.on_train_batch_end(i, {"loss": float(losses[i]),
                                                        "size": int(sizes[i])})
                         if self.stop_training:
                             break
+                    opt.epoch += 1
                     seen = float(sizes[:done].sum())
                     total = float(losses[:done] @ sizes[:done])
                     correct = float(corrects[:done].sum())
@@ -747,11 +904,11 @@ class Sequential:
                     logs = {"loss": total / seen}
                     if self.is_classifier:
                         logs["accuracy"] = correct / (seen * per_sample)
+                    for j, name in enumerate(("mae", "mse")):
+                        if name in errors:
+                            logs[name] = float(err_sums[:done, j].sum()) / (seen * self.n_out)
                     if val is not None:
-                        vloss, vacc = self._score(*val)
-                        logs["val_loss"] = float(vloss)
-                        if vacc is not None:
-                            logs["val_accuracy"] = vacc
+                        logs.update(self._scores(*val, prefix="val_"))
                     logs["lr"] = opt.lr
                     cbs.on_epoch_end(epoch, logs)
                     if self.stop_training:
@@ -774,9 +931,11 @@ class Sequential:
     # -- state, save / load ------------------------------------------------------------------
     def get_config(self):
         """JSON-serialisable architecture, loss, dtype and optimizer configuration."""
-        layers = [layer.get_config() for layer in self.layers]
-        return {"layers": layers, "loss": self.loss, "dtype": self.dtype.name,
-                "optimizer": self.optimizer.get_config()}
+        config = {"layers": [layer.get_config() for layer in self.layers], "loss": self.loss,
+                  "dtype": self.dtype.name, "optimizer": self.optimizer.get_config()}
+        if self._metrics:     # absent: none (as in 0.1.0 files)
+            config["metrics"] = list(self._metrics)
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -800,7 +959,8 @@ class Sequential:
             except ValueError as e:
                 raise ValueError(f"config['layers'][{i}]: {e}") from None
         opt = optimizer_from_config(config["optimizer"])
-        return cls(layers, loss=config["loss"], optimizer=opt, dtype=dtype)
+        return cls(layers, loss=config["loss"], optimizer=opt, dtype=dtype,
+                   metrics=config.get("metrics"))
 
     def get_rng_state(self):
         return np.array([self._engine.rng_state], dtype=np.uint64)
@@ -814,10 +974,18 @@ class Sequential:
 
     def save(self, path):
         """Save architecture, parameters, optimizer state and RNG state to one file (no pickle;
-        written atomically). Load it with :func:`fastprop.load`."""
+        written atomically). ``path`` is a path (a symlink saves to its target) or a binary
+        file object. Load it with :func:`fastprop.load`; see :func:`fastprop.io.save`."""
         from fastprop import io
         with self._lock:
             io.save(self, path)
+
+    def to_bytes(self):
+        """The model file :meth:`save` writes, as ``bytes``; :func:`fastprop.from_bytes`
+        reads it back."""
+        from fastprop import io
+        with self._lock:
+            return io.to_bytes(self)
 
     # pickle and deepcopy go through the model file format (no pickled code or objects) and
     # carry the one runtime setting the file does not hold, n_threads

@@ -7,8 +7,12 @@ released. Each class takes torch's constructor keywords with torch's defaults, p
 
 - ``clip_norm``: clip the global L2 norm of ``grads`` first (in place), as
   ``torch.nn.utils.clip_grad_norm_(parameters, clip_norm)`` does;
-- ``schedule``: a learning-rate schedule (:class:`StepLR`, :class:`ExponentialLR`,
-  :class:`CosineAnnealingLR`), applied once per epoch by :meth:`Optimizer.schedule_epoch`.
+- ``schedule``: a learning-rate schedule: per epoch (:class:`StepLR`, :class:`ExponentialLR`,
+  :class:`CosineAnnealingLR`), applied by :meth:`Optimizer.schedule_epoch`, or per batch
+  (:class:`LinearLR`, :class:`OneCycleLR`, :class:`CosineAnnealingWarmRestarts`,
+  :class:`SequentialLR`), applied by :meth:`Optimizer.schedule_batch`. The schedule's position
+  (``optimizer.epoch``, ``optimizer.iteration``) is part of the optimizer's state: saved,
+  loaded, pickled and continued by the next ``fit``.
 
 Weight decay never writes to ``grads``: it is added to a local copy of each gradient value (L2,
 torch's ``weight_decay``) or, for :class:`AdamW`, applied to the parameters (decoupled).
@@ -23,6 +27,7 @@ Examples
 >>> params.round(6)
 array([0.9, 0.9, 0.9, 0.9])
 """
+import bisect
 import math
 import operator
 import weakref
@@ -44,6 +49,10 @@ __all__ = [
     "StepLR",
     "ExponentialLR",
     "CosineAnnealingLR",
+    "LinearLR",
+    "OneCycleLR",
+    "CosineAnnealingWarmRestarts",
+    "SequentialLR",
     "OPTIMIZERS",
     "SCHEDULES",
     "get_optimizer",
@@ -148,15 +157,15 @@ class Schedule:
     """
 
     _keys = ()
+    #: False: one position per epoch (:meth:`Optimizer.schedule_epoch`); True: one per
+    #: training batch (:meth:`Optimizer.schedule_batch`)
+    per_batch = False
 
     def __setattr__(self, name, value):
         # checked on every assignment, constructors included
-        if name in ("step_size", "T_max"):
-            value = _count(value, name, 1)
-        elif name == "gamma":
-            value = _real(value, name, low=0.0, low_open=True)
-        elif name == "eta_min":
-            value = _real(value, name, low=0.0)
+        check = _SCHEDULE_CHECKS.get(name)
+        if check is not None:
+            value = check(value, name)
         object.__setattr__(self, name, value)
 
     def __call__(self, epoch, base_lr):
@@ -239,7 +248,209 @@ class CosineAnnealingLR(Schedule):
         return self.eta_min + (base_lr - self.eta_min) * cos / 2
 
 
-SCHEDULES = {cls.__name__: cls for cls in (StepLR, ExponentialLR, CosineAnnealingLR)}
+class LinearLR(Schedule):
+    """Per-batch linear warmup (torch.optim.lr_scheduler.LinearLR)::
+
+        lr = base_lr * (start_factor + (end_factor - start_factor) * min(i, total_iters) / total_iters)
+
+    at batch ``i`` (counted from 0 over all ``fit`` calls).
+
+    Parameters
+    ----------
+    start_factor : float in (0, 1], default 1/3
+    end_factor : float in [0, 1], default 1.0
+    total_iters : int >= 1, default 5
+    """
+
+    _keys = ("start_factor", "end_factor", "total_iters")
+    per_batch = True
+
+    def __init__(self, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+        self.start_factor = start_factor
+        self.end_factor = end_factor
+        self.total_iters = total_iters
+
+    def _lr(self, i, base_lr):
+        frac = min(i, self.total_iters) / self.total_iters
+        return base_lr * (self.start_factor + (self.end_factor - self.start_factor) * frac)
+
+
+class OneCycleLR(Schedule):
+    """Per-batch one-cycle policy (torch.optim.lr_scheduler.OneCycleLR, ``cycle_momentum``
+    not supported: momentum / betas stay as set).
+
+    From ``max_lr / div_factor`` up to ``max_lr`` over the first ``pct_start`` of
+    ``total_steps`` batches, then down to ``max_lr / div_factor / final_div_factor`` (with
+    ``three_phase``: back to the initial rate first, then down), by cosine or linear annealing.
+    The optimizer's ``lr`` is ignored, as in torch. After ``total_steps`` batches the final rate
+    is kept (torch raises there).
+
+    Parameters
+    ----------
+    max_lr : float > 0
+    total_steps : int >= 2
+    pct_start : float in (0, 1), default 0.3
+    anneal_strategy : {"cos", "linear"}, default "cos"
+    div_factor : float > 0, default 25
+    final_div_factor : float > 0, default 1e4
+    three_phase : bool, default False
+    """
+
+    _keys = ("max_lr", "total_steps", "pct_start", "anneal_strategy", "div_factor",
+             "final_div_factor", "three_phase")
+    per_batch = True
+
+    def __init__(self, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos",
+                 div_factor=25.0, final_div_factor=1e4, three_phase=False):
+        self.max_lr = max_lr
+        self.total_steps = total_steps
+        self.pct_start = pct_start
+        self.anneal_strategy = anneal_strategy
+        self.div_factor = div_factor
+        self.final_div_factor = final_div_factor
+        self.three_phase = three_phase
+
+    def _lr(self, i, base_lr):
+        initial = self.max_lr / self.div_factor
+        low = initial / self.final_div_factor
+        n, pct = self.total_steps, self.pct_start
+        if self.three_phase:
+            phases = [(float(pct * n) - 1, initial, self.max_lr),
+                      (float(2 * pct * n) - 2, self.max_lr, initial),
+                      (n - 1, initial, low)]
+        else:
+            phases = [(float(pct * n) - 1, initial, self.max_lr), (n - 1, self.max_lr, low)]
+        i = min(i, n - 1)
+        start = 0
+        for k, (end, lo, hi) in enumerate(phases):
+            if i <= end or k == len(phases) - 1:
+                frac = (i - start) / (end - start)
+                if self.anneal_strategy == "cos":
+                    return hi + (lo - hi) / 2.0 * (math.cos(math.pi * frac) + 1)
+                return (hi - lo) * frac + lo
+            start = end
+
+
+class CosineAnnealingWarmRestarts(Schedule):
+    """Per-batch cosine annealing with warm restarts (SGDR; torch's
+    CosineAnnealingWarmRestarts stepped once per batch)::
+
+        lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2
+
+    where the first cycle has ``T_i = T_0`` batches, each next one ``T_mult`` times more, and
+    ``T_cur`` counts the batches since the last restart.
+
+    Parameters
+    ----------
+    T_0 : int >= 1
+    T_mult : int >= 1, default 1
+    eta_min : float >= 0, default 0
+    """
+
+    _keys = ("T_0", "T_mult", "eta_min")
+    per_batch = True
+
+    def __init__(self, T_0, T_mult=1, eta_min=0.0):
+        self.T_0 = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+
+    def _lr(self, i, base_lr):
+        T_i = self.T_0
+        if self.T_mult == 1:
+            i %= T_i
+        else:
+            while i >= T_i:      # exact integers; O(log i) cycles
+                i -= T_i
+                T_i *= self.T_mult
+        cos = 1 + math.cos(math.pi * i / T_i)
+        return self.eta_min + (base_lr - self.eta_min) * cos / 2
+
+
+class SequentialLR(Schedule):
+    """Chain schedules per batch (torch.optim.lr_scheduler.SequentialLR): ``schedulers[k]``
+    runs from batch ``milestones[k - 1]`` on, its position restarting at 0 there.
+
+    Every child is evaluated at a batch count (a StepLR inside counts batches, not epochs).
+
+    Parameters
+    ----------
+    schedulers : list of Schedule (or their config dicts), at least 2
+    milestones : list of int, strictly increasing, >= 1, ``len(schedulers) - 1`` of them
+
+    Examples
+    --------
+    >>> warm = SequentialLR([LinearLR(0.1, total_iters=100), CosineAnnealingLR(T_max=900)],
+    ...                     milestones=[100])
+    """
+
+    _keys = ("schedulers", "milestones")
+    per_batch = True
+
+    def __init__(self, schedulers, milestones):
+        if isinstance(schedulers, (str, bytes, Mapping)) or not hasattr(schedulers, "__len__"):
+            raise TypeError(f"schedulers must be a list of schedules, got "
+                            f"{type(schedulers).__name__}")
+        scheds = tuple(_check_schedule(c, f"schedulers[{i}]") for i, c in enumerate(schedulers))
+        if len(scheds) < 2 or any(c is None for c in scheds):
+            raise ValueError("schedulers must hold at least 2 schedules (no None)")
+        if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__len__"):
+            raise TypeError(f"milestones must be a list of int, got {type(milestones).__name__}")
+        miles = tuple(_count(m, f"milestones[{i}]", 1) for i, m in enumerate(milestones))
+        if len(miles) != len(scheds) - 1:
+            raise ValueError(f"milestones must hold len(schedulers) - 1 = {len(scheds) - 1} "
+                             f"values, got {len(miles)}")
+        if any(b <= a for a, b in zip(miles, miles[1:])):
+            raise ValueError(f"milestones must be strictly increasing, got {list(miles)}")
+        object.__setattr__(self, "schedulers", scheds)
+        object.__setattr__(self, "milestones", miles)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a SequentialLR is fixed when made; build a new one")
+
+    def _lr(self, i, base_lr):
+        k = bisect.bisect_right(self.milestones, i)
+        start = self.milestones[k - 1] if k else 0
+        return self.schedulers[k]._lr(i - start, base_lr)
+
+    def get_config(self):
+        return {"name": "SequentialLR", "schedulers": [c.get_config() for c in self.schedulers],
+                "milestones": list(self.milestones)}
+
+
+SCHEDULES = {cls.__name__: cls for cls in (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR,
+                                           OneCycleLR, CosineAnnealingWarmRestarts,
+                                           SequentialLR)}
+
+
+def _check_choice(choices):
+    def check(value, name):
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got "
+                             f"{value!r}")
+        return value
+    return check
+
+
+_SCHEDULE_CHECKS = {
+    "step_size": lambda v, name: _count(v, name, 1),
+    "T_max": lambda v, name: _count(v, name, 1),
+    "T_0": lambda v, name: _count(v, name, 1),
+    "T_mult": lambda v, name: _count(v, name, 1),
+    "total_iters": lambda v, name: _count(v, name, 1),
+    "total_steps": lambda v, name: _count(v, name, 2),
+    "gamma": lambda v, name: _real(v, name, low=0.0, low_open=True),
+    "eta_min": lambda v, name: _real(v, name, low=0.0),
+    "start_factor": lambda v, name: _real(v, name, low=0.0, high=1.0, low_open=True),
+    "end_factor": lambda v, name: _real(v, name, low=0.0, high=1.0),
+    "max_lr": lambda v, name: _real(v, name, low=0.0, low_open=True),
+    "pct_start": lambda v, name: _real(v, name, low=0.0, high=1.0, low_open=True,
+                                       high_open=True),
+    "div_factor": lambda v, name: _real(v, name, low=0.0, low_open=True),
+    "final_div_factor": lambda v, name: _real(v, name, low=0.0, low_open=True),
+    "anneal_strategy": _check_choice(("cos", "linear")),
+    "three_phase": lambda v, name: _flag(v, name),
+}
 
 
 def _from_config(cfg, table, what):
@@ -269,8 +480,8 @@ def _check_schedule(schedule, name):
     if isinstance(schedule, Mapping):
         schedule = schedule_from_config(schedule)
     if schedule is not None and not isinstance(schedule, Schedule):
-        raise TypeError(f"{name} must be None, a Schedule (StepLR, ExponentialLR, "
-                        f"CosineAnnealingLR) or its config dict, got {type(schedule).__name__}")
+        raise TypeError(f"{name} must be None, a Schedule ({', '.join(SCHEDULES)}) or its "
+                        f"config dict, got {type(schedule).__name__}")
     return schedule
 
 
@@ -297,6 +508,8 @@ _CHECKS = {
     "clip_norm": lambda v, name: None if v is None else _positive(v, name),
     "schedule": _check_schedule,
     "t": _step_count,
+    "epoch": lambda v, name: _step_count(v, name),
+    "iteration": lambda v, name: _step_count(v, name),
     "momentum": _nonneg,
     "dampening": _real,
     "nesterov": _flag,
@@ -331,6 +544,9 @@ class Optimizer:
         arrays: wrong names, sizes or dtypes raise ``ValueError`` / ``TypeError``.
     t : int
         Number of steps taken (torch's ``state["step"]``), 0 <= t <= 2**62.
+    epoch, iteration : int
+        The schedule's position: epochs completed and batches trained under ``fit`` (saved
+        with the model, continued by the next ``fit``).
 
     Every hyperparameter is checked when it is assigned, not only in the constructor (the
     same rules as the constructor's; ``TypeError`` / ``ValueError`` naming it, the old value
@@ -356,6 +572,8 @@ class Optimizer:
         self.schedule = schedule
         self._state = {}
         self.t = 0
+        self.epoch = 0
+        self.iteration = 0
         self._n = None
         self._dtype = None
         self._owner = None
@@ -450,14 +668,30 @@ class Optimizer:
         self.base_lr = self._lr = _real(value, "lr", low=0.0)
 
     def schedule_epoch(self, epoch):
-        """Set ``lr = schedule(epoch, base_lr)`` (epochs from 0) and return it.
+        """Set ``lr = schedule(epoch, base_lr)`` (epochs from 0) for a per-epoch schedule and
+        return it.
 
-        Without a schedule the learning rate stays as it is. The training loop calls this once
-        at the start of every epoch.
+        Without a schedule, or with a per-batch one, the learning rate stays as it is. ``fit``
+        calls this at the start of every epoch with :attr:`epoch`, the number of epochs this
+        optimizer has completed (the schedule's position: saved, loaded, continued by the next
+        ``fit``; ``fit(initial_epoch=k)`` sets it to ``k``).
         """
         epoch = _count(epoch, "epoch", 0)
-        if self.schedule is not None:
+        if self.schedule is not None and not self.schedule.per_batch:
             self._lr = _real(self.schedule(epoch, self.base_lr), "scheduled lr", low=0.0)
+        return self._lr
+
+    def schedule_batch(self, iteration):
+        """Set ``lr = schedule(iteration, base_lr)`` for a per-batch schedule (LinearLR,
+        OneCycleLR, CosineAnnealingWarmRestarts, SequentialLR) and return it.
+
+        The lr of batch ``i`` (from 0) is torch's after ``i`` calls of ``scheduler.step()``.
+        ``fit`` calls this before every batch with :attr:`iteration`, the number of batches
+        this optimizer has trained under ``fit`` (``train_step`` does not move it).
+        """
+        iteration = _count(iteration, "iteration", 0)
+        if self.schedule is not None and self.schedule.per_batch:
+            self._lr = _real(self.schedule(iteration, self.base_lr), "scheduled lr", low=0.0)
         return self._lr
 
     # -- the compiled core's view ----------------------------------------------------------
@@ -516,6 +750,7 @@ class Optimizer:
         for name, arr in self._state.items():
             arr[...] = self._initial_value(name)
         self.t = 0
+        self.epoch = self.iteration = 0
 
     # -- the update ------------------------------------------------------------------------
     def step(self, params, grads):
@@ -573,6 +808,8 @@ class Optimizer:
         cfg["current_lr"] = self._lr
         cfg["clip_norm"] = self.clip_norm
         cfg["schedule"] = None if self.schedule is None else self.schedule.get_config()
+        if self.epoch or self.iteration:   # the schedule's position (absent: 0, as in 0.1.0)
+            cfg["epoch"], cfg["iteration"] = self.epoch, self.iteration
         return cfg
 
     def get_state(self):
@@ -861,16 +1098,20 @@ def optimizer_from_config(cfg):
     if cls is None:
         raise ValueError(f"optimizer config 'name' must be one of {', '.join(_BY_CLASS_NAME)}; "
                          f"got {name!r}")
-    allowed = set(cls._keys) | {"name", "lr", "current_lr", "clip_norm", "schedule"}
+    allowed = set(cls._keys) | {"name", "lr", "current_lr", "clip_norm", "schedule", "epoch",
+                                "iteration"}
     unknown = sorted(set(cfg) - allowed, key=str)
     if unknown:
         raise ValueError(f"optimizer config for {name} has unknown keys {unknown}; "
                          f"expected some of {sorted(allowed)}")
-    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "current_lr")}
+    kwargs = {k: v for k, v in cfg.items()
+              if k not in ("name", "current_lr", "epoch", "iteration")}
     if "schedule" in kwargs:
         kwargs["schedule"] = schedule_from_config(kwargs["schedule"])
     opt = cls(**kwargs)
     if "current_lr" in cfg:   # the scheduled rate of the epoch in progress
         opt._lr = _real(cfg["current_lr"], "optimizer config 'current_lr'", low=0.0)
+    opt.epoch = _step_count(cfg.get("epoch", 0), "optimizer config 'epoch'")
+    opt.iteration = _step_count(cfg.get("iteration", 0), "optimizer config 'iteration'")
     return opt
 from fastprop.lbfgs import LBFGS  # noqa: E402,F401  (full-batch L-BFGS-B, fastprop.lbfgs)
