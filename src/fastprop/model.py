@@ -19,7 +19,8 @@ import warnings
 
 import numpy as np
 
-from fastprop import _threads, _validation as V
+from fastprop import _threads, _validation as V, io
+from fastprop._validation import raise_refused as _raise_refused
 from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
@@ -31,14 +32,6 @@ from fastprop.losses import (canonical_loss, check_loss_activation, class_weight
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
-
-def _raise_refused(loss):
-    what = f"the loss of this batch is {loss}" if not np.isfinite(loss) else \
-        f"the gradients of this batch (loss {loss:g}) are not finite or too large"
-    raise ValueError(f"{what}: its inputs are too large for the model's dtype, or the weights "
-                     f"have diverged (lower the learning rate, scale X); the model was not "
-                     f"updated")
-
 
 def _fixed(name, doc):
     """A read-only property over ``self._<name>``: these attributes define the compiled plan."""
@@ -976,26 +969,22 @@ class Sequential:
         """Save architecture, parameters, optimizer state and RNG state to one file (no pickle;
         written atomically). ``path`` is a path (a symlink saves to its target) or a binary
         file object. Load it with :func:`fastprop.load`; see :func:`fastprop.io.save`."""
-        from fastprop import io
         with self._lock:
             io.save(self, path)
 
     def to_bytes(self):
         """The model file :meth:`save` writes, as ``bytes``; :func:`fastprop.from_bytes`
         reads it back."""
-        from fastprop import io
         with self._lock:
             return io.to_bytes(self)
 
     # pickle and deepcopy go through the model file format (no pickled code or objects) and
     # carry the one runtime setting the file does not hold, n_threads
     def __getstate__(self):
-        from fastprop import io
         with self._lock:
             return {"fastprop_model": io.to_bytes(self), "n_threads": self.n_threads}
 
     def __setstate__(self, state):
-        from fastprop import io
         if not isinstance(state, dict) or "fastprop_model" not in state:
             raise ValueError("not a pickled fastprop model")
         other = io.from_bytes(state["fastprop_model"])
@@ -1007,7 +996,6 @@ class Sequential:
             layer._claim(self)
 
     def __deepcopy__(self, memo):
-        from fastprop import io
         with self._lock:
             other = io.from_bytes(io.to_bytes(self))
             other.n_threads = self.n_threads
@@ -1073,3 +1061,6 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
         err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
         worst = max(worst, float(err))
     return worst
+
+
+io.register_model_class(Sequential)
