@@ -271,3 +271,22 @@ def test_activation_placement_is_checked():
         fp.Sequential([fp.Dense(3, 4), fp.Dropout(0.1), fp.Activation("tanh"), fp.Dense(4, 2)])
     with pytest.raises(ValueError, match="softmax"):   # the output activation decides the loss
         fp.Sequential([fp.Dense(3, 4), fp.Activation("tanh")], loss="cross_entropy")
+
+
+def test_activation_model_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 4))
+    y = rng.integers(0, 3, 8)
+    model = fp.Sequential([fp.Dense(4, 5, seed=0), fp.Activation("tanh"),
+                           fp.Dense(5, 3, seed=1), fp.Activation("softmax")], dtype="float64")
+    assert model.loss == "cross_entropy"
+    assert fp.gradcheck(model, X, y) < 1e-6
+
+
+def test_walks_that_do_not_know_activation_nodes_say_so():
+    model = fp.Sequential([fp.Dense(4, 5, seed=0), fp.Activation("tanh"), fp.Dense(5, 3)])
+    with pytest.raises(TypeError, match="Activation"):
+        fp.trace(model, np.ones((2, 4)), np.ones((2, 3)))
+    pytest.importorskip("onnx")
+    with pytest.raises(TypeError, match=r"layers\[1\].*Activation"):
+        fp.to_onnx(model)
