@@ -20,8 +20,8 @@ class Scale(fp.Layer):
     """A test kind: a = a_prev * w (per column), with a running-count state buffer."""
 
     def __init__(self, n):
-        self.w = self.add_param("w", (n,), init="ones", dtype="float64")
-        self.count = self.add_state("count", 1, dtype="float64")
+        self.add_param("w", (n,), init="ones", dtype="float64")
+        self.add_state("count", 1, dtype="float64")
 
     def build(self, n_in):
         return n_in
@@ -54,7 +54,8 @@ def test_add_param_and_add_state_declare_in_order():
     s = Scale(3)
     assert s.param_shapes == {"w": (3,)} and s.state_shapes == {"count": (1,)}
     assert s.n_params == 3 and s.n_state == 1
-    np.testing.assert_array_equal(s.w, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(s._w, [1.0, 1.0, 1.0])
+    assert s.parameters() == [s._w] and s.states() == [s._count]
     d = fp.Dense(4, 3, dtype="float64", seed=0)
     assert d.param_shapes == {"W": (4, 3), "b": (3,)} and d.state_shapes == {}
     assert d.n_params == 15 and d.n_state == 0

@@ -102,17 +102,22 @@ class Layer:
             if value.shape != shape:
                 raise ValueError(f"init of {name!r} has shape {value.shape}, expected {shape}")
         table[name] = shape
+        object.__setattr__(self, "_" + name, value)
         return value
 
     def add_param(self, name, shape, init="zeros", dtype="float32", rng=None):
-        """Declare a trainable parameter; return its array (a view into a model's ``params``
-        once the layer is in a model; its gradient is a view into ``grads``).
+        """Declare a trainable parameter; return its array.
+
+        The array is kept as ``self._<name>`` (built-in layers expose it as a property, e.g.
+        ``Dense.W``); a model rebinds ``self._<name>`` to a view into its flat ``params`` and
+        ``self.d<name>`` to the matching view into ``grads``. Read parameters through
+        ``self._<name>`` in ``forward`` / ``backward``: a reference kept from ``add_param``
+        is no longer the parameter once the layer is in a model.
 
         Parameters
         ----------
         name : str
-            An identifier; the layer keeps the array as ``self.<name>``... through its own
-            attributes (built-in layers expose ``W``, ``b``).
+            An identifier.
         shape : int or tuple of int
         init : {"zeros", "ones"}, an initializer name (2-D shapes) or array_like
         dtype : {"float32", "float64"}
@@ -123,8 +128,8 @@ class Layer:
 
     def add_state(self, name, shape, init="zeros", dtype="float32"):
         """Declare a non-trainable state buffer (for example running statistics); return its
-        array (a view into a model's flat ``state`` buffer once the layer is in a model, carried
-        by ``save``, pickle and ``get_config``)."""
+        array, kept as ``self._<name>`` (rebound by a model to a view into its flat ``state``
+        buffer, which ``save`` and pickle carry)."""
         return self._declare(self._specs()[1], "state", name, shape, init, dtype, None)
 
     @property
