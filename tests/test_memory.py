@@ -1,6 +1,8 @@
 """Any memory accepted: unaligned, non-native byte order, strided, Fortran-ordered, read-only
 and memory-mapped arrays work on every entry point, give the same results as a plain
 C-contiguous array, and are never written to; a plain array is never copied."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -280,42 +282,52 @@ def _estimator(cls, dtype, **kw):
                dtype=np.dtype(dtype).name, n_iter_no_change=100, **kw)
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_classifier(kind, tmp_path, dtype):
+@pytest.fixture
+def sklearn_quiet():
+    """scikit-learn present (else skip), its ConvergenceWarning silenced: 5 epochs on purpose."""
     pytest.importorskip("sklearn")
-    from fastprop.sklearn import FastpropClassifier
+    from sklearn.exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _fitted_pair(name, kind, tmp_path, X, y, w):
+    """(inputs, estimator fitted on them in ``kind`` memory, the same fitted on plain arrays)."""
+    import fastprop.sklearn
+    cls = getattr(fastprop.sklearn, name)
+    inp = Inputs(kind, tmp_path, X=X, y=y, w=w)
+    a = _estimator(cls, X.dtype).fit(inp.X, inp.y, sample_weight=inp.w)
+    b = _estimator(cls, X.dtype).fit(X, y, sample_weight=w)
+    return inp, a, b
+
+
+def test_classifier(sklearn_quiet, kind, tmp_path, dtype):
     X, labels, _, w = data(dtype, n=40)
-    inp = Inputs(kind, tmp_path, X=X, labels=labels, w=w)
-    a = _estimator(FastpropClassifier, dtype).fit(inp.X, inp.labels, sample_weight=inp.w)
-    b = _estimator(FastpropClassifier, dtype).fit(X, labels, sample_weight=w)
+    inp, a, b = _fitted_pair("FastpropClassifier", kind, tmp_path, X, labels, w)
     np.testing.assert_array_equal(a.model_.params, b.model_.params)
     np.testing.assert_array_equal(a.predict(inp.X), b.predict(X))
     np.testing.assert_array_equal(a.predict_proba(inp.X), b.predict_proba(X))
-    assert a.score(inp.X, inp.labels, sample_weight=inp.w) == b.score(X, labels, sample_weight=w)
-    a.partial_fit(inp.X, inp.labels, sample_weight=inp.w)
+    assert a.score(inp.X, inp.y, sample_weight=inp.w) == b.score(X, labels, sample_weight=w)
+    a.partial_fit(inp.X, inp.y, sample_weight=inp.w)
     b.partial_fit(X, labels, sample_weight=w)
     np.testing.assert_array_equal(a.model_.params, b.model_.params)
-    c = _estimator(FastpropClassifier, dtype)
-    d = _estimator(FastpropClassifier, dtype)
-    c.partial_fit(inp.X, inp.labels, classes=np.arange(3))
+    c = _estimator(type(a), dtype)
+    d = _estimator(type(a), dtype)
+    c.partial_fit(inp.X, inp.y, classes=np.arange(3))
     d.partial_fit(X, labels, classes=np.arange(3))
     np.testing.assert_array_equal(c.predict_proba(inp.X), d.predict_proba(X))
     assert inp.unchanged()
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_regressor(kind, tmp_path, dtype):
-    pytest.importorskip("sklearn")
-    from fastprop.sklearn import FastpropRegressor
+def test_regressor(sklearn_quiet, kind, tmp_path, dtype):
     X, _, Y, w = data(dtype, n=40)
-    inp = Inputs(kind, tmp_path, X=X, Y=Y, w=w)
-    a = _estimator(FastpropRegressor, dtype).fit(inp.X, inp.Y, sample_weight=inp.w)
-    b = _estimator(FastpropRegressor, dtype).fit(X, Y, sample_weight=w)
+    inp, a, b = _fitted_pair("FastpropRegressor", kind, tmp_path, X, Y, w)
     np.testing.assert_array_equal(a.predict(inp.X), b.predict(X))
     # RegressorMixin.score is scikit-learn's r2_score: it may compute a swapped float32 y in
     # float64, a rounding difference of its own (the predictions above are equal)
-    assert a.score(inp.X, inp.Y) == pytest.approx(b.score(X, Y), rel=1e-6)
-    a.partial_fit(inp.X, inp.Y)
+    assert a.score(inp.X, inp.y) == pytest.approx(b.score(X, Y), rel=1e-6)
+    a.partial_fit(inp.X, inp.y)
     b.partial_fit(X, Y)
     np.testing.assert_array_equal(a.predict(inp.X), b.predict(X))
     assert inp.unchanged()
