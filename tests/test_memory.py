@@ -257,6 +257,19 @@ def test_dense_forward_backward(kind, tmp_path, dtype):
     assert inp.unchanged()
 
 
+def test_dense_weight_assignment(kind, tmp_path, dtype):
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((5, 4)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    inp = Inputs(kind, tmp_path, W=W, b=b)
+    layer = fp.Dense(5, 4, dtype=dtype, seed=0)
+    layer.W, layer.b = inp.W, inp.b
+    np.testing.assert_array_equal(layer.W, W)
+    np.testing.assert_array_equal(layer.b, b)
+    assert not np.shares_memory(layer.W, inp.W)
+    assert inp.unchanged()
+
+
 def test_dropout_forward_backward(kind, tmp_path, dtype):
     X, *_ = data(dtype)
     inp = Inputs(kind, tmp_path, X=X, da=2 * X)
