@@ -16,8 +16,9 @@ Same data (the bundled digits, ``X / 16``, one seeded 80/20 split), same layer s
   batch_size=32, tol=0)``: ``iters`` epochs of minibatch Adam (lr 1e-3).
 
 The fits are interleaved (MLlib, fastprop, MLlib, ...); reported: the median wall time of
-``fit`` over the repeats and the test accuracy of the last fit. fastprop runs in this process
-with one BLAS thread (``n_threads=1``); MLlib uses the master's cores (2 for ``local[2]``).
+``fit`` over the repeats, the test accuracy and the iterations (epochs) run by the last fit
+(MLlib's from its training summary). fastprop runs in this process with one BLAS thread
+(``n_threads=1``); MLlib uses the master's cores (2 for ``local[2]``).
 """
 import argparse
 import json
@@ -95,7 +96,11 @@ def fit_mllib(train, test, hidden, n_classes, iters, seed):
     seconds = time.perf_counter() - t0
     acc = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
         model.transform(test))
-    return seconds, float(acc)
+    try:
+        iters_done = int(model.summary.totalIterations)
+    except Exception:                   # pragma: no cover - no training summary in this Spark
+        iters_done = None
+    return seconds, float(acc), iters_done
 
 
 def fastprop_estimators(hidden, iters, seed):
@@ -118,7 +123,7 @@ def fit_fastprop(make, Xtr, ytr, Xte, yte):
         t0 = time.perf_counter()
         est.fit(Xtr, ytr)
         seconds = time.perf_counter() - t0
-    return seconds, float(est.score(Xte, yte))
+    return seconds, float(est.score(Xte, yte)), int(est.n_iter_)
 
 
 def main(argv=None):
@@ -135,10 +140,10 @@ def main(argv=None):
         for run in runs.values():                     # warm-up: JIT, imports, first calls
             run()
         times = {name: [] for name in runs}
-        acc = {}
+        acc, n_iter = {}, {}
         for _ in range(args.repeats):                 # interleaved
             for name, run in runs.items():
-                seconds, acc[name] = run()
+                seconds, acc[name], n_iter[name] = run()
                 times[name].append(seconds)
     finally:
         spark.stop()
@@ -147,13 +152,14 @@ def main(argv=None):
     print(f"digits: {len(Xtr)} train / {len(Xte)} test, layers 64-"
           f"{'-'.join(map(str, args.hidden))}-{n_classes}, {args.iters} iterations, "
           f"master {args.master}, median of {args.repeats} interleaved fits")
-    print(f"{'':16s} {'fit (s)':>9s} {'MLlib/this':>11s} {'test acc':>9s}")
+    print(f"{'':16s} {'fit (s)':>9s} {'MLlib/this':>11s} {'test acc':>9s} {'iterations':>11s}")
     for name in runs:
-        print(f"{name:16s} {med[name]:9.3f} {base / med[name]:10.1f}x {acc[name]:9.4f}")
+        print(f"{name:16s} {med[name]:9.3f} {base / med[name]:10.1f}x {acc[name]:9.4f} "
+              f"{n_iter[name] if n_iter[name] is not None else '?':>11}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": {**vars(args), "hidden": list(args.hidden)}, "times": times,
-                       "median": med, "accuracy": acc}, f, indent=1)
+                       "median": med, "accuracy": acc, "iterations": n_iter}, f, indent=1)
     return 0
 
 
