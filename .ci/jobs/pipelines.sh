@@ -19,7 +19,8 @@ fi
 java -version
 
 python -m pip install -q "dask[distributed]" dask-ml pyspark pyarrow pandas scikit-learn
-python -c "import dask, distributed, dask_ml, pyspark, pyarrow; print('dask', dask.__version__, '/ pyspark', pyspark.__version__)"
+python -c "import dask, distributed, dask_ml, pyspark, pyarrow
+print('dask', dask.__version__, '/ pyspark', pyspark.__version__)"
 
 export OPENBLAS_NUM_THREADS=1
 log="$(mktemp)"
