@@ -101,7 +101,8 @@ def fit_mllib(train, test, hidden, n_classes, iters, tol, seed):
     acc = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(
         model.transform(test))
     try:
-        iters_done = int(model.summary.totalIterations)
+        summary = model.summary() if callable(model.summary) else model.summary  # 4.x: a method
+        iters_done = int(summary.totalIterations)
     except Exception as exc:            # pragma: no cover - no training summary in this Spark
         print(f"MLlib training summary unavailable: {exc!r}", file=sys.stderr)
         iters_done = None
