@@ -29,17 +29,16 @@ no_convergence_warning = pytest.mark.filterwarnings(
 
 
 # -- scikit-learn's own API checks ---------------------------------------------------------
-# Every check scikit-learn runs on its estimators. Small networks that still learn the checks'
-# easy problems (accuracy > 0.83, R^2 > 0.5) within max_iter. dtype float64: one check,
-# check_sample_weight_equivalence_on_dense_data, compares a fit with integer sample weights to
-# a fit on repeated samples at rtol=1e-7, which only float64 arithmetic can meet after a
-# hundred epochs; the float32 default passes every other check and is compared at float32
-# tolerance in test_sample_weight_equals_repetition_float32 below.
+# Every check scikit-learn runs on its estimators, at the default float32 and at float64, for
+# the stochastic solvers and lbfgs. Small networks that still learn the checks' easy problems.
+# check_sample_weight_equivalence_on_dense_data compares integer weights with repeated samples
+# at rtol=1e-7: in full-batch training identical samples are merged (weights summed), so the
+# float32 computation is the same bit for bit.
 CHECKED = [
-    FastpropClassifier(hidden_layer_sizes=(8,), learning_rate=1e-2, max_iter=100,
-                       dtype="float64", random_state=0),
-    FastpropRegressor(hidden_layer_sizes=(8,), learning_rate=1e-2, max_iter=100,
-                      dtype="float64", random_state=0),
+    cls(**{"hidden_layer_sizes": (8,), "learning_rate_init": 1e-2, "max_iter": 100,
+           "random_state": 0, **extra})
+    for cls in (FastpropClassifier, FastpropRegressor)
+    for extra in ({}, {"dtype": "float64"}, {"solver": "lbfgs", "max_iter": 50})
 ]
 
 
@@ -63,7 +62,7 @@ def blobs():
 
 
 def small(cls=FastpropClassifier, **kw):
-    params = dict(hidden_layer_sizes=(16,), learning_rate=1e-2, max_iter=30, random_state=0)
+    params = dict(hidden_layer_sizes=(16,), learning_rate_init=1e-2, max_iter=30, random_state=0)
     params.update(kw)
     return cls(**params)
 
@@ -127,12 +126,19 @@ def test_labels_round_trip(blobs, labels):
 
 
 @no_convergence_warning
-def test_binary_string_labels_use_two_softmax_units(blobs):
+def test_binary_string_labels_use_one_sigmoid_unit(blobs):
+    """As MLPClassifier: one logistic output unit, predict_proba gives [1 - p, p]."""
     X, y = blobs
     y = np.where(y == 0, "spam", "ham")
     clf = small().fit(X, y)
-    assert clf.predict_proba(X).shape == (len(X), 2)
-    assert clf.model_.layers[-1].n_out == 2
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    assert clf.model_.layers[-1].n_out == 1 and clf.out_activation_ == "logistic"
+    assert clf.n_outputs_ == 1 and clf.model_.loss == "binary_cross_entropy"
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[(proba[:, 1] > 0.5).astype(int)])
+    ref = MLPClassifier(hidden_layer_sizes=(16,), random_state=0, max_iter=30).fit(X, y)
+    assert [c.shape for c in clf.coefs_] == [c.shape for c in ref.coefs_]
     assert np.mean(clf.predict(X) == y) > 0.9
 
 
@@ -229,22 +235,26 @@ def test_pickle_round_trip(blobs, cls):
 @no_convergence_warning
 def test_warm_start_continues(blobs):
     X, y = blobs
-    clf = small(warm_start=True, max_iter=5, learning_rate=1e-3, n_iter_no_change=100)
+    clf = small(warm_start=True, max_iter=5, learning_rate_init=1e-3, n_iter_no_change=100)
     clf.fit(X, y)
     model, curve = clf.model_, list(clf.loss_curve_)
     assert clf.n_iter_ == 5 and len(curve) == 5
+    start = model.params.copy()
     clf.fit(X, y)
-    assert clf.model_ is model                  # the same network, trained further
-    assert clf.n_iter_ == 10 and len(clf.loss_curve_) == 10 and clf.t_ == 10 * len(X)
+    # scikit-learn's warm start: the fitted weights, a new optimizer; n_iter_ counts this fit,
+    # t_ and loss_curve_ accumulate
+    assert clf.n_iter_ == 5 and len(clf.loss_curve_) == 10 and clf.t_ == 10 * len(X)
     assert clf.loss_curve_[:5] == curve
+    np.testing.assert_array_equal(model.params, start)    # the old model_ was not touched
     # the second fit starts where the first stopped, and the loss keeps going down
     assert clf.loss_curve_[5] < curve[0]
     assert abs(clf.loss_curve_[5] - curve[-1]) < abs(curve[0] - curve[-1])
     assert clf.loss_curve_[-1] < curve[-1]
-    assert model.optimizer.t == 10 * 2         # Adam's step count kept (2 batches an epoch)
-    # learning_rate and alpha may change between warm fits
-    clf.set_params(learning_rate=5e-4, alpha=1e-3).fit(X, y)
-    assert model.optimizer.lr == 5e-4 and model.optimizer.weight_decay == 1e-3
+    assert clf.model_.optimizer.t == 5 * 2     # a fresh Adam (2 batches an epoch)
+    # learning_rate_init may change between warm fits
+    clf.set_params(learning_rate_init=5e-4, alpha=1e-3).fit(X, y)
+    assert clf.model_.optimizer.lr == 5e-4
+    model = clf.model_
     # without warm_start, fit starts over
     clf.set_params(warm_start=False).fit(X, y)
     assert clf.model_ is not model and clf.n_iter_ == 5
@@ -285,7 +295,8 @@ def test_partial_fit(blobs):
         # classes on the first call only; later batches need not hold every class
         part = slice(None) if i == 1 else y != 2
         clf.partial_fit(X[part], y[part], classes=[0, 1, 2] if i == 1 else None)
-        assert clf.n_iter_ == i and len(clf.loss_curve_) == i
+        assert clf.n_iter_ == 1 and len(clf.loss_curve_) == i and clf.t_ == sum(
+            len(X) if k == 1 else int((y != 2).sum()) for k in range(1, i + 1))
     np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
     with pytest.raises(ValueError, match=r"\by\b.*not among the classes"):
@@ -298,9 +309,11 @@ def test_partial_fit(blobs):
         small(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
     # partial_fit after fit goes on from the fitted model
     reg = small(FastpropRegressor).fit(X, X[:, 0])
-    n, model = reg.n_iter_, reg.model_
+    t, model = reg.t_, reg.model_
+    steps = model.optimizer.t
     reg.partial_fit(X, X[:, 0])
-    assert reg.n_iter_ == n + 1 and reg.model_ is model
+    assert reg.n_iter_ == 1 and reg.t_ == t + len(X)           # as scikit-learn counts
+    assert reg.model_.optimizer.t == steps + 2                 # the optimizer state goes on
 
 
 def test_stopping_rule_is_scikit_learns(blobs):
@@ -323,7 +336,7 @@ def test_early_stopping(digits):
     X_train, X_test = X_train / 16.0, X_test / 16.0
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        clf = FastpropClassifier(hidden_layer_sizes=(32,), learning_rate=1e-2,
+        clf = FastpropClassifier(hidden_layer_sizes=(32,), learning_rate_init=1e-2,
                                  early_stopping=True, max_iter=500, random_state=0)
         clf.fit(X_train, y_train)
     assert clf.n_iter_ < 100                     # well before max_iter
@@ -371,7 +384,7 @@ def test_sample_weight_equals_repetition_float32(cls):
     X = rng.rand(15, 30)
     y = rng.randint(0, 3, size=15)
     sw = rng.randint(0, 5, size=15)
-    kw = dict(hidden_layer_sizes=(8,), learning_rate=1e-2, max_iter=100, random_state=0)
+    kw = dict(hidden_layer_sizes=(8,), learning_rate_init=1e-2, max_iter=100, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         weighted = cls(**kw).fit(X, y, sample_weight=sw)
@@ -383,23 +396,259 @@ def test_sample_weight_equals_repetition_float32(cls):
 
 @no_convergence_warning
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop", "adagrad", "SGD"])
-def test_optimizers(blobs, optimizer):
+def test_deprecated_optimizer_names(blobs, optimizer):
+    """The former meaning of optimizer (a name) and of learning_rate (a number) still works,
+    with a DeprecationWarning."""
     X, y = blobs
-    clf = small(optimizer=optimizer, learning_rate=0.05, alpha=1e-4, max_iter=5).fit(X, y)
+    with pytest.warns(DeprecationWarning, match="optimizer as a name"):
+        clf = small(optimizer=optimizer, learning_rate_init=0.05, max_iter=5).fit(X, y)
     opt = clf.model_.optimizer
-    assert type(opt) is fp.optim.OPTIMIZERS[optimizer.lower()]
-    assert opt.lr == 0.05 and opt.weight_decay == 1e-4
+    assert type(opt) is fp.optim.OPTIMIZERS[optimizer.lower()] and opt.lr == 0.05
+    with pytest.warns(DeprecationWarning, match="learning_rate as a number"):
+        clf = small(learning_rate=0.03, max_iter=2).fit(X, y)
+    assert clf.model_.optimizer.lr == 0.03
 
 
 @no_convergence_warning
-def test_alpha_shrinks_weights(blobs):
+def test_optimizer_object_is_copied(blobs):
     X, y = blobs
-    plain = small(max_iter=40).fit(X, y)
-    decayed = small(max_iter=40, alpha=0.1).fit(X, y)
-    assert np.linalg.norm(decayed.model_.params) < 0.8 * np.linalg.norm(plain.model_.params)
+    given = fp.optim.RMSprop(lr=0.01)
+    clf = small(optimizer=given, max_iter=3).fit(X, y)
+    assert type(clf.model_.optimizer) is fp.optim.RMSprop and clf.model_.optimizer is not given
+    assert given.t == 0 and clf.model_.optimizer.t > 0 and clf.get_params()["optimizer"] is given
 
 
 @no_convergence_warning
+def test_alpha_is_scikit_learns_penalty_on_weights_only(blobs):
+    X, y = blobs
+    plain = small(max_iter=40, alpha=0.0).fit(X, y)
+    decayed = small(max_iter=40, alpha=20.0).fit(X, y)
+    norm = lambda est: np.sqrt(sum(float((W ** 2).sum()) for W in est.coefs_))
+    assert norm(decayed) < 0.8 * norm(plain)
+    # loss_ includes the penalty 0.5 * alpha * sum(W**2) / batch size, as scikit-learn's
+    clf = small(max_iter=1, alpha=1.0, batch_size=240, shuffle=False).fit(X, y)
+    before = small(max_iter=1, alpha=0.0, batch_size=240, shuffle=False).fit(X, y)
+    assert clf.loss_ > before.loss_
+
+
+@pytest.mark.parametrize("cls, ref_cls", [(FastpropClassifier, MLPClassifier),
+                                           (FastpropRegressor, MLPRegressor)])
+def test_every_mlp_parameter_with_its_default(cls, ref_cls):
+    """Every constructor parameter of scikit-learn's MLP estimator, with the same default."""
+    ours, ref = cls().get_params(), ref_cls().get_params()
+    assert set(ref) <= set(ours), set(ref) - set(ours)
+    for name, value in ref.items():
+        assert ours[name] == value, name
+    extra = {"dtype", "n_threads", "optimizer"} | ({"class_weight"} if cls is
+                                                   FastpropClassifier else set())
+    assert set(ours) - set(ref) == extra
+
+
+def _sk_pair(cls, ref_cls, X, y, **kw):
+    """The same network fitted by fastprop (float64) and by scikit-learn from the same
+    initial weights: scikit-learn's warm start keeps the weights and makes a new optimizer,
+    as ours does, so both continue from sklearn's first-epoch weights."""
+    ref = ref_cls(max_iter=1, shuffle=False, random_state=0, **kw).fit(X, y)
+    ours = cls(max_iter=1, shuffle=False, random_state=0, dtype="float64", **kw).fit(X, y)
+    for W, b, W0, b0 in zip(ours.coefs_, ours.intercepts_, ref.coefs_, ref.intercepts_):
+        W[...] = W0
+        b[...] = b0
+    ref.set_params(warm_start=True, max_iter=4).fit(X, y)
+    ours.set_params(warm_start=True, max_iter=4).fit(X, y)
+    return ours, ref
+
+
+@no_convergence_warning
+@pytest.mark.parametrize("kw", [
+    dict(solver="adam", alpha=1e-3, learning_rate_init=1e-2),
+    dict(solver="sgd", alpha=1e-3, learning_rate_init=0.05, momentum=0.9),
+    dict(solver="sgd", learning_rate_init=0.05, momentum=0.5, nesterovs_momentum=False),
+    dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.1, power_t=0.3),
+    dict(solver="adam", beta_1=0.8, beta_2=0.99, epsilon=1e-3, batch_size=50),
+    dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.1, tol=10.0,
+         n_iter_no_change=1, momentum=0.9),
+    dict(solver="lbfgs", alpha=1e-2, max_fun=40),
+], ids=["adam", "sgd-nesterov", "sgd-momentum", "sgd-invscaling", "adam-betas",
+        "sgd-adaptive", "lbfgs"])
+def test_same_updates_as_scikit_learn(blobs, kw):
+    """Every update rule, penalty and schedule is scikit-learn's: from the same weights on
+    the same batches, float64 parameters and losses agree with MLPClassifier /
+    MLPRegressor's."""
+    X, y = blobs
+    ours, ref = _sk_pair(FastpropClassifier, MLPClassifier, X, y, hidden_layer_sizes=(6,),
+                         activation="tanh", **kw)
+    for W, W0 in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(W, W0, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours.loss_, ref.loss_, rtol=1e-6)
+    assert ours.n_iter_ == ref.n_iter_
+    if kw["solver"] != "lbfgs":
+        # (the first epoch ran from each library's own initial weights)
+        np.testing.assert_allclose(ours.loss_curve_[1:], ref.loss_curve_[1:], rtol=1e-6)
+        assert ours.t_ == ref.t_
+    Y = np.c_[X[:, 0] + X[:, 1], X[:, 2] * X[:, 3]]
+    ours, ref = _sk_pair(FastpropRegressor, MLPRegressor, X, Y, hidden_layer_sizes=(6,),
+                         activation="tanh", **kw)
+    for W, W0 in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(W, W0, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(ours.loss_, ref.loss_, rtol=1e-6)
+
+
+@no_convergence_warning
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+def test_same_initial_weights_as_scikit_learn(blobs, activation):
+    """The same random_state draws the same initial weights as MLPClassifier (so that one
+    epoch without shuffling gives the same float64 network)."""
+    X, y = blobs
+    kw = dict(hidden_layer_sizes=(7, 5), activation=activation, max_iter=1, shuffle=False,
+              random_state=3, solver="sgd")
+    ours = FastpropClassifier(dtype="float64", **kw).fit(X, y)
+    ref = MLPClassifier(**kw).fit(X, y)
+    for W, W0 in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(W, W0, rtol=1e-9, atol=1e-12)
+
+
+@no_convergence_warning
+def test_adaptive_learning_rate(blobs):
+    """adaptive: the rate is divided by 5 each time the stopping rule fires, as in
+    scikit-learn's SGD; training goes on until it is <= 1e-6."""
+    X, y = blobs
+    clf = small(solver="sgd", learning_rate="adaptive", learning_rate_init=0.1, tol=10.0,
+                n_iter_no_change=1, max_iter=200).fit(X, y)
+    ref = MLPClassifier(hidden_layer_sizes=(16,), solver="sgd", learning_rate="adaptive",
+                        learning_rate_init=0.1, tol=10.0, n_iter_no_change=1, max_iter=200,
+                        random_state=0).fit(X, y)
+    assert clf.n_iter_ == ref.n_iter_            # the same count of rate divisions
+    assert clf.model_.optimizer.lr <= 1e-6 < clf.model_.optimizer.lr * 5 + 1e-12
+
+
+def test_lbfgs_solver_on_digits_matches_scikit_learn(digits):
+    X_train, X_test, y_train, y_test = digits
+    sc = StandardScaler().fit(X_train)
+    X_train, X_test = sc.transform(X_train), sc.transform(X_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = FastpropClassifier(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=150,
+                                  random_state=0).fit(X_train, y_train)
+        ref = MLPClassifier(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=150,
+                            random_state=0).fit(X_train, y_train)
+    assert ours.score(X_test, y_test) > ref.score(X_test, y_test) - 0.01
+    assert not hasattr(ours, "partial_fit") and 1 <= ours.n_iter_ <= 150
+    assert not hasattr(ours, "loss_curve_") and np.isfinite(ours.loss_)
+    assert ours.t_ == ref.t_ == 0 and not hasattr(ref, "loss_curve_")
+
+
+@no_convergence_warning
+def test_adam_on_digits_matches_scikit_learn_accuracy(digits):
+    X_train, X_test, y_train, y_test = digits
+    sc = StandardScaler().fit(X_train)
+    X_train, X_test = sc.transform(X_train), sc.transform(X_test)
+    ours = [FastpropClassifier(hidden_layer_sizes=(64,), random_state=s, max_iter=100)
+            .fit(X_train, y_train).score(X_test, y_test) for s in range(2)]
+    ref = [MLPClassifier(hidden_layer_sizes=(64,), random_state=s, max_iter=100)
+           .fit(X_train, y_train).score(X_test, y_test) for s in range(2)]
+    assert np.mean(ours) > np.mean(ref) - 0.01
+
+
+@no_convergence_warning
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_regression_r2_matches_scikit_learn(solver):
+    from sklearn.datasets import make_friedman1
+    X, y = make_friedman1(n_samples=1000, noise=0.5, random_state=0)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    sc = StandardScaler().fit(X_train)
+    X_train, X_test = sc.transform(X_train), sc.transform(X_test)
+    mu, sd = y_train.mean(), y_train.std()
+    kw = dict(hidden_layer_sizes=(32,), solver=solver, max_iter=300)
+    ours = np.mean([FastpropRegressor(random_state=s, **kw).fit(X_train, (y_train - mu) / sd)
+                    .score(X_test, (y_test - mu) / sd) for s in range(2)])
+    ref = np.mean([MLPRegressor(random_state=s, **kw).fit(X_train, (y_train - mu) / sd)
+                   .score(X_test, (y_test - mu) / sd) for s in range(2)])
+    assert ours > ref - 0.01
+
+
+@no_convergence_warning
+def test_multilabel(blobs):
+    """An indicator matrix y: sigmoid outputs, binary cross-entropy, 0/1 predictions (as
+    MLPClassifier)."""
+    X, y = blobs
+    Y = np.c_[y == 0, y == 1, X[:, 0] > 0].astype(int)
+    clf = small(max_iter=200).fit(X, Y)
+    assert clf.out_activation_ == "logistic" and clf.model_.loss == "binary_cross_entropy"
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    proba = clf.predict_proba(X)
+    assert proba.shape == (240, 3) and ((proba >= 0) & (proba <= 1)).all()
+    np.testing.assert_array_equal(clf.predict(X), (proba > 0.5).astype(int))
+    ref = MLPClassifier(hidden_layer_sizes=(16,), learning_rate_init=1e-2, max_iter=200,
+                        random_state=0).fit(X, Y)
+    assert clf.score(X, Y) > ref.score(X, Y) - 0.05
+    assert abs(clf.loss_ - ref.loss_) < 0.1    # both sum the binary losses over labels
+    with pytest.raises(ValueError, match="class_weight is not supported for multi-label"):
+        small(class_weight="balanced").fit(X, Y)
+
+
+@no_convergence_warning
+def test_class_weight_is_sample_weight(blobs):
+    X, y = blobs
+    kw = dict(max_iter=5, shuffle=False)
+    a = small(class_weight={0: 3.0, 2: 0.5}, **kw).fit(X, y, sample_weight=np.full(240, 2.0))
+    w = np.choose(y, [3.0, 1.0, 0.5]) * 2.0
+    b = small(**kw).fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = small(class_weight="balanced", **kw).fit(X[:150], y[:150])
+    from sklearn.utils.class_weight import compute_sample_weight
+    d = small(**kw).fit(X[:150], y[:150],
+                        sample_weight=compute_sample_weight("balanced", y[:150]))
+    np.testing.assert_allclose(c.predict_proba(X), d.predict_proba(X), rtol=1e-5)
+
+
+@no_convergence_warning
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_failed_warm_start_fit_changes_nothing(blobs, solver):
+    """A warm-start fit that fails (diverges here) leaves model_, its optimizer and learning
+    rate, and every fitted attribute exactly as they were."""
+    X, y = blobs
+    clf = small(solver=solver, warm_start=True, max_iter=3).fit(X, y)
+    model, params = clf.model_, clf.model_.params.copy()
+    opt = model.optimizer
+    opt_state = {k: v.copy() for k, v in opt.state.items()}
+    before = {k: copy.deepcopy(v) for k, v in vars(clf).items() if k.endswith("_")}
+    with pytest.raises(ValueError):
+        clf.set_params(learning_rate_init=1e30).fit(X * (3e38 if solver == "lbfgs" else 1e30), y)
+    assert clf.model_ is model and model.optimizer is opt
+    np.testing.assert_array_equal(model.params, params)
+    assert opt.lr == 1e-2 and all(np.array_equal(opt.state[k], v) for k, v in opt_state.items())
+    after = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        if k != "model_":
+            assert repr(after[k]) == repr(v), k
+
+
+def test_feature_names_like_scikit_learn():
+    """fit on a DataFrame records feature_names_in_; predict on a DataFrame with the same
+    names does not warn; the warnings otherwise are scikit-learn's own."""
+    pd = pytest.importorskip("pandas")
+    X, y = make_blobs(n_samples=60, n_features=3, random_state=0)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    for est in (small(max_iter=3), MLPClassifier(hidden_layer_sizes=(4,), max_iter=3)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(df, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            est.predict(df)
+            est.predict_proba(df.iloc[:5])
+        with pytest.warns(UserWarning, match="does not have valid feature names"):
+            est.predict(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        with pytest.warns(UserWarning, match="fitted without feature names"):
+            est.predict(df)
+
+
+@no_convergence_warning
+@pytest.mark.filterwarnings("ignore:Got `batch_size`:UserWarning")   # scikit-learn's clip
 def test_architecture_parameters(blobs):
     X, y = blobs
     clf = small(hidden_layer_sizes=(), max_iter=5).fit(X, y)            # no hidden layer
@@ -450,7 +699,7 @@ def _linear(n=400, n_out=None, seed=0):
 def test_regressor_noisy_linear():
     X, y, _ = _linear()
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
-    reg = FastpropRegressor(hidden_layer_sizes=(32,), learning_rate=1e-2, random_state=0)
+    reg = FastpropRegressor(hidden_layer_sizes=(32,), learning_rate_init=1e-2, random_state=0)
     reg.fit(X_train, y_train)
     assert reg.score(X_test, y_test) > 0.9
     pred = reg.predict(X_test)
@@ -462,7 +711,7 @@ def test_regressor_noisy_linear():
 @no_convergence_warning
 def test_regressor_two_outputs():
     X, Y, _ = _linear(n_out=2)
-    reg = FastpropRegressor(hidden_layer_sizes=(32,), learning_rate=1e-2, random_state=0)
+    reg = FastpropRegressor(hidden_layer_sizes=(32,), learning_rate_init=1e-2, random_state=0)
     reg.fit(X[:300], Y[:300])
     assert reg.n_outputs_ == 2 and reg.predict(X[300:]).shape == (100, 2)
     assert reg.score(X[300:], Y[300:]) > 0.9
@@ -518,7 +767,7 @@ BAD_FIT = [
     ({}, np.zeros((0, 3)), [], ValueError, r"^X: .*0 sample"),
     ({}, _X() + 1j, _y(), ValueError, r"^X: .*[Cc]omplex"),
     ({}, _X(), None, ValueError, r"requires y to be passed"),
-    ({}, _X(), np.c_[_y(), _y()], ValueError, r"^y must be 1-D"),
+    ({}, _X(), np.c_[_y(), np.arange(20) % 3], ValueError, r"^y must be 1-D"),
     ({}, _X(), _X()[:, 0], ValueError, r"^y: Unknown label type"),
     ({}, _X(), _y()[:-1], ValueError, r"^y has 19 labels but X has 20"),
     ({"hidden_layer_sizes": (8, 0)}, _X(), _y(), ValueError,
@@ -529,8 +778,22 @@ BAD_FIT = [
     ({"activation": "bogus"}, _X(), _y(), ValueError, r"activation must be one of"),
     ({"activation": "softmax"}, _X(), _y(), ValueError, r"activation='softmax'"),
     ({"activation": None}, _X(), _y(), TypeError, r"activation must be a string"),
-    ({"optimizer": "lbfgs"}, _X(), _y(), ValueError, r"optimizer must be one of"),
-    ({"optimizer": fp.optim.Adam()}, _X(), _y(), TypeError, r"optimizer must be the name"),
+    ({"optimizer": "lbfgs"}, _X(), _y(), ValueError, r"optimizer must be a fastprop"),
+    ({"optimizer": 3}, _X(), _y(), TypeError, r"optimizer must be None or a fastprop"),
+    ({"optimizer": fp.optim.Adam(), "solver": "lbfgs"}, _X(), _y(), ValueError,
+     r"optimizer is for the stochastic solvers"),
+    ({"solver": "newton"}, _X(), _y(), ValueError, r"solver must be one of"),
+    ({"learning_rate": "fast"}, _X(), _y(), ValueError, r"learning_rate must be one of"),
+    ({"learning_rate_init": 0.0}, _X(), _y(), ValueError, r"learning_rate_init must be > 0"),
+    ({"momentum": 1.5}, _X(), _y(), ValueError, r"momentum must be <= 1"),
+    ({"nesterovs_momentum": "no"}, _X(), _y(), TypeError, r"nesterovs_momentum"),
+    ({"beta_1": 1.0}, _X(), _y(), ValueError, r"beta_1 must be < 1"),
+    ({"beta_2": -0.1}, _X(), _y(), ValueError, r"beta_2 must be >= 0"),
+    ({"epsilon": 0.0}, _X(), _y(), ValueError, r"epsilon must be > 0"),
+    ({"power_t": "x"}, _X(), _y(), TypeError, r"power_t"),
+    ({"max_fun": 0}, _X(), _y(), ValueError, r"max_fun must be >= 1"),
+    ({"class_weight": "even"}, _X(), _y(), ValueError, r"class_weight must be a dict"),
+    ({"class_weight": {7: 2.0}}, _X(), _y(), ValueError, r"class_weight has labels"),
     ({"batch_size": 0}, _X(), _y(), ValueError, r"batch_size must be >= 1"),
     ({"batch_size": "big"}, _X(), _y(), ValueError, r"batch_size must be 'auto'"),
     ({"max_iter": 0}, _X(), _y(), ValueError, r"max_iter must be >= 1"),
@@ -548,13 +811,14 @@ BAD_FIT = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:learning_rate as a number:DeprecationWarning")
 @pytest.mark.parametrize("params, X, y, exc, pattern", BAD_FIT,
                          ids=[f"{i}-{p[-1][:30]}" for i, p in enumerate(BAD_FIT)])
 def test_bad_fit_input(params, X, y, exc, pattern):
     clf = FastpropClassifier(**{"max_iter": 2, **params})
     with pytest.raises(exc, match=pattern):
         clf.fit(X, y)
-    assert not hasattr(clf, "model_")
+    assert not hasattr(clf, "model_") and not hasattr(clf, "n_features_in_")
     for name, value in params.items():              # parameters stored unmodified
         assert clf.get_params()[name] is value
 
@@ -594,6 +858,13 @@ def test_sparse_input_is_rejected():
     sparse = pytest.importorskip("scipy.sparse")
     with pytest.raises(TypeError, match=r"Sparse data was passed for X"):
         FastpropClassifier(max_iter=2).fit(sparse.csr_matrix(_X()), _y())
+
+
+def test_regressor_loss_parameter():
+    X, y, _ = _linear(50)
+    assert FastpropRegressor(max_iter=2).get_params()["loss"] == "squared_error"
+    with pytest.raises(ValueError, match="loss must be 'squared_error'"):
+        FastpropRegressor(loss="poisson", max_iter=2).fit(X, y)
 
 
 def test_regressor_bad_y():

@@ -7,10 +7,13 @@ compiled call per step. :mod:`fastprop.reference` is the same math in plain NumP
 """
 from fastprop._version import __version__
 from fastprop._threads import blas_info, get_num_threads, set_num_threads
-from fastprop import callbacks, datasets, losses, optim, reference
+from fastprop import callbacks, datasets, distributed, losses, optim, reference
 from fastprop.io import load
+from fastprop.export_onnx import to_onnx
 from fastprop.layers import Dense, DenseCache, Dropout, DropoutCache
 from fastprop.model import Sequential, gradcheck
+from fastprop.plot import plot_graph, plot_history
+from fastprop.trace import Trace, trace
 
 __all__ = [
     "__version__",
@@ -20,9 +23,15 @@ __all__ = [
     "DropoutCache",
     "Sequential",
     "gradcheck",
+    "trace",
+    "Trace",
+    "plot_graph",
+    "plot_history",
     "load",
+    "to_onnx",
     "callbacks",
     "datasets",
+    "distributed",
     "losses",
     "optim",
     "reference",

@@ -1,8 +1,10 @@
-"""Command line: ``python -m fastprop demo`` and ``python -m fastprop bench``.
+"""Command line: ``python -m fastprop demo``, ``explain`` and ``bench``.
 
 ``demo`` trains a small network on the bundled UCI handwritten digits with a progress bar,
 prints the test accuracy and wall time, then trains the same network from the same weights on
-the same minibatches with the pure-NumPy reference and prints the speed ratio.
+the same minibatches with the pure-NumPy reference and prints the speed ratio. ``explain`` trains
+the demo network for a few epochs, traces one minibatch (``fastprop.trace``), prints its summary
+and writes the block picture, the computational graph and the learning curves as PNG and SVG.
 """
 import argparse
 import sys
@@ -77,27 +79,39 @@ def demo(args):
 
 
 def _plot(history, path):
-    from fastprop._bench import pyplot
-    plt = pyplot()
-    if plt is None:
+    import fastprop as fp
+    try:
+        fp.plot_history(history, path)
+    except ImportError as exc:
+        print(f"{exc}; no plot written", file=sys.stderr)
         return
-    h = history.history
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = np.arange(1, len(h["loss"]) + 1)
-    for key in ("loss", "val_loss"):
-        if key in h:
-            axes[0].plot(epochs, h[key], label=key)
-    for key in ("accuracy", "val_accuracy"):
-        if key in h:
-            axes[1].plot(epochs, h[key], label=key)
-    for ax, title in zip(axes, ("loss", "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
     print(f"learning curves saved to {path}")
+
+
+def explain(args):
+    """Train the demo network briefly, trace one real minibatch, print the trace summary and
+    write its pictures (PNG and SVG) to args.out."""
+    import os
+    import fastprop as fp
+
+    os.makedirs(args.out, exist_ok=True)
+    Xtr, ytr, _, _ = _digits_split(args.seed)
+    model = _demo_model(args.seed, "float32")
+    print(f"training the demo network on the bundled digits for {args.epochs} epochs ...")
+    history = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=0.1, verbose=0)
+    batch = slice(0, args.batch_size)            # one real minibatch of the training data
+    tr = fp.trace(model, Xtr[batch], ytr[batch])
+    tr.summary()
+    pictures = [("blocks", tr.plot_blocks), ("graph", tr.plot_graph),
+                ("history", lambda p: fp.plot_history(history, p)),
+                ("scalar_graph", fp.plot_graph)]
+    for name, draw in pictures:
+        for ext in ("png", "svg"):
+            draw(os.path.join(args.out, f"{name}.{ext}"))
+    print(f"pictures written to {args.out}: "
+          + ", ".join(f"{name}.png/.svg" for name, _ in pictures))
+    return 0
 
 
 def main(argv=None):
@@ -112,6 +126,13 @@ def main(argv=None):
     d.add_argument("--plot", metavar="FILE.png", help="save learning curves (needs matplotlib)")
     d.add_argument("--no-reference", action="store_true",
                    help="skip the timing of the pure-NumPy reference")
+    e = sub.add_parser("explain", help="trace one minibatch of the demo network: summary and "
+                                       "pictures of forward and backward propagation")
+    e.add_argument("--out", metavar="DIR", default="fastprop-explain",
+                   help="directory for the pictures (created if missing)")
+    e.add_argument("--epochs", type=int, default=5)
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--seed", type=int, default=0)
     from fastprop import _bench
     _bench.add_arguments(sub.add_parser(
         "bench", help="speed tables against pure NumPy, PyTorch, scikit-learn, GEMM floor"))
@@ -122,6 +143,10 @@ def main(argv=None):
         if args.epochs < 1 or args.batch_size < 1:
             parser.error("--epochs and --batch-size must be >= 1")
         return demo(args)
+    if args.command == "explain":
+        if args.epochs < 0 or args.batch_size < 1:
+            parser.error("--epochs must be >= 0 and --batch-size >= 1")
+        return explain(args)
     return 2
 
 

@@ -12,17 +12,20 @@ It calls OpenBLAS's own ``openblas_set_num_threads`` from C — nanoseconds, so 
 per step (a threadpoolctl context per call would cost more than a small step).
 
 The configured count is, in order: the model's ``n_threads``; else what the BLAS is set to
-(``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS`` or OpenBLAS's default, the number
-of cores). With a BLAS other than OpenBLAS (e.g. Accelerate in some macOS SciPy wheels) thread
+(``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS``, or by default the number of
+CPUs this process may use: :func:`available_cpus`, its CPU affinity and cgroup quota, not the
+machine's core count: under ``mpiexec`` each rank is bound to its cores, and two BLAS threads
+on a busy 2-core machine were measured 2-40x slower than one). With a BLAS other than OpenBLAS (e.g. Accelerate in some macOS SciPy wheels) thread
 counts are left to it.
 """
 import ctypes
 import glob
+import math
 import os
 
 from fastprop._core import _engine
 
-__all__ = ["WORK_MIN", "blas_info", "get_num_threads", "set_num_threads"]
+__all__ = ["WORK_MIN", "available_cpus", "blas_info", "get_num_threads", "set_num_threads"]
 
 #: Multiply-adds of a call's largest layer below which the call uses one thread. Measured (with
 #: a per-layer policy, since replaced by the per-call one above) on a 2-core
@@ -65,6 +68,44 @@ def _find():
     return None, None, None
 
 
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_cpus(root):
+    """The CPU quota of this process's cgroup in CPUs (cgroup v2 ``cpu.max``, else v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), or None without a quota."""
+    try:
+        v2 = _read(os.path.join(root, "cpu.max"))
+        if v2 is not None:
+            return None if v2[0] == "max" else int(v2[0]) / int(v2[1])
+        quota = _read(os.path.join(root, "cpu", "cpu.cfs_quota_us"))
+        period = _read(os.path.join(root, "cpu", "cpu.cfs_period_us"))
+        if quota is None or period is None or int(quota[0]) <= 0:
+            return None
+        return int(quota[0]) / int(period[0])
+    except (ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+def available_cpus(cgroup_root="/sys/fs/cgroup"):
+    """The number of CPUs this process may use: its CPU affinity mask
+    (``os.sched_getaffinity``, else ``os.cpu_count()``), capped by the cgroup CPU quota rounded
+    up (containers, batch schedulers); at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpus(cgroup_root)
+    if quota is not None and quota > 0:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
 def install(work_min=WORK_MIN):
     """Find OpenBLAS's thread setter and hand it to the engine (done at import)."""
     global _SETTER, _GETTER, _LIBRARY
@@ -72,6 +113,12 @@ def install(work_min=WORK_MIN):
     if _SETTER is None or os.environ.get("FASTPROP_NO_THREAD_CONTROL"):
         _engine.set_thread_control(0, 0, 0)
         return False
+    if not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+                                           "OMP_NUM_THREADS")):
+        # OpenBLAS's own default is every core of the machine
+        cpus = available_cpus()
+        if _GETTER() > cpus:
+            _SETTER(cpus)
     _engine.set_thread_control(ctypes.cast(_SETTER, ctypes.c_void_p).value,
                                ctypes.cast(_GETTER, ctypes.c_void_p).value, int(work_min))
     return True

@@ -223,7 +223,7 @@ class Sequential:
         return self.optimizer._engine_args(self.n_params, self.dtype)
 
     # -- training, one batch -----------------------------------------------------------------
-    def train_step(self, X, y, sample_weight=None):
+    def train_step(self, X, y, sample_weight=None, comm=None):
         """One compiled forward + loss + backward + optimizer update on a batch.
 
         Parameters
@@ -233,17 +233,28 @@ class Sequential:
             Targets (see :func:`fastprop.losses.prepare_targets`): integer labels or
             probability rows for ``cross_entropy``, (n, n_out) values otherwise.
         sample_weight : array_like (n_samples,), optional
+        comm : mpi4py communicator, optional
+            Data-parallel step (collective): each rank passes its part of the global batch
+            (it may be empty, or all its weights 0); the gradients are summed over the ranks
+            with one ``Allreduce`` and every rank applies the same update, so the parameters
+            equal those of one step on the concatenated batch. The first call with a
+            communicator broadcasts rank 0's parameters and optimizer state. See
+            :mod:`fastprop.distributed`.
 
         Returns
         -------
         float
-            The batch loss of the forward pass (before the update).
+            The batch loss of the forward pass (before the update); with ``comm``, of the
+            global batch.
 
         All arguments are checked before anything changes: a call that raises leaves
         parameters and optimizer state as they were. That includes a batch whose loss or
         gradients are not finite, or whose update could overflow (inputs too large for the
         dtype, diverged weights): ValueError, no update.
         """
+        if comm is not None:
+            from fastprop import distributed
+            return distributed.train_step(self, X, y, sample_weight, comm)
         if sample_weight is None:
             # fast path: arrays already in the engine's layout are checked in C (finite,
             # labels in range) and the step runs; anything else returns None untouched
@@ -314,17 +325,70 @@ class Sequential:
             self.last_loss = self._engine.backward(X, y_dense, labels, w, training)
         return self.grads
 
-    def apply_gradients(self):
-        """One optimizer update of ``model.params`` from ``model.grads``."""
+    def compute_gradients(self, X, y, sample_weight=None, normalizer=None):
+        """Gradients only: one compiled forward (training mode), loss and backward, no update.
+
+        ``model.grads`` := the gradient of the batch loss ``sum_i w_i l_i / normalizer``; the
+        optimizer and its step count are untouched (apply it with :meth:`apply_gradients`).
+        Dropout draws from the model's stream exactly as :meth:`train_step` does.
+
+        Parameters
+        ----------
+        X : array_like (n_samples, n_in)
+        y : array_like
+            Targets, as for :meth:`train_step`.
+        sample_weight : array_like (n_samples,), optional
+        normalizer : float > 0, optional
+            Divide the weighted loss sum (and its gradient) by this instead of the batch's own
+            weight sum (``n_samples`` without weights). Shards of one global batch that each
+            pass the global weight sum get gradients that *sum* to the global batch's gradient
+            (each sample scaled as in one process); a shard whose weights are all 0 is then
+            allowed and gives zero gradients.
+
+        Returns
+        -------
+        float
+            The batch loss of the forward pass.
+        """
+        X = self._X(X)
+        if normalizer is None:
+            y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
+            normalizer = 0.0
+        else:
+            from fastprop.distributed import _local_targets
+            normalizer = V.check_real(normalizer, "normalizer", low=0.0, low_open=True)
+            y_dense, labels, w = _local_targets(self, y, X.shape[0], sample_weight)
         with self._lock:
-            self.optimizer.step(self.params, self.grads)
+            self._fwd = None
+            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer)
+
+    def apply_gradients(self):
+        """One compiled optimizer update of ``model.params`` from ``model.grads``.
+
+        The update of a fused :meth:`train_step`, with its rule: gradients that are not finite,
+        or so large that the update or the optimizer state could overflow, raise ``ValueError``
+        and change nothing (parameters, optimizer state and step count). With ``clip_norm`` the
+        gradients are clipped in place first."""
+        with self._lock:
+            kind, hyper, s1, s2, s3 = self._opt_args()
+            t = self.optimizer.t + 1
+            if not self._engine.apply_update(kind, hyper, s1, s2, s3, t):
+                raise ValueError("model.grads are not finite or too large for the update (the "
+                                 "loss or the backward pass overflowed, or the weights "
+                                 "diverged); nothing was updated")
+            self.optimizer.t = t
 
     # -- inference ---------------------------------------------------------------------------
-    def predict(self, X, batch_size=None):
+    def predict(self, X, batch_size=None, comm=None):
         """Network output for X (n, n_out): probabilities for softmax / sigmoid outputs.
 
         Inference mode (no dropout). Thread-safe; ``batch_size`` only bounds the scratch
-        memory (default 1,024 rows at a time: fewer, larger GEMMs)."""
+        memory (default 1,024 rows at a time: fewer, larger GEMMs). With an mpi4py ``comm``
+        (collective), each rank gets the outputs of its own X, and bad input on one rank
+        raises on every rank."""
+        if comm is not None:
+            from fastprop import distributed
+            return distributed.predict(self, X, batch_size, comm)
         rows = 1024 if batch_size is None else V.check_size(batch_size, "batch_size")
         out = self._engine.predict_checked(X, rows)     # arrays already in the engine's layout
         if out is None:
@@ -354,12 +418,16 @@ class Sequential:
             return float(np.mean((a > 0.5) == (y_dense > 0.5)))
         return None
 
-    def evaluate(self, X, y, sample_weight=None):
+    def evaluate(self, X, y, sample_weight=None, comm=None):
         """Return ``{"loss": ...}`` plus ``"accuracy"`` for classification (inference mode).
 
         Accuracy is the fraction of samples whose arg-max output matches the label
         (cross-entropy) or of outputs on the right side of 0.5 (binary cross-entropy);
-        sample weights apply to the loss only."""
+        sample weights apply to the loss only. With an mpi4py ``comm`` (collective), each
+        rank passes its shard (maybe empty) and every rank gets the scores of their union."""
+        if comm is not None:
+            from fastprop import distributed
+            return distributed.evaluate(self, X, y, sample_weight, comm)
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
         loss, acc = self._score(X, y_dense, labels, w)
@@ -370,7 +438,7 @@ class Sequential:
 
     # -- training loop -----------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_split=0.0,
-            validation_data=None, sample_weight=None, callbacks=None, verbose=1):
+            validation_data=None, sample_weight=None, callbacks=None, verbose=1, comm=None):
         """Train for ``epochs`` passes over (X, y) in minibatches.
 
         Parameters
@@ -391,6 +459,20 @@ class Sequential:
         callbacks : list of fastprop.callbacks.Callback, optional
         verbose : 0 or 1
             1 shows a progress bar (one line per epoch when output is not a terminal).
+        comm : mpi4py communicator, optional
+            Data-parallel training (collective; see :mod:`fastprop.distributed`): each rank
+            passes its own shard (``fastprop.distributed.shard``) and ``batch_size`` is per
+            rank; step ``b`` trains on the union of the ranks' batches ``b`` with one
+            ``Allreduce`` of the gradients, giving the parameters one process gets on that
+            global batch. Rank 0's parameters and optimizer state are broadcast first. Every
+            rank runs the same number of steps per epoch, the longest shard's (shorter or
+            empty shards take part with zero gradients). Each rank shuffles its shard and draws
+            dropout masks from its own seeded stream; ``validation_data`` / ``validation_split``
+            are per rank and ``val_*`` are computed over all ranks, so History and callback
+            decisions are the same everywhere; the progress bar, ``CSVLogger`` and
+            ``ModelCheckpoint`` run on rank 0 only. An error on any rank (input, callback)
+            raises on every rank. A CRC-32 of the parameters is compared across ranks after
+            every epoch.
 
         Returns
         -------
@@ -407,6 +489,10 @@ class Sequential:
         could overflow) is skipped, and the epoch ends with a ``RuntimeWarning`` giving the
         count.
         """
+        if comm is not None:
+            from fastprop import distributed
+            return distributed.fit(self, X, y, epochs, batch_size, shuffle, validation_split,
+                                   validation_data, sample_weight, callbacks, verbose, comm)
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):

@@ -701,3 +701,4 @@ def optimizer_from_config(cfg):
     if "current_lr" in cfg:   # the scheduled rate of the epoch in progress
         opt._lr = _real(cfg["current_lr"], "optimizer config 'current_lr'", low=0.0)
     return opt
+from fastprop.lbfgs import LBFGS  # noqa: E402,F401  (full-batch L-BFGS-B, fastprop.lbfgs)

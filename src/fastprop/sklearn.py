@@ -1,10 +1,12 @@
 """scikit-learn estimators over fastprop: :class:`FastpropClassifier`, :class:`FastpropRegressor`.
 
-Thin wrappers around :class:`fastprop.Sequential` with the parameters, fitted attributes and
-stopping rule of scikit-learn's ``MLPClassifier`` / ``MLPRegressor``, so that they drop into a
-``Pipeline``, ``GridSearchCV``, ``cross_val_score``, ``clone`` and pickle. Each ``fit`` is one
-``Sequential.fit`` call: the minibatches run in the compiled engine, and the stopping rule is a
-fastprop callback that runs once per epoch.
+Drop-in replacements for scikit-learn's ``MLPClassifier`` / ``MLPRegressor`` over a
+:class:`fastprop.Sequential`: the same parameters, initial weights, update rules (adam, sgd
+with its schedules and momentum, lbfgs), L2 penalty, loss, stopping rule and fitted
+attributes, so that they drop into a ``Pipeline``, ``GridSearchCV``, ``cross_val_score``,
+``clone`` and pickle. The stochastic solvers run scikit-learn's epoch loop with one compiled
+forward + backward (``Engine.train_step(update=False)``) and one compiled optimizer update per
+minibatch; lbfgs is :class:`fastprop.optim.LBFGS`.
 
 scikit-learn is an optional dependency: ``import fastprop`` never imports this module, and
 importing it without scikit-learn raises ImportError.
@@ -31,6 +33,7 @@ except ImportError as exc:   # pragma: no cover - exercised by a test that hides
         "pip install scikit-learn (the rest of fastprop works without it)") from exc
 
 import contextlib
+import copy
 import numbers
 import re
 import warnings
@@ -40,7 +43,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
+                                      unique_labels)
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 try:                                            # scikit-learn >= 1.6
@@ -53,11 +58,12 @@ except ImportError:                             # pragma: no cover - older sciki
         return estimator._validate_data(X, **kwargs)
 
 from fastprop import _validation as V
+from fastprop._core import _optim as _optim_core
 from fastprop.activations import canonical_name
-from fastprop.callbacks import Callback
 from fastprop.layers import Dense
+from fastprop.lbfgs import LBFGS
 from fastprop.model import Sequential
-from fastprop.optim import OPTIMIZERS
+from fastprop.optim import OPTIMIZERS, SGD, Adam, Optimizer, optimizer_from_config
 
 __all__ = ["FastpropClassifier", "FastpropRegressor"]
 
@@ -106,9 +112,20 @@ def _check_sample_weight(sample_weight, n):
     return sw
 
 
+_SOLVERS = ("adam", "sgd", "lbfgs")
+_SCHEDULES = ("constant", "invscaling", "adaptive")
+
+
+def _real(value, name, low=None, high=None, low_open=False, high_open=False):
+    return V.check_real(value, name, low=low, high=high, low_open=low_open,
+                        high_open=high_open)
+
+
 def _settings(est):
     """The constructor parameters, checked and normalized (scikit-learn convention: they are
-    stored as given and validated here, at fit time). Errors name the parameter."""
+    stored as given and validated here, at fit time). Errors name the parameter; the
+    deprecated fastprop meanings (``optimizer`` as a name, ``learning_rate`` as a number) warn
+    here."""
     s = SimpleNamespace()
     h = est.hidden_layer_sizes
     if isinstance(h, (numbers.Integral, np.integer)) and not isinstance(h, (bool, np.bool_)):
@@ -129,15 +146,48 @@ def _settings(est):
     except ValueError:
         raise ValueError(f"activation must be one of {', '.join(_HIDDEN_ACTIVATIONS)}; got "
                          f"{act!r}") from None
+    solver = est.solver
+    if not isinstance(solver, str) or solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(_SOLVERS)}; got {solver!r}")
+    s.solver = solver
+    lr = est.learning_rate
+    s.learning_rate_init = _real(est.learning_rate_init, "learning_rate_init", low=0.0,
+                                 low_open=True)
+    if isinstance(lr, (numbers.Real, np.number)) and not isinstance(lr, (bool, np.bool_)):
+        warnings.warn("learning_rate as a number is deprecated: it is scikit-learn's schedule "
+                      "name now ('constant', 'invscaling', 'adaptive'); pass the rate as "
+                      "learning_rate_init", DeprecationWarning, stacklevel=4)
+        s.learning_rate_init = _real(lr, "learning_rate", low=0.0, low_open=True)
+        lr = "constant"
+    if not isinstance(lr, str) or lr not in _SCHEDULES:
+        raise ValueError(f"learning_rate must be one of {', '.join(_SCHEDULES)}; got {lr!r}")
+    s.learning_rate = lr
+    s.power_t = _real(est.power_t, "power_t")
+    s.momentum = _real(est.momentum, "momentum", low=0.0, high=1.0)
+    s.nesterovs_momentum = V.check_bool(est.nesterovs_momentum, "nesterovs_momentum")
+    s.beta_1 = _real(est.beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
+    s.beta_2 = _real(est.beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
+    s.epsilon = _real(est.epsilon, "epsilon", low=0.0, low_open=True)
+    s.max_fun = V.check_size(est.max_fun, "max_fun")
     opt = est.optimizer
-    if not isinstance(opt, str):
-        raise TypeError(f"optimizer must be the name of a fastprop optimizer "
-                        f"({', '.join(OPTIMIZERS)}), got {type(opt).__name__} {opt!r}")
-    if opt.lower() not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {opt!r}")
-    s.optimizer = opt.lower()
-    s.learning_rate = V.check_real(est.learning_rate, "learning_rate", low=0.0, low_open=True)
-    s.alpha = V.check_real(est.alpha, "alpha", low=0.0)
+    s.optimizer = None
+    if isinstance(opt, str):
+        if opt.lower() not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be a fastprop.optim optimizer object (or, "
+                             f"deprecated, one of {', '.join(OPTIMIZERS)}); got {opt!r}")
+        warnings.warn("optimizer as a name is deprecated: use solver='adam' / 'sgd' / "
+                      "'lbfgs', or pass a fastprop.optim optimizer object",
+                      DeprecationWarning, stacklevel=4)
+        s.optimizer = OPTIMIZERS[opt.lower()](lr=s.learning_rate_init)
+    elif isinstance(opt, Optimizer):
+        s.optimizer = optimizer_from_config(opt.get_config())   # a copy: params stay as given
+    elif opt is not None:
+        raise TypeError(f"optimizer must be None or a fastprop.optim optimizer object, got "
+                        f"{type(opt).__name__} {opt!r}")
+    if s.optimizer is not None and s.solver == "lbfgs":
+        raise ValueError("optimizer is for the stochastic solvers; it cannot be combined "
+                         "with solver='lbfgs'")
+    s.alpha = _real(est.alpha, "alpha", low=0.0)
     bs = est.batch_size
     if isinstance(bs, str):
         if bs != "auto":
@@ -152,11 +202,11 @@ def _settings(est):
     except (ValueError, TypeError):
         raise ValueError(f"random_state must be None, an int in [0, 2**32 - 1] or a "
                          f"numpy.random.RandomState, got {est.random_state!r}") from None
-    s.tol = V.check_real(est.tol, "tol", low=0.0)
+    s.tol = _real(est.tol, "tol", low=0.0)
     s.n_iter_no_change = V.check_size(est.n_iter_no_change, "n_iter_no_change")
     s.early_stopping = V.check_bool(est.early_stopping, "early_stopping")
-    s.validation_fraction = V.check_real(est.validation_fraction, "validation_fraction",
-                                         low=0.0, low_open=True, high=1.0, high_open=True)
+    s.validation_fraction = _real(est.validation_fraction, "validation_fraction",
+                                  low=0.0, low_open=True, high=1.0, high_open=True)
     s.dtype = V.as_dtype(est.dtype, "dtype")
     s.n_threads = None if est.n_threads is None else V.check_size(est.n_threads, "n_threads")
     verbose = est.verbose
@@ -166,129 +216,118 @@ def _settings(est):
     return s
 
 
-class _StopRule(Callback):
-    """scikit-learn MLP's stopping rule, run by ``Sequential.fit`` once per epoch.
-
-    Without a validation score: an epoch counts as "no improvement" when its training loss is
-    above ``best_loss - tol`` (best_loss: the lowest so far); with one (early stopping): when
-    the validation score is below ``best_score + tol``. Training stops once more than
-    ``n_iter_no_change`` epochs in a row did not improve (``None``: never, for partial_fit),
-    and at once if the loss is not finite. With a validation score the parameters of the best
-    epoch are put back at the end, as scikit-learn does.
-    """
-
-    def __init__(self, tol, n_iter_no_change, verbose=0, score=None, first_iter=1):
-        self.tol, self.n_iter_no_change, self.verbose = tol, n_iter_no_change, verbose
-        self.score, self.first_iter = score, first_iter
-        self.losses, self.scores = [], []
-        self.best = np.inf if score is None else -np.inf
-        self.count = 0
-        self.best_params = None
-        self.converged = False
-        self.diverged = False
-
-    def on_epoch_end(self, epoch, logs=None):
-        model = self.model
-        loss = float(logs["loss"])
-        self.losses.append(loss)
-        if self.verbose:
-            print(f"Iteration {self.first_iter + epoch}, loss = {loss:.8f}", flush=True)
-        if not np.isfinite(loss):
-            self.diverged = True
-            model.stop_training = True
-            return
-        if self.score is None:
-            self.count = self.count + 1 if loss > self.best - self.tol else 0
-            self.best = min(self.best, loss)
-        else:
-            score = self.score(model)
-            self.scores.append(score)
-            if self.verbose:
-                print(f"Validation score: {score:f}", flush=True)
-            self.count = self.count + 1 if score < self.best + self.tol else 0
-            if score > self.best:
-                self.best = score
-                self.best_params = model.params.copy()
-        if self.n_iter_no_change is not None and self.count > self.n_iter_no_change:
-            self.converged = True
-            model.stop_training = True
-            if self.verbose:
-                what = "Validation score" if self.score is not None else "Training loss"
-                print(f"{what} did not improve more than tol={self.tol:f} for "
-                      f"{self.n_iter_no_change} consecutive epochs. Stopping.", flush=True)
-
-    def on_train_end(self, logs=None):
-        if self.best_params is not None:
-            self.model.params[...] = self.best_params
+def _merge_duplicates(X, targets, sw):
+    """Identical samples (same row of X and same target) merged into one whose weight is the
+    sum of theirs, rows in sorted order. For a full-batch gradient this changes nothing in
+    exact arithmetic, and it makes the float32 result independent of repetition and order:
+    integer sample weights and repeated samples give the same model bit for bit."""
+    n, d = X.shape
+    T = targets.reshape(n, -1)
+    key = np.concatenate([X.astype(np.float64), T.astype(np.float64)], axis=1)
+    uniq, inverse = np.unique(key, axis=0, return_inverse=True)
+    weights = np.bincount(inverse.ravel(), weights=sw, minlength=uniq.shape[0])
+    Xu = np.ascontiguousarray(uniq[:, :d], dtype=X.dtype)
+    Tu = np.ascontiguousarray(uniq[:, d:], dtype=targets.dtype).reshape(
+        (uniq.shape[0],) + targets.shape[1:])
+    return Xu, Tu, weights
 
 
 _PARAMETERS_DOC = """hidden_layer_sizes : int or tuple of int, default=(100,)
         Widths of the hidden layers, each >= 1; ``()`` for none (a linear model).
     activation : str, default="relu"
-        Activation of the hidden layers: any fastprop hidden activation (``identity``
-        (``linear``), ``relu``, ``leaky_relu``, ``elu``, ``gelu``, ``sigmoid`` (also
-        scikit-learn's name ``logistic``), ``tanh``, ``softplus``, ``silu`` (``swish``)).
-    optimizer : {"adam", "adamw", "sgd", "rmsprop", "adagrad"}, default="adam"
-        A :mod:`fastprop.optim` optimizer with PyTorch's semantics and defaults (``sgd`` is
-        plain SGD, without scikit-learn's momentum).
-    learning_rate : float > 0, default=1e-3
-        The optimizer's learning rate (scikit-learn's ``learning_rate_init``).
-    alpha : float >= 0, default=0.0
-        L2 penalty, passed to the optimizer as ``weight_decay``: ``alpha * w`` is added to the
-        gradient of the mean loss of every parameter, biases included (decoupled decay for
-        ``adamw``). scikit-learn's MLP adds ``alpha * w / batch_size`` to the weights only, so
-        the same value regularizes more strongly here.
+        Activation of the hidden layers: scikit-learn's ``identity``, ``logistic``, ``tanh``,
+        ``relu``, or any other fastprop hidden activation (``leaky_relu``, ``elu``, ``gelu``,
+        ``softplus``, ``silu``).
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        As in scikit-learn: Adam or SGD on minibatches, or full-batch L-BFGS-B
+        (:class:`fastprop.optim.LBFGS`).
+    alpha : float >= 0, default=0.0001
+        scikit-learn's L2 penalty: ``0.5 * alpha * sum(W ** 2) / sum(batch weights)`` is added
+        to every batch's loss (weight matrices only, not biases), and its gradient to the
+        weights' gradient.
     batch_size : int >= 1 or "auto", default="auto"
-        Minibatch size; "auto" is ``min(200, n_samples)``.
+        Minibatch size; "auto" is ``min(200, n_samples)``; larger than n_samples is clipped
+        with a warning (scikit-learn's rule). Not used by lbfgs.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        scikit-learn's schedule for ``solver="sgd"`` (ignored by adam and lbfgs):
+        ``invscaling`` sets the rate to ``learning_rate_init / (t_ + 1) ** power_t`` after
+        every epoch (``t_``: samples seen); ``adaptive`` divides it by 5 whenever the
+        stopping rule fires, and stops once it is <= 1e-6. (Deprecated: a number is taken as
+        ``learning_rate_init``, the former fastprop meaning.)
+    learning_rate_init : float > 0, default=0.001
+        The initial learning rate (adam, sgd).
+    power_t : float, default=0.5
+        Exponent of ``invscaling``.
     max_iter : int >= 1, default=200
-        Maximum number of epochs of one ``fit``.
+        Maximum number of epochs of one ``fit`` (lbfgs: iterations).
     shuffle : bool, default=True
-        Reshuffle the samples every epoch.
+        Reshuffle the samples every epoch (adam, sgd).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the shuffling and the early-stopping split. An int gives
         the same model at every fit; a RandomState is drawn from (so successive fits differ).
     tol : float >= 0, default=1e-4
         Improvement of the training loss (or validation score) below which an epoch counts as
-        no improvement.
+        no improvement; lbfgs: scipy's ``gtol``.
+    verbose : bool or int, default=False
+        Print the loss of every epoch (iteration).
+    warm_start : bool, default=False
+        A new ``fit`` starts from the fitted weights instead of new ones (with a new optimizer
+        state, as scikit-learn does; ``partial_fit`` keeps the optimizer state). The
+        architecture, the number of features and the classes (or outputs) must not have
+        changed. A ``fit`` that fails leaves the fitted model exactly as it was.
+    momentum : float in [0, 1], default=0.9
+        Momentum of ``solver="sgd"`` (scikit-learn's velocity; a learning-rate change keeps
+        the velocity, as scikit-learn's does).
+    nesterovs_momentum : bool, default=True
+        Nesterov's momentum for ``solver="sgd"`` when momentum > 0.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified for single-label
+        classification when possible), stop on its score (accuracy or R^2) instead of the
+        training loss, and keep the parameters of the best epoch.
+    validation_fraction : float in (0, 1), default=0.1
+        Used when ``early_stopping``; at least 2 samples must be held out.
+    beta_1, beta_2 : float in [0, 1), default=0.9, 0.999
+        Adam's moment decay rates.
+    epsilon : float > 0, default=1e-8
+        Adam's epsilon, where scikit-learn adds it: ``lr_t * m / (sqrt(v) + epsilon)`` with
+        ``lr_t = learning_rate_init * sqrt(1 - beta_2**t) / (1 - beta_1**t)``.
     n_iter_no_change : int >= 1, default=10
         ``fit`` stops once more than this many epochs in a row brought no improvement of
         ``tol`` (scikit-learn's rule).
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified for the classifier
-        when possible), stop on its score (accuracy or R^2) instead of the training loss, and
-        keep the parameters of the best epoch.
-    validation_fraction : float in (0, 1), default=0.1
-        Used when ``early_stopping``; at least 2 samples must be held out.
+    max_fun : int >= 1, default=15000
+        lbfgs: maximum number of loss evaluations.
     dtype : {"float32", "float64"}, default="float32"
-        Dtype of the parameters and of the computation. Predictions come back in X's dtype
-        as scikit-learn's estimators return them: float32 for float32 X, float64 otherwise.
+        (fastprop) Dtype of the parameters and of the computation. Predictions come back in
+        X's dtype as scikit-learn's estimators return them: float32 for float32 X, float64
+        otherwise.
     n_threads : int >= 1 or None, default=None
-        BLAS threads of the model (:attr:`fastprop.Sequential.n_threads`); set 1 inside worker
-        pools such as ``GridSearchCV(n_jobs=...)``.
-    verbose : int, default=0
-        > 0 prints the loss of every epoch.
-    warm_start : bool, default=False
-        A new ``fit`` continues from the fitted model (its weights and optimizer state)
-        instead of starting over; the architecture, the number of features and the classes
-        (or outputs) must not have changed. ``learning_rate`` and ``alpha`` may change."""
+        (fastprop) BLAS threads of the model (:attr:`fastprop.Sequential.n_threads`); set 1
+        inside worker pools such as ``GridSearchCV(n_jobs=...)``.
+    optimizer : fastprop.optim.Optimizer or None, default=None
+        (fastprop) An optimizer object (``fp.optim.AdamW(lr=...)``, ``RMSprop``, ...) used
+        instead of ``solver``'s update rule, with its own learning rate and schedule (a copy
+        is trained; the object is not changed). (Deprecated: a name such as ``"rmsprop"`` is
+        that optimizer with ``lr=learning_rate_init``.)"""
 
 _ATTRIBUTES_DOC = """model_ : fastprop.Sequential
         The trained network.
+    coefs_, intercepts_ : list of ndarray
+        Weight matrices ``(n_in, n_out)`` and bias vectors of the layers (views into the
+        model's parameters).
     n_features_in_ : int
         Number of features seen in fit.
     feature_names_in_ : ndarray of str
         Feature names, when X was given as a DataFrame with string column names.
     n_iter_ : int
-        Epochs run since the model was created (accumulated over warm-start fits and
-        ``partial_fit`` calls; scikit-learn's MLP counts those of the last fit only).
+        Epochs run by the last ``fit`` (1 after ``partial_fit``; lbfgs: iterations).
     t_ : int
-        Training samples seen (``n_samples * n_iter_``, as in scikit-learn).
+        Training samples seen by the stochastic solvers, over warm starts and partial fits.
     loss_ : float
-        Training loss of the last epoch.
+        scikit-learn's loss of the last epoch (lbfgs: at the solution), alpha penalty
+        included: cross-entropy (binary cross-entropy summed over the labels of a multi-label
+        problem) or half the squared error.
     loss_curve_ : list of float
-        Training loss of every epoch: the mean of the batch losses, each measured before its
-        update (fastprop's loss: cross-entropy, or ``mse`` = mean of squared errors over
-        samples and outputs; the ``alpha`` penalty is not included).
+        ``loss_`` of every epoch (stochastic solvers).
     best_loss_ : float or None
         Lowest value of ``loss_curve_``; None with early stopping.
     validation_scores_ : list of float or None
@@ -297,38 +336,48 @@ _ATTRIBUTES_DOC = """model_ : fastprop.Sequential
         Best of ``validation_scores_`` (None without early stopping).
     n_layers_ : int
         Number of layers, input and output included.
+    n_outputs_ : int
+        Number of output units.
     out_activation_ : str
-        Activation of the output layer."""
+        Activation of the output layer (``softmax``, ``logistic`` or ``identity``)."""
 
 
 class _FastpropEstimator(BaseEstimator):
-    """Shared parameters, fitting loop and prediction of the two estimators."""
+    """Shared parameters, fitting loops and prediction of the two estimators."""
 
-    _loss = None
-    _out_activation = None
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, optimizer="adam",
-                 learning_rate=1e-3, alpha=0.0, batch_size="auto", max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, n_iter_no_change=10, early_stopping=False,
-                 validation_fraction=0.1, dtype="float32", n_threads=None, verbose=0,
-                 warm_start=False):
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype="float32", n_threads=None, optimizer=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
+        self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
         self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.dtype = dtype
-        self.n_threads = n_threads
         self.verbose = verbose
         self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.optimizer = optimizer
 
     # -- hooks of the subclasses -----------------------------------------------------------
     def _targets(self, y, n, warm, incremental, classes):
@@ -340,6 +389,14 @@ class _FastpropEstimator(BaseEstimator):
     def _make_score(self, X_val, t_val, sw_val, dtype):
         raise NotImplementedError
 
+    def _output_spec(self, fitted):
+        """(loss, output activation, scikit-learn's loss scale, its gradient scale) for the
+        model fitted with ``fitted`` attributes (scikit-learn's loss = scale * fastprop's)."""
+        raise NotImplementedError
+
+    def _class_weights(self, targets, fitted):
+        return None
+
     # -- fitting ---------------------------------------------------------------------------
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")
@@ -348,23 +405,45 @@ class _FastpropEstimator(BaseEstimator):
         for name in ("model_", "n_features_in_", "feature_names_in_", "classes_",
                      "n_outputs_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
                      "validation_scores_", "best_validation_score_", "n_layers_",
-                     "out_activation_"):
+                     "out_activation_", "_no_improvement_count", "_multilabel"):
             self.__dict__.pop(name, None)
 
-    def _build(self, s, n_in, n_out, rng):
-        sizes = (n_in, *s.hidden_layer_sizes, n_out)
-        seeds = rng.randint(_SEED_MAX, size=len(sizes))     # one per layer + the model's
-        acts = [s.activation] * (len(sizes) - 2) + [self._out_activation]
-        layers = [Dense(a, b, activation=act, dtype=s.dtype, seed=int(seed))
-                  for a, b, act, seed in zip(sizes, sizes[1:], acts, seeds)]
-        optimizer = OPTIMIZERS[s.optimizer](lr=s.learning_rate, weight_decay=s.alpha)
-        return Sequential(layers, loss=self._loss, optimizer=optimizer, dtype=s.dtype,
-                          seed=int(seeds[-1]), n_threads=s.n_threads)
+    def _new_optimizer(self, s):
+        if s.optimizer is not None:
+            return optimizer_from_config(s.optimizer.get_config())
+        if s.solver == "sgd":
+            return SGD(lr=s.learning_rate_init, momentum=s.momentum,
+                       nesterov=s.nesterovs_momentum and s.momentum > 0)
+        return Adam(lr=s.learning_rate_init, betas=(s.beta_1, s.beta_2), eps=s.epsilon)
 
-    def _check_warm(self, s):
-        """The fitted model, checked against the parameters (ValueError naming the first that
-        changed); optimizer and threads updated to the parameters (state kept when the
-        optimizer is the same)."""
+    def _build(self, s, n_in, n_out, rng, loss, out_activation):
+        """A new network initialized as scikit-learn's MLP: weights and biases uniform in
+        +-sqrt(6 / (fan_in + fan_out)) (sqrt(2 / ...) for logistic hidden units), drawn from
+        ``rng`` in the same order (so the same random_state gives the same initial
+        weights)."""
+        sizes = (n_in, *s.hidden_layer_sizes, n_out)
+        factor = 2.0 if s.activation == "sigmoid" else 6.0
+        init = []
+        for fan_in, fan_out in zip(sizes, sizes[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            init.append((rng.uniform(-bound, bound, (fan_in, fan_out)),
+                         rng.uniform(-bound, bound, fan_out)))
+        seed = int(rng.randint(_SEED_MAX))       # dropout-free: seeds fit's shuffling only
+        acts = [s.activation] * (len(sizes) - 2) + [out_activation]
+        layers = [Dense(a, b, activation=act, init="zeros", dtype=s.dtype)
+                  for a, b, act in zip(sizes, sizes[1:], acts)]
+        model = Sequential(layers, loss=loss, optimizer=self._new_optimizer(s), dtype=s.dtype,
+                           seed=seed, n_threads=s.n_threads)
+        for layer, (W, b) in zip(model.layers, init):
+            layer.W[...] = W
+            layer.b[...] = b
+        return model
+
+    def _check_warm(self, s, incremental):
+        """A copy of the fitted model to train (the fitted one stays as it is until training
+        succeeded), checked against the parameters (ValueError naming the first that changed);
+        a new optimizer for ``fit`` (scikit-learn's warm start), the state kept for
+        ``partial_fit``."""
         model = self.model_
         hidden = tuple(layer.n_out for layer in model.layers[:-1])
         for name, now, then in (("hidden_layer_sizes", s.hidden_layer_sizes, hidden),
@@ -377,14 +456,9 @@ class _FastpropEstimator(BaseEstimator):
                                  f"estimator now has {name}={getattr(now, 'name', now)!r}; "
                                  f"set warm_start=False (or use a new estimator) to start "
                                  f"over")
-        opt = model.optimizer
-        if type(opt) is OPTIMIZERS[s.optimizer]:
-            if opt.base_lr != s.learning_rate:
-                opt.lr = s.learning_rate
-            if opt.weight_decay != s.alpha:
-                opt.weight_decay = s.alpha
-        else:
-            model.optimizer = OPTIMIZERS[s.optimizer](lr=s.learning_rate, weight_decay=s.alpha)
+        model = copy.deepcopy(model)
+        if not incremental:
+            model.optimizer = self._new_optimizer(s)
         model.n_threads = s.n_threads
         return model
 
@@ -394,8 +468,22 @@ class _FastpropEstimator(BaseEstimator):
         if incremental and s.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True; set "
                              "early_stopping=False")
+        if incremental and s.solver == "lbfgs":
+            raise ValueError("partial_fit is only available for the stochastic solvers "
+                             "(solver='adam' or 'sgd'), not solver='lbfgs'")
         if not warm:
             self._forget()      # a fresh fit that fails leaves the estimator unfitted
+        saved = dict(self.__dict__)
+        try:
+            return self._fit_checked(s, warm, X, y, sample_weight, incremental, classes)
+        except BaseException:
+            # nothing of a failed fit stays (n_features_in_ set by the validation, ...);
+            # training ran on a copy of the fitted model, which is as it was
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit_checked(self, s, warm, X, y, sample_weight, incremental, classes):
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be passed, "
                              f"but the target y is None.")
@@ -403,56 +491,197 @@ class _FastpropEstimator(BaseEstimator):
         n = X.shape[0]
         targets, n_out, stratify, fitted = self._targets(y, n, warm, incremental, classes)
         sw = _check_sample_weight(sample_weight, n)
+        cw = self._class_weights(targets if stratify is None else stratify, fitted)
+        if cw is not None:
+            sw = cw if sw is None else sw * cw
+            if not sw.any():
+                raise ValueError("sample_weight * class_weight is zero for every sample")
         rng = s.random_state
-        model = self._check_warm(s) if warm else self._build(s, X.shape[1], n_out, rng)
+        spec = self._output_spec({**self.__dict__, **fitted})
+        model = self._check_warm(s, incremental) if warm else \
+            self._build(s, X.shape[1], n_out, rng, spec[0], spec[1])
         if sw is not None:
-            # A sample of weight 0 is a removed sample (scikit-learn's contract): removed
-            # here already (Sequential.fit would leave it out too), so that the early-stopping
-            # split and its stratification see only the samples that train.
+            # A sample of weight 0 is a removed sample (scikit-learn's contract), removed
+            # before the early-stopping split and its stratification.
             keep = sw.astype(model.dtype) > 0
             if not keep.all():
                 X, targets, sw = X[keep], targets[keep], sw[keep]
                 stratify = None if stratify is None else stratify[keep]
-
         score = None
         if s.early_stopping and not incremental:
             X, targets, sw, X_val, t_val, sw_val = _split(
                 X, targets, sw, s.validation_fraction, rng, stratify)
             score = self._make_score(X_val, t_val, sw_val, model.dtype)
         n_train = X.shape[0]
-        batch_size = min(200, n_train) if s.batch_size == "auto" else s.batch_size
-        prior_iter = self.n_iter_ if warm else 0
-        rule = _StopRule(s.tol, None if incremental else s.n_iter_no_change, s.verbose, score,
-                         first_iter=prior_iter + 1)
-        model.fit(X, targets, epochs=1 if incremental else s.max_iter, batch_size=batch_size,
-                  shuffle=s.shuffle, sample_weight=sw, callbacks=[rule], verbose=0)
-        if rule.diverged or not np.isfinite(model.params).all():
+        if s.solver == "lbfgs":
+            batch_size = n_train
+        elif s.batch_size == "auto":
+            batch_size = min(200, n_train)
+        else:
+            if s.batch_size > n_train:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                              "going to be clipped")
+            batch_size = min(s.batch_size, n_train)
+        if batch_size == n_train and score is None:
+            X, targets, sw = _merge_duplicates(X, targets, sw)
+        state = {"n_iter": 0, "t": self.t_ if warm and hasattr(self, "t_") else 0,
+                 "loss_curve": list(self.loss_curve_) if warm and
+                 getattr(self, "loss_curve_", None) is not None else [],
+                 "best_loss": (self.best_loss_ if warm and
+                               getattr(self, "best_loss_", None) is not None else np.inf),
+                 "count": getattr(self, "_no_improvement_count", 0) if warm else 0,
+                 "scores": list(getattr(self, "validation_scores_", None) or [])
+                 if warm else [],
+                 "best_score": (getattr(self, "best_validation_score_", None) or -np.inf)
+                 if warm else -np.inf}
+        if s.solver == "lbfgs":
+            self._run_lbfgs(model, s, X, targets, sw, spec, state)
+        else:
+            self._run_epochs(model, s, X, targets, sw, spec, state, batch_size, incremental,
+                             score)
+        if not np.isfinite(model.params).all():
             raise ValueError("training diverged (the loss or the parameters became NaN or "
-                             "infinite): lower learning_rate or scale X, e.g. with "
+                             "infinite): lower learning_rate_init or scale X, e.g. with "
                              "sklearn.preprocessing.StandardScaler")
 
-        epochs = len(rule.losses)
+        # success: only now does anything of the estimator change
         self.__dict__.update(fitted)
         self.model_ = model
-        self.n_iter_ = prior_iter + epochs
-        self.t_ = (self.t_ if warm else 0) + n_train * epochs
-        self.loss_curve_ = (self.loss_curve_ if warm else []) + rule.losses
-        self.loss_ = self.loss_curve_[-1]
-        if score is not None:
-            scores = getattr(self, "validation_scores_", None) if warm else None
-            self.validation_scores_ = (scores or []) + rule.scores
-            self.best_validation_score_ = max(self.validation_scores_)
-            self.best_loss_ = None
-        else:
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
-            self.best_loss_ = min(self.loss_curve_)
+        self.n_iter_ = state["n_iter"]
+        self.loss_ = state["loss"]
         self.n_layers_ = len(model.layers) + 1
-        self.out_activation_ = self._out_activation
-        if not incremental and not rule.converged and epochs == s.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({s.max_iter}) reached "
-                          f"and the optimization hasn't converged yet.", ConvergenceWarning)
+        self.out_activation_ = "logistic" if spec[1] == "sigmoid" else spec[1]
+        self.t_ = state["t"]            # 0 after lbfgs, as scikit-learn's
+        if s.solver != "lbfgs":
+            self.loss_curve_ = state["loss_curve"]
+            self._no_improvement_count = state["count"]
+            if score is not None:
+                self.validation_scores_ = state["scores"]
+                self.best_validation_score_ = state["best_score"]
+                self.best_loss_ = None
+            else:
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+                self.best_loss_ = state["best_loss"]
         return self
+
+    def _run_lbfgs(self, model, s, X, targets, sw, spec, state):
+        opt = LBFGS(max_iter=s.max_iter, max_fun=s.max_fun, tol=s.tol, alpha=s.alpha,
+                    verbose=bool(s.verbose))
+        opt._scale = spec[2:]
+        res = opt.minimize(model, X, targets, sample_weight=sw)
+        state["n_iter"] = int(res.nit)
+        state["loss"] = float(res.fun)
+        if res.status != 0:
+            warnings.warn(f"lbfgs failed to converge after {res.nit} iteration(s) (status="
+                          f"{res.status}): {res.message}. Increase the number of iterations "
+                          f"(max_iter) or scale the data, e.g. with StandardScaler.",
+                          ConvergenceWarning)
+
+    def _run_epochs(self, model, s, X, targets, sw, spec, state, batch_size, incremental,
+                    score):
+        """scikit-learn's stochastic training loop (``_fit_stochastic``): per batch one
+        compiled forward + backward (no update), scikit-learn's L2 penalty on the weight
+        matrices, one optimizer update; per epoch its loss, stopping rule and learning-rate
+        schedule."""
+        Xm = model._X(X)
+        y_dense, labels, w = model._targets(targets, Xm.shape[0], sw)
+        n = Xm.shape[0]
+        engine, opt = model._engine, model.optimizer
+        params, grads = model.params, model.grads
+        _, _, loss_scale, grad_scale = spec
+        coef = [slice(wo, bo) for wo, bo in model._offsets]
+        alpha = s.alpha
+        own_rule = s.optimizer is None
+        is_adam = own_rule and s.solver == "adam"
+        schedule = s.learning_rate if own_rule and s.solver == "sgd" else "constant"
+        one_batch = batch_size >= n
+        best_params = None
+        stop = False
+        eps_at = _optim_core.HYPER_INDEX["eps"]
+        engine.ensure_capacity(batch_size)
+        for epoch in range(1 if incremental else s.max_iter):
+            opt.schedule_epoch(epoch)
+            # the optimizer's compiled arguments, once per epoch (the rate changes between
+            # epochs only); a private copy of the hyperparameters for Adam's per-step epsilon
+            kind, hyper, s1, s2, s3 = opt._engine_args(model.n_params, model.dtype)
+            hyper = hyper.copy()
+            order = model._permutation(n) if s.shuffle and not one_batch else \
+                np.arange(n, dtype=np.int64)
+            total = 0.0
+            for start in range(0, n, batch_size):
+                idx = order[start:start + batch_size]
+                bsum = float(idx.size if w is None else np.sum(w[idx], dtype=np.float64))
+                t = opt.t + 1
+                loss = engine.train_step(Xm, y_dense, labels, w, idx, kind, hyper, s1, s2,
+                                         s3, t, False) * loss_scale
+                if grad_scale != 1.0:
+                    grads *= grad_scale
+                if alpha:
+                    with np.errstate(over="ignore"):   # diverged weights: caught below
+                        for c in coef:
+                            W = params[c]
+                            loss += 0.5 * alpha * float(np.dot(W, W)) / bsum
+                            grads[c] += (alpha / bsum) * W
+                if is_adam:    # scikit-learn adds epsilon to sqrt(v), not to sqrt(v_hat)
+                    hyper[eps_at] = s.epsilon / np.sqrt(1.0 - s.beta_2 ** t)
+                if not np.isfinite(loss) or not V.all_finite(grads):
+                    state["loss"] = np.nan
+                    params[...] = np.nan        # the copy is discarded by _fit
+                    return
+                # the update of Optimizer.step, without its per-call argument checks: the
+                # arrays are the model's own, set up for it (a diverged result is caught by
+                # _fit's finiteness check, and this copy of the model discarded)
+                _optim_core.step(kind, hyper, params, grads, s1, s2, s3, t)
+                opt.t = t
+                total += loss * idx.size
+            model._fwd = None
+            state["n_iter"] += 1
+            state["t"] += n
+            epoch_loss = total / n
+            state["loss"] = epoch_loss
+            state["loss_curve"].append(epoch_loss)
+            if s.verbose:
+                print(f"Iteration {state['n_iter']}, loss = {epoch_loss:.8f}", flush=True)
+            # scikit-learn's _update_no_improvement_count
+            if score is not None:
+                val = score(model)
+                state["scores"].append(val)
+                if s.verbose:
+                    print(f"Validation score: {val:f}", flush=True)
+                state["count"] = state["count"] + 1 if val < state["best_score"] + s.tol \
+                    else 0
+                if val > state["best_score"]:
+                    state["best_score"] = val
+                    best_params = params.copy()
+            else:
+                state["count"] = state["count"] + 1 \
+                    if epoch_loss > state["best_loss"] - s.tol else 0
+                state["best_loss"] = min(state["best_loss"], epoch_loss)
+            if schedule == "invscaling":
+                _set_lr(opt, s.learning_rate_init / (state["t"] + 1) ** s.power_t)
+            if state["count"] > s.n_iter_no_change:
+                what = "Validation score" if score is not None else "Training loss"
+                msg = (f"{what} did not improve more than tol={s.tol:f} for "
+                       f"{s.n_iter_no_change} consecutive epochs.")
+                if schedule == "adaptive" and opt.lr > 1e-6:
+                    _set_lr(opt, opt.lr / 5.0)
+                    state["count"] = 0
+                    if s.verbose:
+                        print(f"{msg} Setting learning rate to {opt.lr:f}", flush=True)
+                else:
+                    if s.verbose:
+                        print(f"{msg} Stopping.", flush=True)
+                    stop = True
+            if stop or incremental:
+                break
+            if state["n_iter"] == s.max_iter:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({s.max_iter}) "
+                              f"reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning)
+        if best_params is not None:
+            params[...] = best_params
+        grads[...] = 0
 
     # -- prediction ------------------------------------------------------------------------
     def _output(self, X):
@@ -478,6 +707,16 @@ class _FastpropEstimator(BaseEstimator):
     if not _HAS_TAGS:                                # pragma: no cover - older scikit-learn
         def _more_tags(self):
             return {"multioutput": isinstance(self, RegressorMixin)}
+
+
+def _set_lr(opt, lr):
+    """A new learning rate for SGD that keeps scikit-learn's velocity ``v = -lr * buf``
+    (torch's momentum buffer is rescaled by old / new rate)."""
+    old = opt.lr
+    buf = opt.state.get("momentum_buffer")
+    if buf is not None and lr > 0 and old != lr:
+        buf *= old / lr
+    opt.lr = lr
 
 
 def _split(X, targets, sw, fraction, rng, stratify):
@@ -510,27 +749,33 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
     """Multi-layer perceptron classifier trained by fastprop, for scikit-learn pipelines.
 
     A :class:`fastprop.Sequential` of :class:`fastprop.Dense` layers: the hidden layers, then
-    a softmax output of one unit per class (two for binary problems), trained on the
-    cross-entropy by minibatches. Parameters, fitted attributes and the stopping rule follow
-    scikit-learn's ``MLPClassifier``.
+    as in scikit-learn's ``MLPClassifier`` a softmax output of one unit per class trained on
+    the cross-entropy, or for two classes and for multi-label problems (y an indicator matrix)
+    sigmoid outputs (one per label; one for a binary problem) trained on the binary
+    cross-entropy. Parameters, fitted attributes, solvers and stopping rule follow
+    ``MLPClassifier``: it is a drop-in replacement.
 
     Parameters
     ----------
     {parameters}
+    class_weight : dict, "balanced" or None, default=None
+        (fastprop) Weights of the classes, ``{{label: weight}}`` (missing labels weigh 1) or
+        "balanced" (``n_samples / (n_classes * bincount(y))``), multiplied into
+        ``sample_weight``. Single-label y only.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The class labels (sorted), any hashable values: strings, ints, integral floats.
-    n_outputs_ : int
-        Number of output units (``len(classes_)``).
+        The class labels (sorted), any hashable values: strings, ints, integral floats;
+        ``arange(n_labels)`` for a multi-label y.
     {attributes}
 
     Notes
     -----
-    Labels are encoded as in scikit-learn (``np.unique``); y must be 1-D (a column vector is
-    raveled with a ``DataConversionWarning``); multi-label and multi-output targets are not
-    supported, and continuous targets are rejected. A single class is accepted (then every
+    Labels are encoded as in scikit-learn (``np.unique``); y is 1-D (a column vector is
+    raveled with a ``DataConversionWarning``) or a 0/1 indicator matrix (multi-label:
+    :meth:`predict` returns the matrix of labels whose probability is > 0.5); multi-output
+    multiclass and continuous targets are rejected. A single class is accepted (then every
     prediction is that class). X must be dense: sparse matrices raise ``TypeError`` (densify
     them with ``.toarray()`` if they fit in memory).
 
@@ -541,8 +786,8 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((200, 4))
     >>> y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
-    >>> clf = FastpropClassifier(hidden_layer_sizes=(16,), learning_rate=1e-2, batch_size=32,
-    ...                          random_state=0)
+    >>> clf = FastpropClassifier(hidden_layer_sizes=(16,), learning_rate_init=1e-2,
+    ...                          batch_size=32, random_state=0)
     >>> clf.fit(X, y).classes_
     array(['no', 'yes'], dtype='<U3')
     >>> clf.predict(X[4:6])
@@ -554,8 +799,59 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
     """
     __doc__ = __doc__.format(parameters=_PARAMETERS_DOC, attributes=_ATTRIBUTES_DOC)
 
-    _loss = "cross_entropy"
-    _out_activation = "softmax"
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype="float32", n_threads=None, optimizer=None, class_weight=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
+            n_threads=n_threads, optimizer=optimizer)
+        self.class_weight = class_weight
+
+    def _output_spec(self, fitted):
+        if fitted.get("_multilabel") or fitted["n_outputs_"] == 1 and \
+                len(fitted["classes_"]) == 2:
+            # binary cross-entropy: scikit-learn sums it over the labels, fastprop averages
+            k = float(fitted["n_outputs_"])
+            return "binary_cross_entropy", "sigmoid", k, k
+        return "cross_entropy", "softmax", 1.0, 1.0
+
+    def _class_weights(self, labels, fitted):
+        cw = self.class_weight
+        if cw is None:
+            return None
+        if fitted.get("_multilabel", self.__dict__.get("_multilabel")):
+            raise ValueError("class_weight is not supported for multi-label y")
+        if not (isinstance(cw, dict) or cw == "balanced"):
+            raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {cw!r}")
+        from sklearn.utils.class_weight import compute_class_weight
+        classes = fitted.get("classes_", getattr(self, "classes_", None))
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        with _naming("class_weight"):
+            if cw == "balanced":
+                present = np.unique(labels)
+                weights = np.ones(len(classes))
+                weights[present] = compute_class_weight("balanced", classes=present,
+                                                        y=labels)
+            else:
+                unknown = [k for k in cw if not np.isin(k, classes).any()]
+                if unknown:
+                    raise ValueError(f"class_weight has labels that are not classes: "
+                                     f"{unknown!r}")
+                weights = np.array([float(cw.get(c.item() if hasattr(c, "item") else c, 1.0))
+                                    for c in classes])
+                if not np.isfinite(weights).all() or (weights < 0).any():
+                    raise ValueError("class_weight values must be finite and >= 0")
+        return weights[labels]
 
     def fit(self, X, y, sample_weight=None):
         """Fit the network to X and the class labels y.
@@ -563,8 +859,8 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-        y : array-like of shape (n_samples,)
-            Class labels.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a 0/1 indicator matrix (multi-label).
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights; the loss is ``sum(w_i l_i) / sum(w_i)``.
 
@@ -574,6 +870,7 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(lambda est: est.solver in ("adam", "sgd"))
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the fitted model if there is one.
 
@@ -600,14 +897,24 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
             y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
             if y.ndim == 2 and y.shape[1] == 1:
                 y = column_or_1d(y, warn=True)
-            if y.ndim != 1:
-                raise ValueError(f"y must be 1-D class labels of shape (n_samples,), got shape "
-                                 f"{y.shape}; multi-label and multi-output targets are not "
-                                 f"supported")
             check_classification_targets(y)
+            multilabel = y.ndim == 2 and type_of_target(y) == "multilabel-indicator"
+            if y.ndim != 1 and not multilabel:
+                raise ValueError(f"y must be 1-D class labels of shape (n_samples,) or a 0/1 "
+                                 f"indicator matrix (multi-label), got shape {y.shape} of "
+                                 f"type {type_of_target(y)!r}")
         if y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} labels but X has {n} samples; they must "
                              f"match")
+        if multilabel or (warm and self._multilabel):
+            k = y.shape[1] if y.ndim == 2 else 0
+            if warm and (not self._multilabel or k != self.n_outputs_):
+                raise ValueError(f"warm_start / partial_fit cannot continue: the fitted model "
+                                 f"has {'a multi-label' if self._multilabel else 'a 1-D'} y "
+                                 f"of {self.n_outputs_} outputs, y now has shape {y.shape}")
+            fitted = {} if warm else {"classes_": np.arange(k), "n_outputs_": k,
+                                      "_multilabel": True}
+            return np.ascontiguousarray(y, dtype=np.float64), k, None, fitted
         if warm:
             known = self.classes_
             if classes is not None and not (len(classes) == len(known) and
@@ -624,32 +931,56 @@ class FastpropClassifier(ClassifierMixin, _FastpropEstimator):
             with _naming("classes" if classes is not None else "y"):
                 known = unique_labels(classes if classes is not None else y)
         labels = _encode(y, known)
-        fitted = {} if warm else {"classes_": known, "n_outputs_": len(known)}
-        return labels, len(known), labels, fitted
+        n_out = 1 if len(known) <= 2 else len(known)
+        fitted = {} if warm else {"classes_": known, "n_outputs_": n_out,
+                                  "_multilabel": False}
+        if len(known) == 2:  # one sigmoid unit, as scikit-learn's binary MLPClassifier
+            return labels.astype(np.float64).reshape(n, 1), 1, labels, fitted
+        if len(known) == 1:  # a single class: one softmax unit, probability 1
+            return np.ones((n, 1)), 1, labels, fitted
+        return labels, n_out, labels, fitted
 
-    def _make_score(self, X_val, labels_val, sw_val, dtype):
+    def _make_score(self, X_val, t_val, sw_val, dtype):
         X_val = np.ascontiguousarray(X_val, dtype=dtype)    # predict's fast path
 
         def accuracy(model):
-            pred = np.argmax(model.predict(X_val), axis=1)
-            return float(np.average(pred == labels_val, weights=sw_val))
+            out = model.predict(X_val)
+            if out.shape[1] == 1 or t_val.ndim == 2:      # sigmoid outputs: threshold 0.5
+                hit = ((out > 0.5) == (t_val.reshape(out.shape) > 0.5)).all(axis=1)
+            else:
+                hit = np.argmax(out, axis=1) == t_val
+            return float(np.average(hit, weights=sw_val))
         return accuracy
 
     def predict(self, X):
-        """Class labels of X: ``classes_[argmax(predict_proba(X))]``, shape (n_samples,)."""
-        proba = self._output(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        """Class labels of X, shape (n_samples,): ``classes_[argmax(predict_proba(X))]``;
+        for a multi-label y the (n_samples, n_labels) 0/1 matrix of probabilities > 0.5."""
+        out = self._output(X)
+        if self._multilabel:
+            return (out > 0.5).astype(int)
+        if len(self.classes_) == 2:
+            return self.classes_[(out[:, 0] > 0.5).astype(np.intp)]
+        return self.classes_[np.argmax(out, axis=1)]
 
     def predict_proba(self, X):
-        """Class probabilities of X, shape (n_samples, n_classes), rows summing to 1, columns
-        in the order of ``classes_``; float32 for float32 X, float64 otherwise."""
-        return self._output(X)
+        """Class probabilities of X, shape (n_samples, n_classes), columns in the order of
+        ``classes_`` (rows summing to 1, but for a multi-label y: one probability per label);
+        float32 for float32 X, float64 otherwise."""
+        out = self._output(X)
+        if len(self.classes_) == 2 and not self._multilabel:
+            return np.concatenate([1 - out, out], axis=1)
+        return out
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`."""
-        proba = self._output(X)
+        proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
             return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
 
 
 def _encode(y, classes):
@@ -673,18 +1004,18 @@ class FastpropRegressor(RegressorMixin, _FastpropEstimator):
     """Multi-layer perceptron regressor trained by fastprop, for scikit-learn pipelines.
 
     A :class:`fastprop.Sequential` of :class:`fastprop.Dense` layers: the hidden layers, then
-    an identity output of one unit per target, trained on the mean squared error by
-    minibatches. Parameters, fitted attributes and the stopping rule follow scikit-learn's
-    ``MLPRegressor``.
+    an identity output of one unit per target, trained on the squared error. Parameters,
+    fitted attributes, solvers and stopping rule follow scikit-learn's ``MLPRegressor``: it
+    is a drop-in replacement.
 
     Parameters
     ----------
+    loss : {{"squared_error"}}, default="squared_error"
+        scikit-learn's loss name; its "poisson" is not available (ValueError).
     {parameters}
 
     Attributes
     ----------
-    n_outputs_ : int
-        Number of targets (columns of y; 1 for 1-D y).
     {attributes}
 
     Notes
@@ -701,7 +1032,7 @@ class FastpropRegressor(RegressorMixin, _FastpropEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((300, 3))
     >>> y = X @ np.array([1.0, -2.0, 0.5]) + 0.05 * rng.standard_normal(300)
-    >>> reg = FastpropRegressor(hidden_layer_sizes=(32,), learning_rate=1e-2,
+    >>> reg = FastpropRegressor(hidden_layer_sizes=(32,), learning_rate_init=1e-2,
     ...                         random_state=0).fit(X, y)
     >>> reg.predict(X[:2]).shape
     (2,)
@@ -710,8 +1041,31 @@ class FastpropRegressor(RegressorMixin, _FastpropEstimator):
     """
     __doc__ = __doc__.format(parameters=_PARAMETERS_DOC, attributes=_ATTRIBUTES_DOC)
 
-    _loss = "mse"
-    _out_activation = "identity"
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype="float32", n_threads=None, optimizer=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
+            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, dtype=dtype,
+            n_threads=n_threads, optimizer=optimizer)
+        self.loss = loss
+
+    def _output_spec(self, fitted):
+        if self.loss != "squared_error":
+            raise ValueError(f"loss must be 'squared_error' (scikit-learn's 'poisson' is not "
+                             f"available in fastprop), got {self.loss!r}")
+        # scikit-learn: half the mean squared error, gradient (p - y) / n for every output;
+        # fastprop's mse: the mean over samples and outputs, gradient 2 (p - y) / (n k)
+        return "mse", "identity", 0.5, 0.5 * fitted["n_outputs_"]
 
     def fit(self, X, y, sample_weight=None):
         """Fit the network to X and the targets y.
@@ -729,6 +1083,7 @@ class FastpropRegressor(RegressorMixin, _FastpropEstimator):
         """
         return self._fit(X, y, sample_weight)
 
+    @available_if(lambda est: est.solver in ("adam", "sgd"))
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the fitted model if there is one.
 

@@ -82,6 +82,7 @@ cdef struct Plan:
     char *wb
     uint64_t rng        # dropout stream (splitmix64 state)
     bint refused        # the last step changed nothing: its loss or gradients were not finite
+    double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
 
 
@@ -292,7 +293,7 @@ cdef double _loss_grad(Plan *p, const floating *y, const long long *labels, cons
     return loss_and_grad(p.loss, p.act[last], <floating *> p.z[last], <floating *> p.a[last],
                          y, labels, w, n, p.n_out[last],
                          <floating *> p.g[last] if grad else NULL,
-                         <floating *> p.g[last] if grad else NULL)
+                         <floating *> p.g[last] if grad else NULL, p.norm)
 
 
 cdef double _step(Plan *p, const floating *X, const floating *y, const long long *labels,
@@ -304,7 +305,7 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     update or optimizer state could overflow, changes no parameter and no optimizer state and
     sets p.refused (inputs so large that z overflows, or diverged weights): the parameters never
     become NaN / inf through a step."""
-    cdef double loss, gmax, limit = 1e37 if floating is float else 1e306
+    cdef double loss
     cdef Threads th
     _threads_begin(&th, p, n)
     p.refused = False
@@ -318,17 +319,25 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     else:
         _backward(p, X, params, grads, n, True)
         if update:
-            # One vectorized pass over the gradients (0.2 % of the large net's step): refused
-            # when one is not finite, or so large that the update (SGD: lr * g) or the
-            # optimizer's squared-gradient state (Adam, RMSprop, Adagrad: g * g) would overflow
-            # (a v of inf would freeze that parameter for good). NaN compares false: refused.
-            gmax = _max_abs(grads, n_params)
-            if gmax * (hyper[H_LR] if opt_kind == OPT_SGD else gmax) < limit:
-                optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
-            else:
-                p.refused = True
+            p.refused = not _update(params, grads, n_params, opt_kind, hyper, s1, s2, s3, t)
     _threads_end(&th)
     return loss
+
+
+cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int opt_kind,
+                  const double *hyper, floating *s1, floating *s2, floating *s3,
+                  long long t) noexcept nogil:
+    """The optimizer update from grads, applied whole or refused (returns False, nothing
+    written). One vectorized pass over the gradients first (0.2 % of the large net's step):
+    refused when one is not finite, or so large that the update (SGD: lr * g) or the
+    optimizer's squared-gradient state (Adam, RMSprop, Adagrad: g * g) would overflow (a v of
+    inf would freeze that parameter for good). NaN compares false: refused."""
+    cdef double limit = 1e37 if floating is float else 1e306
+    cdef double gmax = _max_abs(grads, n_params)
+    if not gmax * (hyper[H_LR] if opt_kind == OPT_SGD else gmax) < limit:
+        return False
+    optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+    return True
 
 
 cdef double _count_correct(Plan *p, const floating *y, const long long *labels,
@@ -678,6 +687,51 @@ cdef class Engine:
         return self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w), <const int64_t *> _ptr(idx),
                          n, opt_kind, <const double *> _ptr(hyper), _ptr(s1), _ptr(s2),
                          _ptr(s3), t, update)
+
+    def compute_gradients(self, X, y, labels, w, idx, double normalizer):
+        """Gradients only: forward (training mode), loss and backward of X (n, n_in) or, when
+        idx is given, of the rows idx of X / y / labels / w; grads := dL/dparams, where the
+        loss is divided by normalizer (> 0) instead of the batch's weight sum (0). No update.
+        Returns the loss; sets last_correct when count_correct. An empty batch (n = 0) gives
+        zero gradients and loss 0. Arrays as for train_step."""
+        cdef int n = idx.shape[0] if idx is not None else X.shape[0]
+        cdef double loss
+        if n == 0:
+            self.grads[...] = 0
+            self.last_correct = 0
+            return 0.0
+        self.p.norm = normalizer if normalizer > 0 else 0
+        try:
+            loss = self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w),
+                             <const int64_t *> _ptr(idx), n, 0, NULL, NULL, NULL, NULL, 0,
+                             False)
+        finally:
+            self.p.norm = 0
+        return loss
+
+    def apply_update(self, int opt_kind, hyper, s1, s2, s3, long long t):
+        """Update only: the optimizer step t from grads, with the refusal rule of a fused step
+        (see _update). Returns True when applied; False (last_refused set) when nothing
+        changed. Arrays as for train_step."""
+        cdef void *pp = self.pdata
+        cdef void *pg = self.gdata
+        cdef const double *h = <const double *> _ptr(hyper)
+        cdef void *q1 = _ptr(s1)
+        cdef void *q2 = _ptr(s2)
+        cdef void *q3 = _ptr(s3)
+        cdef bint ok
+        cdef unsigned int csr
+        with nogil:
+            csr = fp_ftz_begin()
+            if self.is_double:
+                ok = _update[double](<double *> pp, <double *> pg, self.n_params, opt_kind, h,
+                                     <double *> q1, <double *> q2, <double *> q3, t)
+            else:
+                ok = _update[float](<float *> pp, <float *> pg, self.n_params, opt_kind, h,
+                                    <float *> q1, <float *> q2, <float *> q3, t)
+            fp_ftz_end(csr)
+        self.last_refused = not ok
+        return ok
 
     cdef double _run(self, void *px, void *py, void *pl, void *pw, const int64_t *pi, int n,
                      int opt_kind, const double *h, void *q1, void *q2, void *q3, long long t,

@@ -39,8 +39,9 @@ cdef extern from "fp_loss.h" nogil:
 cdef inline double loss_and_grad(int loss, int act, const floating *z, const floating *a,
                                  const floating *y, const long long *labels, const floating *w,
                                  Py_ssize_t n, Py_ssize_t k, floating *dz_out,
-                                 floating *work) noexcept nogil:
-    """Return L = sum_i w_i l_i / sum_i w_i (w = NULL: the plain mean); dz_out := dL/dz.
+                                 floating *work, double normalizer) noexcept nogil:
+    """Return L = sum_i w_i l_i / N with N = sum_i w_i (w = NULL: the plain mean), or
+    N = normalizer when it is > 0; dz_out := dL/dz.
 
     IN   loss    FP_MSE, FP_MAE, FP_HUBER, FP_CROSS_ENTROPY or FP_BINARY_CROSS_ENTROPY
                  (fastprop.losses.LOSSES); any other code returns NaN and writes nothing.
@@ -56,6 +57,9 @@ cdef inline double loss_and_grad(int loss, int act, const floating *z, const flo
                  NULL (NULL is fine otherwise). It may be dz_out itself: act_backward reads
                  da[i] before writing dz[i] (row-wise for softmax), so dz_out is then computed
                  in place.
+    IN   normalizer  > 0: divide by it instead of the batch's own weight sum (data-parallel
+                 shards of one global batch pass the global sum, and their gradients then sum
+                 to the global batch's); <= 0: the batch's own (the default path).
     Preconditions: n, k >= 1; buffers C-contiguous; y, labels, w validated
     (fastprop.losses.prepare_targets / prepare_sample_weight); dz_out and work do not alias
     z, a, y or w. l_i is sample i's mean over its k outputs (cross-entropy: its cross-entropy);
@@ -64,7 +68,9 @@ cdef inline double loss_and_grad(int loss, int act, const floating *z, const flo
     cdef double c
     cdef floating *da = NULL
     cdef double total
-    if floating is float:
+    if normalizer > 0:
+        c = 1.0 / normalizer
+    elif floating is float:
         c = fp_inv_weight_sum_f(w, n)
     else:
         c = fp_inv_weight_sum_d(w, n)

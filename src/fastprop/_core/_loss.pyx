@@ -22,8 +22,9 @@ def _same(tuple got, tuple want, str name):
 def loss_and_grad(int loss, int act, const floating[:, ::1] z, const floating[:, ::1] a,
                   const floating[:, ::1] y=None, const long long[::1] labels=None,
                   const floating[::1] w=None, floating[:, ::1] dz_out=None,
-                  floating[:, ::1] work=None):
+                  floating[:, ::1] work=None, double normalizer=0):
     """Return the mean loss L (weighted by w when given); dz_out := dL/dz when given.
+    normalizer > 0 replaces the divisor sum(w) (n without w): L = sum_i w_i l_i / normalizer.
     IN z, a = g(z) (n, k); y (n, k) targets or labels (n,) int64 class indices (cross-entropy
     only), exactly one; w (n,) sample weights or None. OUT dz_out (n, k) or None; work (n, k)
     scratch for the regression losses (default: dz_out itself, computed in place).
@@ -76,5 +77,6 @@ def loss_and_grad(int loss, int act, const floating[:, ::1] z, const floating[:,
                 if out_p == in_p:
                     raise ValueError(f"{out_name} must not be the same buffer as {in_name}")
     with nogil:
-        out = _loss_and_grad(loss, act, &z[0, 0], &a[0, 0], yp, lp, wp, n, k, dzp, wkp)
+        out = _loss_and_grad(loss, act, &z[0, 0], &a[0, 0], yp, lp, wp, n, k, dzp, wkp,
+                             normalizer)
     return out

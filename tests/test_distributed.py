@@ -1,0 +1,233 @@
+"""Single-process tests of the data-parallel building blocks: the gradients-only step with a
+normalizer, the update-only step and its refusal rule, comm=MPI.COMM_SELF (equal to no comm),
+the comm argument checks, and the default BLAS thread count. The 2-rank tests are in
+test_distributed_mpi.py."""
+import numpy as np
+import pytest
+
+import fastprop as fp
+from fastprop import _threads, optim as O
+from fastprop import reference as R
+from conftest import assert_close
+
+LOSSES = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity",
+          "mae": "tanh", "huber": "identity"}
+
+
+def make(loss="cross_entropy", dtype="float64", optimizer=None, seed=0, dropout=None):
+    k = 4 if loss == "cross_entropy" else 3
+    layers = [fp.Dense(5, 7, activation="tanh", dtype=dtype, seed=seed)]
+    if dropout:
+        layers.append(fp.Dropout(dropout))
+    layers.append(fp.Dense(7, k, activation=LOSSES[loss], dtype=dtype, seed=seed + 1))
+    return fp.Sequential(layers, loss=loss, optimizer=optimizer or O.Adam(lr=0.01),
+                         dtype=dtype, seed=seed), k
+
+
+def batch(loss, k, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, k, n)
+    if loss == "binary_cross_entropy":
+        return X, (rng.random((n, k)) < 0.5).astype(float)
+    return X, rng.standard_normal((n, k))
+
+
+def reference_gradients(model, X, y, w, loss):
+    """(L, flat dL/dparams) of the batch from the pure-NumPy twin, mean-normalized."""
+    dense = [layer for layer in model.layers if isinstance(layer, fp.Dense)]
+    a, caches = X.astype(model.dtype), []
+    for d in dense:
+        z, a_next = R.dense_forward(a, d.W, d.b, d.activation)
+        caches.append((a, z, a_next))
+        a = a_next
+    labels = y if loss == "cross_entropy" else None
+    L, dz = R.loss_and_grad(loss, dense[-1].activation, caches[-1][1], caches[-1][2],
+                            y=None if labels is not None else y.astype(model.dtype),
+                            labels=labels, sample_weight=w)
+    grads, da = [], None
+    for i in range(len(dense) - 1, -1, -1):
+        a_prev, z, a_out = caches[i]
+        act = "identity" if i == len(dense) - 1 else dense[i].activation
+        _, dW, db, da = R.dense_backward(a_prev, dense[i].W, z, a_out,
+                                         dz if i == len(dense) - 1 else da, act)
+        grads = [dW.ravel(), db] + grads
+    return L, np.concatenate(grads)
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weighted"])
+def test_compute_gradients_normalizer_against_reference(loss, weighted, dtype):
+    model, k = make(loss, dtype.name)
+    X, y = batch(loss, k)
+    w = (np.random.default_rng(1).random(12) + 0.1).astype(dtype) if weighted else None
+    local = 12.0 if w is None else float(w.astype(np.float64).sum())
+    L_ref, g_ref = reference_gradients(model, X, y, w, loss)
+    loss0 = model.compute_gradients(X, y, w)
+    assert_close(loss0, L_ref, dtype)
+    assert_close(model.grads, g_ref, dtype)
+    for norm in (3.5 * local, local / 4.0):
+        # sum_i w_i l_i / normalizer, and its gradient: the reference's mean scaled by
+        # local / normalizer
+        loss1 = model.compute_gradients(X, y, w, normalizer=norm)
+        assert_close(loss1, L_ref * local / norm, dtype)
+        assert_close(model.grads, g_ref * local / norm, dtype)
+    model.forward(X)                                   # the textbook path agrees
+    model.backward(y, w)
+    assert_close(model.grads, g_ref, dtype)
+
+
+def test_compute_gradients_zero_weights_with_normalizer_gives_zero_gradients():
+    model, k = make()
+    X, y = batch("cross_entropy", k)
+    loss = model.compute_gradients(X, y, np.zeros(12), normalizer=5.0)
+    assert loss == 0.0 and not model.grads.any()
+    with pytest.raises(ValueError, match="sample_weight"):
+        model.compute_gradients(X, y, np.zeros(12))       # no normalizer: 0 / 0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.nan, np.inf])
+def test_compute_gradients_rejects_bad_normalizer(bad):
+    model, k = make()
+    X, y = batch("cross_entropy", k)
+    before = model.grads.copy()
+    with pytest.raises(ValueError, match="normalizer"):
+        model.compute_gradients(X, y, normalizer=bad)
+    with pytest.raises(TypeError, match="normalizer"):
+        model.compute_gradients(X, y, normalizer="2")
+    np.testing.assert_array_equal(model.grads, before)
+
+
+OPTIMIZERS = [lambda: O.SGD(lr=0.1), lambda: O.SGD(lr=0.1, momentum=0.9, nesterov=True),
+              lambda: O.Adam(lr=0.01, clip_norm=0.1), lambda: O.AdamW(lr=0.01),
+              lambda: O.RMSprop(lr=0.01, centered=True), lambda: O.Adagrad(lr=0.1)]
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=["sgd", "nesterov", "adam_clip", "adamw",
+                                                 "rmsprop", "adagrad"])
+def test_gradients_then_update_equals_train_step(opt, dtype):
+    a, k = make(dtype=dtype.name, optimizer=opt(), dropout=0.3)
+    b, _ = make(dtype=dtype.name, optimizer=opt(), dropout=0.3)
+    for step in range(3):
+        X, y = batch("cross_entropy", k, seed=step)
+        la = a.train_step(X, y)
+        lb = b.compute_gradients(X, y)
+        b.apply_gradients()
+        assert la == pytest.approx(lb, rel=1e-12)
+        assert_close(b.params, a.params, dtype)        # fused plain SGD rounds differently
+        assert a.optimizer.t == b.optimizer.t == step + 1
+        assert a.get_rng_state()[0] == b.get_rng_state()[0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e300])
+def test_apply_gradients_refuses_and_changes_nothing(bad):
+    model, k = make(optimizer=O.Adam(lr=0.01))
+    X, y = batch("cross_entropy", k)
+    model.train_step(X, y)
+    model.compute_gradients(X, y)
+    model.grads[3] = bad
+    params, (state, t) = model.params.copy(), model.optimizer.get_state()
+    with pytest.raises(ValueError, match="nothing was updated"):
+        model.apply_gradients()
+    np.testing.assert_array_equal(model.params, params)
+    assert model.optimizer.t == t == 1
+    for name, arr in model.optimizer.get_state()[0].items():
+        np.testing.assert_array_equal(arr, state[name])
+
+
+def test_comm_self_equals_no_comm(dtype):
+    MPI = pytest.importorskip("mpi4py.MPI")
+    a, k = make(dtype=dtype.name, optimizer=O.Adam(lr=0.02, clip_norm=1.0))
+    b, _ = make(dtype=dtype.name, optimizer=O.Adam(lr=0.02, clip_norm=1.0))
+    X, y = batch("cross_entropy", k, n=50)
+    w = np.random.default_rng(3).random(50)
+    for m in (a, b):
+        m.optimizer.schedule = O.StepLR(step_size=1, gamma=0.7)
+    ha = a.fit(X, y, sample_weight=w, epochs=3, batch_size=8, validation_split=0.2,
+               verbose=0, comm=MPI.COMM_SELF)
+    hb = b.fit(X, y, sample_weight=w, epochs=3, batch_size=8, validation_split=0.2, verbose=0)
+    assert_close(a.params, b.params, dtype)
+    assert sorted(ha.history) == sorted(hb.history)
+    for key in hb.history:
+        assert_close(ha.history[key], hb.history[key], dtype)
+    assert a.optimizer.t == b.optimizer.t
+    la = a.train_step(X[:9], y[:9], w[:9], comm=MPI.COMM_SELF)
+    lb = b.train_step(X[:9], y[:9], w[:9])
+    assert la == pytest.approx(lb, rel=1e-5 if dtype == np.float32 else 1e-12)
+    assert_close(a.params, b.params, dtype)
+    ea, eb = a.evaluate(X, y, w, comm=MPI.COMM_SELF), b.evaluate(X, y, w)
+    assert ea["accuracy"] == eb["accuracy"]
+    assert ea["loss"] == pytest.approx(eb["loss"], rel=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_array_equal(a.predict(X, comm=MPI.COMM_SELF), a.predict(X))
+
+
+@pytest.mark.parametrize("comm", ["world", 0, object()])
+def test_comm_must_be_a_communicator(comm):
+    pytest.importorskip("mpi4py")
+    model, k = make()
+    X, y = batch("cross_entropy", k)
+    before = model.params.copy()
+    for call in (lambda: model.fit(X, y, verbose=0, comm=comm),
+                 lambda: model.train_step(X, y, comm=comm),
+                 lambda: model.evaluate(X, y, comm=comm),
+                 lambda: model.predict(X, comm=comm),
+                 lambda: fp.distributed.shard(10, comm)):
+        with pytest.raises(TypeError, match="comm"):
+            call()
+    np.testing.assert_array_equal(model.params, before)
+
+
+def test_shard_on_one_rank():
+    MPI = pytest.importorskip("mpi4py.MPI")
+    assert fp.distributed.shard(7, MPI.COMM_SELF) == slice(0, 7)
+    with pytest.raises(ValueError, match="n_samples"):
+        fp.distributed.shard(-1, MPI.COMM_SELF)
+
+
+def test_without_comm_mpi4py_is_not_imported():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, fastprop as fp\n"
+            "m = fp.Sequential([fp.Dense(3, 2, activation='softmax')])\n"
+            "m.fit(np.zeros((4, 3)), [0, 1, 0, 1], verbose=0); m.evaluate(np.zeros((4, 3)), "
+            "[0, 1, 0, 1]); m.predict(np.zeros((2, 3)))\n"
+            "assert 'mpi4py' not in sys.modules, 'mpi4py imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- default BLAS threads: the CPUs this process may use ----------------------------------------
+def test_available_cpus_reads_affinity_and_cgroup_quota(tmp_path, monkeypatch):
+    monkeypatch.setattr(_threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3},
+                        raising=False)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _threads.available_cpus(cgroup_root=str(tmp_path)) == 4
+    (tmp_path / "cpu.max").write_text("150000 100000\n")       # 1.5 CPUs: 2 threads
+    assert _threads.available_cpus(cgroup_root=str(tmp_path)) == 2
+    (tmp_path / "cpu.max").write_text("50000 100000\n")        # half a CPU: 1 thread
+    assert _threads.available_cpus(cgroup_root=str(tmp_path)) == 1
+    (tmp_path / "cpu.max").unlink()
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    (v1 / "cpu.cfs_quota_us").write_text("300000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert _threads.available_cpus(cgroup_root=str(tmp_path)) == 3
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")                # no quota
+    assert _threads.available_cpus(cgroup_root=str(tmp_path)) == 4
+    monkeypatch.setattr(_threads.os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert _threads.available_cpus(cgroup_root=str(tmp_path)) == 1
+
+
+def test_default_threads_follow_the_affinity_mask():
+    import os
+    import subprocess
+    import sys
+    if not hasattr(os, "sched_setaffinity") or _threads.get_num_threads() is None:
+        pytest.skip("needs sched_setaffinity and SciPy's OpenBLAS")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "GOTO_NUM_THREADS")}
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "import fastprop; print(fastprop.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["1"]
