@@ -241,6 +241,31 @@ def test_gradcheck(kind, tmp_path, dtype):
     assert inp.unchanged()
 
 
+def test_trace(kind, tmp_path, dtype):
+    X, labels, _, w = data(dtype, n=8)
+    inp = Inputs(kind, tmp_path, X=X, labels=labels, w=w)
+    model = make_classifier(dtype)
+    t1 = fp.trace(model, inp.X, inp.labels, sample_weight=inp.w)
+    t2 = fp.trace(model, X, labels, sample_weight=w)
+    assert t1.loss == t2.loss
+    for a, b in zip(t1.layers, t2.layers):
+        for (name, u), (_, v) in zip(a.items(), b.items()):
+            if u is not None or v is not None:
+                np.testing.assert_array_equal(u, v, err_msg=name)
+    assert inp.unchanged()
+
+
+def test_lbfgs_minimize(kind, tmp_path, dtype):
+    X, labels, _, w = data(dtype)
+    inp = Inputs(kind, tmp_path, X=X, labels=labels, w=w)
+    a, b = make_classifier(dtype), make_classifier(dtype)
+    ra = fp.optim.LBFGS(max_iter=5).minimize(a, inp.X, inp.labels, sample_weight=inp.w)
+    rb = fp.optim.LBFGS(max_iter=5).minimize(b, X, labels, sample_weight=w)
+    assert ra.fun == rb.fun and ra.nit == rb.nit
+    np.testing.assert_array_equal(a.params, b.params)
+    assert inp.unchanged()
+
+
 # -- layers --------------------------------------------------------------------------------------
 def test_dense_forward_backward(kind, tmp_path, dtype):
     X, *_ = data(dtype)
@@ -305,13 +330,13 @@ def sklearn_quiet():
         yield
 
 
-def _fitted_pair(name, kind, tmp_path, X, y, w):
+def _fitted_pair(name, kind, tmp_path, X, y, w, **kw):
     """(inputs, estimator fitted on them in ``kind`` memory, the same fitted on plain arrays)."""
     import fastprop.sklearn
     cls = getattr(fastprop.sklearn, name)
     inp = Inputs(kind, tmp_path, X=X, y=y, w=w)
-    a = _estimator(cls, X.dtype).fit(inp.X, inp.y, sample_weight=inp.w)
-    b = _estimator(cls, X.dtype).fit(X, y, sample_weight=w)
+    a = _estimator(cls, X.dtype, **kw).fit(inp.X, inp.y, sample_weight=inp.w)
+    b = _estimator(cls, X.dtype, **kw).fit(X, y, sample_weight=w)
     return inp, a, b
 
 
@@ -344,3 +369,12 @@ def test_regressor(sklearn_quiet, kind, tmp_path, dtype):
     b.partial_fit(X, Y)
     np.testing.assert_array_equal(a.predict(inp.X), b.predict(X))
     assert inp.unchanged()
+
+
+def test_lbfgs_estimators(sklearn_quiet, kind, tmp_path, dtype):
+    X, labels, Y, w = data(dtype, n=40)
+    for name, y in (("FastpropClassifier", labels), ("FastpropRegressor", Y)):
+        inp, a, b = _fitted_pair(name, kind, tmp_path, X, y, w, solver="lbfgs")
+        np.testing.assert_array_equal(a.model_.params, b.model_.params)
+        np.testing.assert_array_equal(a.predict(inp.X), b.predict(X))
+        assert inp.unchanged()
