@@ -1,6 +1,6 @@
 """Data-parallel scaling: samples/s of the medium net on 1 process and on 2 MPI ranks.
 
-    python benchmarks/bench_scale.py [--rounds 3] [--repeats 5] [--no-torch]
+    python benchmarks/bench_scale.py [--rounds 3] [--repeats 5] [--no-torch] [--bind-to none,core]
 
 The medium net (784-256-256-10, ReLU, softmax cross-entropy, plain SGD, float32) trained at
 global batch 128 and 512: fastprop ``train_step`` in one process, fastprop
@@ -52,7 +52,7 @@ def _median_step(step, steps, warmup=5):
 
 
 N_SAMPLES = 4096     # the global training set of one epoch
-BIND = "core"        # mpiexec --bind-to (Open MPI's default for 2 ranks: core)
+BINDS = ["none", "core"]   # mpiexec --bind-to of the 2-rank launches, each its own row
 BTL = "self,sm"      # Open MPI's transports: shared memory, or self,tcp (loopback)
 
 
@@ -182,8 +182,8 @@ def run(kind, repeats):
     if kind == "fp1":
         cmd = [sys.executable, HERE, "--worker", "fastprop", "--repeats", str(repeats)]
         return _result(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600))
-    if kind == "fp2":
-        cmd = ["timeout", "600", _mpiexec(), "-n", "2", "--bind-to", BIND, sys.executable, HERE,
+    if kind.startswith("fp2:"):
+        cmd = ["timeout", "600", _mpiexec(), "-n", "2", "--bind-to", kind[4:], sys.executable, HERE,
                "--worker", "fastprop", "--repeats", str(repeats)]
         return _result(subprocess.run(cmd, env=env, capture_output=True, text=True))
     if kind == "torch1":
@@ -206,17 +206,20 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per launch")
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--bind-to", default="core", help="mpiexec --bind-to: core or none")
+    p.add_argument("--bind-to", default="none,core",
+                   help="mpiexec --bind-to of the fastprop 2-rank launches, comma-separated "
+                        "(each one a row): none, core")
     p.add_argument("--btl", default="self,sm", help="Open MPI transports: self,sm or self,tcp")
     p.add_argument("--worker", choices=["fastprop", "torch"])
     args = p.parse_args(argv)
-    global BIND, BTL
-    BIND, BTL = args.bind_to, args.btl
+    global BINDS, BTL
+    BINDS, BTL = args.bind_to.split(","), args.btl
     if args.worker == "fastprop":
         return worker_fastprop(args.repeats)
     if args.worker == "torch":
         return worker_torch(args.repeats)
-    kinds = ["fp1", "fp2"] + ([] if args.no_torch else ["torch1", "ddp2"])
+    fp2 = [f"fp2:{b}" for b in BINDS]
+    kinds = ["fp1"] + fp2 + ([] if args.no_torch else ["torch1", "ddp2"])
     res = {k: [] for k in kinds}
     for r in range(args.rounds):              # interleaved: every kind once per round
         for k in kinds:
@@ -232,10 +235,10 @@ def main(argv=None):
         return [N_SAMPLES / x[gb]["epoch"] for x in res[kind]]
 
     for gb in BATCHES:
-        for kind, name, base in (("fp1", "fastprop 1 process", "fp1"),
-                                 ("fp2", "fastprop 2 ranks", "fp1"),
-                                 ("torch1", "torch 1 process", "torch1"),
-                                 ("ddp2", "torch DDP 2 ranks", "torch1")):
+        for kind, name, base in ([("fp1", "fastprop 1 process", "fp1")] +
+                                 [(k, f"fastprop 2 ranks, {k[4:]}", "fp1") for k in fp2] +
+                                 [("torch1", "torch 1 process", "torch1"),
+                                  ("ddp2", "torch DDP 2 ranks", "torch1")]):
             if kind not in res:
                 continue
             v = sps(kind, gb)
@@ -244,16 +247,16 @@ def main(argv=None):
                   f"({min(v):,.0f}-{max(v):,.0f})  {ratio:>11.2f}x")
         # a medium step of the global batch in one process, from the 1-process epochs
         step = [x[gb]["epoch"] * gb / N_SAMPLES for x in res["fp1"]]
-        t_ar = statistics.median(x[gb]["allreduce"] for x in res["fp2"])
-        t_up = statistics.median(x[gb]["update"] for x in res["fp2"])
-        t_gr = statistics.median(x[gb]["gradients"] for x in res["fp2"])
-        print(f"{'':>12}  per 2-rank step: gradients-only {t_gr * 1e6:,.0f} us, allreduce alone "
+        t_ar = statistics.median(x[gb]["allreduce"] for x in res[fp2[0]])
+        t_up = statistics.median(x[gb]["update"] for x in res[fp2[0]])
+        t_gr = statistics.median(x[gb]["gradients"] for x in res[fp2[0]])
+        print(f"{'':>12}  per 2-rank step ({fp2[0][4:]}): gradients-only {t_gr * 1e6:,.0f} us, allreduce alone "
               f"{t_ar * 1e6:,.0f} us, update-only call {t_up * 1e6:,.0f} us; allreduce + "
               f"update = {(t_ar + t_up) / statistics.median(step):.1%} of a 1-process step of "
               f"the global batch ({statistics.median(step) * 1e6:,.0f} us)")
-        if "ddp2" in res:
-            print(f"{'':>12}  fastprop 2 ranks / torch DDP 2 ranks: "
-                  f"{statistics.median(sps('fp2', gb)) / statistics.median(sps('ddp2', gb)):.2f}x")
+        for k in fp2 if "ddp2" in res else ():
+            print(f"{'':>12}  fastprop 2 ranks ({k[4:]}) / torch DDP 2 ranks: "
+                  f"{statistics.median(sps(k, gb)) / statistics.median(sps('ddp2', gb)):.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ compiled call per step. :mod:`fastprop.reference` is the same math in plain NumP
 from fastprop._version import __version__
 from fastprop._threads import blas_info, get_num_threads, set_num_threads
 from fastprop import callbacks, datasets, distributed, losses, optim, reference
-from fastprop.io import load
+from fastprop.io import from_bytes, load
 from fastprop.export_onnx import to_onnx
 from fastprop.layers import Dense, DenseCache, Dropout, DropoutCache
 from fastprop.model import Sequential, gradcheck
@@ -29,6 +29,7 @@ __all__ = [
     "plot_history",
     "load",
     "to_onnx",
+    "from_bytes",
     "callbacks",
     "datasets",
     "distributed",

@@ -22,6 +22,7 @@ import ctypes
 import glob
 import math
 import os
+import warnings
 
 from fastprop._core import _engine
 
@@ -129,11 +130,32 @@ def get_num_threads():
     return None if _GETTER is None else int(_GETTER())
 
 
+_WARNED_CAP = False
+
+
+def capped(n, what):
+    """``n`` threads capped to :func:`available_cpus`, with a ``RuntimeWarning`` the first time
+    a count is capped in this process."""
+    global _WARNED_CAP
+    cap = available_cpus()
+    if n <= cap:
+        return n
+    if not _WARNED_CAP:
+        _WARNED_CAP = True
+        warnings.warn(f"{what}: {n} threads asked, but this process may use {cap} CPUs; "
+                      f"using {cap} (more threads than CPUs only adds contention)",
+                      RuntimeWarning, stacklevel=3)
+    return cap
+
+
 def set_num_threads(n):
     """Set SciPy's OpenBLAS thread count for the whole process (cheap; threadpoolctl does the
-    same for every BLAS in the process). Returns False when there is no OpenBLAS to set."""
+    same for every BLAS in the process). Returns False when there is no OpenBLAS to set.
+
+    ``n`` above the CPUs this process may use (:func:`available_cpus`) is capped to them, with a
+    ``RuntimeWarning`` the first time: more threads than CPUs only adds contention."""
     from fastprop._validation import check_size
-    n = check_size(n, "n")
+    n = capped(check_size(n, "n"), "set_num_threads(n)")
     if _SETTER is None:
         return False
     _SETTER(n)

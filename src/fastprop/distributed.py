@@ -89,6 +89,44 @@ def shard(n_samples, comm):
     return slice(start, start + base + (1 if rank < extra else 0))
 
 
+# -- waiting ----------------------------------------------------------------------------------
+#: How a rank waits for the step's allreduce: it polls the request, spinning for SPIN_SECONDS,
+#: then sleeping NAP_SECONDS between polls. Open MPI's blocking Allreduce spins on the CPU: on a
+#: loaded machine a waiting rank then holds its core until the scheduler takes it away, and the
+#: two ranks meet a scheduler slice late. Measured on a 2-core machine shared with other work
+#: (load average 9), medium net, 64 samples per rank: a step took 40 ms with the blocking
+#: Allreduce and 10-12 ms with this wait (spin 0 to 1e-4 s, naps 1e-5 to 2e-4 s: all alike);
+#: the spin keeps the idle-machine latency of a quick rendezvous. Re-measured interleaved in
+#: single launches at load 4-6 (benchmarks/README.md, "scale"): whole 2-rank steps with the
+#: blocking Allreduce ran 0.27-0.67x as fast as with this wait; spins of 0 / 0.5 / 2 ms and
+#: naps of 0.05 / 0.2 ms within 0.9-1.1x of each other, 1 ms naps 0.82-0.87x.
+SPIN_SECONDS = 5e-4
+NAP_SECONDS = 5e-5
+
+
+def _wait(request):
+    """Wait for a non-blocking MPI request the way described above (spin, then nap)."""
+    start = time.perf_counter()
+    while not request.Test():
+        if time.perf_counter() - start > SPIN_SECONDS:
+            time.sleep(NAP_SECONDS)
+
+
+def _allgather(comm, obj):
+    """``comm.allgather(obj)`` (pickled objects), the ranks first meeting in an ``Ibarrier``
+    waited on by :func:`_wait`: mpi4py's object collectives are blocking, and a rank spinning
+    in one while the other is descheduled loses a scheduler slice on a loaded machine (in one
+    profile of ``fit`` on 2 ranks at load 5, its agreements took 20 ms each that way)."""
+    _wait(comm.Ibarrier())
+    return comm.allgather(obj)
+
+
+def _bcast(comm, obj):
+    """``comm.bcast(obj, root=0)``, ranks first aligned as in :func:`_allgather`."""
+    _wait(comm.Ibarrier())
+    return comm.bcast(obj, root=0)
+
+
 # -- agreement: an error on one rank raises on every rank -------------------------------------
 class _RemoteError(RuntimeError):
     pass
@@ -104,7 +142,7 @@ def _agree(comm, fn, *args, share=None):
         mine = None if share is None else share(result)
     except Exception as exc:        # shared with the other ranks, then re-raised below
         result, err, mine = None, exc, None
-    got = comm.allgather((None if err is None else (type(err).__name__, str(err)), mine))
+    got = _allgather(comm, (None if err is None else (type(err).__name__, str(err)), mine))
     if err is not None:
         raise err
     for rank, (msg, _) in enumerate(got):
@@ -120,7 +158,7 @@ def _signature(model):
 
 
 def _check_same(comm, values, what):
-    got = comm.allgather(values)
+    got = _allgather(comm, values)
     for rank, value in enumerate(got):
         if value != got[0]:
             raise ValueError(f"{what} differ between ranks: rank 0 has {got[0]!r}, rank {rank} "
@@ -141,47 +179,31 @@ def checksum(model):
 
 
 def _check_params_equal(comm, model):
-    sums = comm.allgather(checksum(model))
+    sums = _allgather(comm, checksum(model))
     if len(set(sums)) != 1:
         raise RuntimeError(f"the parameters differ between ranks (CRC-32 per rank: {sums}): "
                            f"the ranks diverged; this is a bug, or the model was changed on "
                            f"one rank only")
 
 
-def broadcast_state(model, comm):
+def broadcast_state(model, comm, check=True):
     """Make every rank's model equal to rank 0's: parameters, optimizer state, step count and
-    learning rate (collective). Checks first that the architectures and options agree."""
-    _check_same(comm, _signature(model), "the models (architecture, loss, dtype, optimizer)")
+    learning rate (collective). Checks first that the architectures and options agree (unless
+    ``check=False``: the caller just did)."""
+    if check:
+        _check_same(comm, _signature(model), "the models (architecture, loss, dtype, optimizer)")
     opt = model.optimizer
     opt._setup(model.n_params, model.dtype)
-    comm.Bcast(model.params, root=0)
+    _wait(comm.Ibcast(model.params, root=0))
     for name in sorted(opt.state):
-        comm.Bcast(opt.state[name], root=0)
-    t, base_lr, lr = comm.bcast((opt.t, opt.base_lr, opt.lr), root=0)
+        _wait(comm.Ibcast(opt.state[name], root=0))
+    t, base_lr, lr = _bcast(comm, (opt.t, opt.base_lr, opt.lr))
     opt.base_lr = base_lr
     opt._lr = lr
     opt.t = t
 
 
 # -- one step ---------------------------------------------------------------------------------
-#: How a rank waits for the step's allreduce: it polls the request, spinning for SPIN_SECONDS,
-#: then sleeping NAP_SECONDS between polls. Open MPI's blocking Allreduce spins on the CPU: on a
-#: loaded machine a waiting rank then holds its core until the scheduler takes it away, and the
-#: two ranks meet a scheduler slice late. Measured on a 2-core machine shared with other work
-#: (load average 9), medium net, 64 samples per rank: a step took 40 ms with the blocking
-#: Allreduce and 10-12 ms with this wait (spin 0 to 1e-4 s, naps 1e-5 to 2e-4 s: all alike);
-#: the spin keeps the idle-machine latency of a quick rendezvous.
-SPIN_SECONDS = 5e-4
-NAP_SECONDS = 5e-5
-
-
-def _wait(request):
-    start = time.perf_counter()
-    while not request.Test():
-        if time.perf_counter() - start > SPIN_SECONDS:
-            time.sleep(NAP_SECONDS)
-
-
 class _Stepper:
     """The distributed step of one model: gradients, one Allreduce, update."""
 
@@ -301,7 +323,7 @@ def _local_score(model, X, y_dense, labels, w):
 def _global_score(model, comm, local):
     MPI = _mpi()
     tot = np.empty(4)
-    comm.Allreduce(local, tot, op=MPI.SUM)
+    _wait(comm.Iallreduce(local, tot, op=MPI.SUM))
     if not tot[1] > 0:
         raise ValueError("the validation / evaluation data is empty or its weights sum to 0 on "
                          "every rank")
@@ -385,6 +407,15 @@ def _prepare_fit(model, X, y, epochs, batch_size, shuffle, validation_split, val
     return epochs, batch_size, X, y_dense, labels, w, n, val
 
 
+def _agree_stop(comm, model, hook, *args):
+    """Run a callback hook on every rank (agreed as :func:`_agree`) and agree on
+    ``model.stop_training`` in the same allgather: True on every rank if any rank set it."""
+    _, votes = _agree(comm, hook, *args, share=lambda _: bool(model.stop_training))
+    if any(votes):
+        model.stop_training = True
+    return model.stop_training
+
+
 def _rank0_only(cb):
     return isinstance(cb, (ProgressBar, CSVLogger, ModelCheckpoint))
 
@@ -400,7 +431,7 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
         validation_data, sample_weight)
     # (sample weights may be given on some ranks only: a shard without them counts each
     # sample 1, the global normalizers add up either way)
-    facts = comm.allgather((epochs, bool(shuffle), val is not None, _signature(model), n,
+    facts = _allgather(comm, (epochs, bool(shuffle), val is not None, _signature(model), n,
                             -(-n // batch_size)))
     for key, what in ((0, "epochs"), (1, "shuffle"), (2, "validation (given on some ranks "
                       "only)"), (3, "the models (architecture, loss, dtype, optimizer)")):
@@ -417,10 +448,11 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
     with model._lock:
         model._fwd = None
         model.stop_training = False
-        broadcast_state(model, comm)          # start from rank 0's model, every fit
+        broadcast_state(model, comm, check=False)   # rank 0's model, every fit (the
+        # signatures were compared with the facts above)
         st = _stepper(model, comm, synced=True)
         engine = model._engine
-        engine.rng_state = _mix_seed(comm.bcast(engine.rng_state, root=0), rank)
+        engine.rng_state = _mix_seed(_bcast(comm, engine.rng_state), rank)
         cbs = _agree(comm, lambda: CallbackList(
             callbacks, model=model, verbose=verbose if rank == 0 else 0, epochs=epochs,
             steps=steps, n_samples=n_global))
@@ -450,7 +482,7 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
                     nz = starts < stops
                     local[:steps][nz] = np.add.reduceat(w[order].astype(np.float64), starts[nz])
                 glob = np.empty_like(local)
-                comm.Allreduce(local, glob, op=MPI.SUM)
+                _wait(comm.Iallreduce(local, glob, op=MPI.SUM))
                 norms, sizes[:] = glob[:steps], glob[steps:]
                 done = 0
                 for b in range(steps):
@@ -463,9 +495,7 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
                     done = b + 1
                     logs = {"loss": float(losses[b]), "size": int(sizes[b])}
                     if user_batch_hooks:
-                        _agree(comm, cbs.on_train_batch_end, b, logs)
-                        if comm.allreduce(bool(model.stop_training), op=MPI.LOR):
-                            model.stop_training = True
+                        if _agree_stop(comm, model, cbs.on_train_batch_end, b, logs):
                             break
                     else:
                         cbs.on_train_batch_end(b, logs)
@@ -487,9 +517,7 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
                         logs["val_accuracy"] = vacc
                 logs["lr"] = model.optimizer.lr
                 _check_params_equal(comm, model)
-                _agree(comm, cbs.on_epoch_end, epoch, logs)
-                if comm.allreduce(bool(model.stop_training), op=MPI.LOR):
-                    model.stop_training = True
+                if _agree_stop(comm, model, cbs.on_epoch_end, epoch, logs):
                     break
             _agree(comm, cbs.on_train_end)
         finally:

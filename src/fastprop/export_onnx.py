@@ -38,12 +38,12 @@ several activations): weights rounded once, a ``UserWarning`` and a note in the 
 import math
 import numbers
 import os
-import secrets
 import sys
 import warnings
 
 import numpy as np
 
+from fastprop._files import atomic_target, atomic_write
 from fastprop._version import __version__
 from fastprop.layers import Dense, Dropout
 from fastprop.model import Sequential
@@ -299,28 +299,6 @@ def _build(obj, opset):
     return kind, model, opset, onnx
 
 
-def _atomic_write(data, path):
-    """Write ``data`` to ``path`` through a new file beside it, renamed over ``path`` once
-    complete: an existing file is replaced only by a whole one, and a failure leaves nothing
-    behind. The temporary file is created with mode 0666 minus the umask, like ``open``."""
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _check_path(path):
     if path is None:
         return None
@@ -439,5 +417,7 @@ def to_onnx(model_or_fitted_estimator, path=None, opset=None):
                           ir_version=ir_version)
     onnx.checker.check_model(m)
     if path is not None:
-        _atomic_write(m.SerializeToString(), path)
+        data = m.SerializeToString()
+        atomic_write(atomic_target(path, "ONNX model"), lambda f: f.write(data), path,
+                     "ONNX model")
     return m

@@ -24,17 +24,28 @@ convention, any name accepted). The file is an ordinary ``.npz`` archive, i.e. a
 
 Writing is atomic: the archive goes to a temporary file in the destination's directory, is
 flushed and fsync'ed, then renamed over the destination with :func:`os.replace`; on any failure
-the temporary file is removed and an existing file at the destination is untouched.
+the temporary file is removed and an existing file at the destination is untouched. As editors
+and databases do, a symlink is followed (its final target is replaced, the temporary file
+beside it), and a directory or special file (FIFO, device, socket) is refused. Temporary files
+are named ``.<name>.fastprop-tmp-<pid>-<16 hex>``; one left by a killed save is removed by the
+next save to the same name once its process is gone. :func:`save` also writes to binary file
+objects and :func:`to_bytes` returns the same bytes.
 
 Reading never unpickles (``allow_pickle=False``) and validates everything before it returns a
-model: the file is a ZIP with exactly the expected members; the header is a JSON object with
-exactly the expected fields; format and version match; every member's declared size, ``.npy``
-dtype and shape agree with the header *before* anything is read or allocated (a member claiming
-more bytes than the header allows -- a zip bomb -- is refused unread); the config builds a model
+model: only a regular file is opened (a FIFO or device is refused after ``os.stat``, and the
+open is non-blocking); the file is a ZIP with exactly the expected members, each lying within
+the file (a stored member's sizes agree, a deflated one claims no more than deflate can
+expand); the header is a JSON object (at most ``MAX_HEADER_BYTES``, nested at most 32 deep,
+checked before parsing) with exactly the expected fields; format and version match; every
+member's declared size, ``.npy`` dtype and shape agree with the header *before* anything is
+read or allocated (a member claiming more bytes than the header allows -- a zip bomb -- is
+refused unread); the arrays and the model they make fit in the memory available; every
+width in the config is bounded by ``n_params`` (a Dense layer's weights summed over the
+model, any other integer) before any layer is built; the config builds a model
 (:meth:`Sequential.from_config`) whose parameter count and optimizer / RNG layout match the
-arrays; checksums match; parameters and optimizer state are finite. Any failure raises
-``ValueError`` naming the file and the problem (``FileNotFoundError`` for a missing file); no
-partly restored model is ever returned.
+arrays; checksums match; parameters and optimizer state are finite; ``0 <= t <= 2**53``.
+Any failure raises ``ValueError`` naming the file and the problem (``FileNotFoundError`` for
+a missing file); no partly restored model is ever returned.
 
 The checksums (and the ZIP's CRC-32s) detect damage, not malice: they are no signature, and a
 deliberately edited file that is still consistent loads. Never loading pickle is what makes
@@ -48,7 +59,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 import zipfile
 import zlib
 
@@ -56,6 +66,7 @@ import numpy as np
 from numpy.lib import format as _npy
 
 from fastprop import _validation as V
+from fastprop._files import atomic_target, atomic_write, file_kind
 from fastprop._version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_HEADER_BYTES", "save", "load", "to_bytes",
@@ -71,7 +82,11 @@ _ARRAY_KEYS = frozenset({"dtype", "shape", "sha256"})
 _STATE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _MODEL_DTYPES = ("float32", "float64")
-_T_MAX = 2**63 - 1
+_T_MAX = 2**53  # exact in float64; so far below 2**63 that counting on cannot overflow
+_MAX_JSON_DEPTH = 32  # a saved header nests 5 deep
+_CHUNK = 16 * 2**20
+# deflate expands at most 1032-fold; a member declaring more is a bomb or a lie
+_DEFLATE_MAX_RATIO = 1032
 _MAX_NPY_HEADER = 10000  # numpy's own default limit on a .npy header
 
 
@@ -84,46 +99,44 @@ def save(model, path):
     model : Sequential
         The model: its config, flat parameters, optimizer state and step count, and dropout
         RNG state are saved.
-    path : str or os.PathLike
+    path : str, os.PathLike or binary file object
         Destination; ``.fpz`` by convention, any name accepted (nothing is appended). An
         existing file is replaced only once the new one is completely on disk, and keeps its
-        permission bits.
+        permission bits. A symbolic link is followed: its final target is replaced
+        (atomically, through a temporary file beside the target) and the link is kept. A
+        binary file object (anything with ``write``: an open file, :class:`io.BytesIO`, a
+        socket file) receives the bytes of :func:`to_bytes` at its current position, in one
+        go once the whole file is encoded; it is flushed, not closed.
 
     Raises
     ------
     TypeError
-        If ``path`` is not a path, or the model does not provide the state interface.
+        If ``path`` is neither a path nor a binary file object, or the model does not provide
+        the state interface.
     ValueError
-        If ``path`` is a directory, or the model's state cannot be saved faithfully (for
-        instance NaN / inf parameters: the file would not load).
+        If ``path`` is empty, a directory, or an existing special file (FIFO, device,
+        socket), or the model's state cannot be saved faithfully (for instance NaN / inf
+        parameters: the file would not load).
     OSError
         If the destination directory is missing or not writable. Nothing is left behind.
+
+    Notes
+    -----
+    The temporary file is ``.<name>.fastprop-tmp-<pid>-<random>`` in the target's directory;
+    it is removed on any exception. A process killed while saving leaves it behind; the next
+    save to the same name removes such leftovers whose process no longer runs (POSIX).
 
     See Also
     --------
     load, to_bytes
     """
+    if _is_stream(path, "write"):
+        _write_stream(path, to_bytes(model))
+        return
     path = _as_path(path)
-    if os.path.isdir(path):
-        raise ValueError(f"cannot save model to {path!r}: it is a directory")
+    target = atomic_target(path, "model")
     header, members = _collect(model)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _set_mode(f.fileno(), path)
-            _write(f, header, members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    atomic_write(target, lambda f: _write(f, header, members), path, "model")
 
 
 def load(path):
@@ -131,7 +144,10 @@ def load(path):
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, os.PathLike, binary file object, or bytes-like
+        A path to a regular file; or an object with ``read`` returning bytes (read from its
+        current position to the end, not closed); or the file's contents as ``bytes``,
+        ``bytearray`` or ``memoryview`` (as :func:`from_bytes`).
 
     Returns
     -------
@@ -145,24 +161,53 @@ def load(path):
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is a directory, or not a fastprop model file (empty, not a ZIP, a ``.npy``,
-        another archive), or is truncated, corrupted or tampered with, or was written by a newer
-        format version. The message names the file and what is wrong.
+        If ``path`` is empty, a directory or another non-regular file (FIFO, device, socket:
+        refused without opening or blocking), or not a fastprop model file (empty, not a
+        ZIP, a ``.npy``, another archive), or is truncated, corrupted or tampered with, or
+        needs more memory than is available, or was written by a newer format version. The
+        message names the file and what is wrong.
     TypeError
-        If ``path`` is not a path.
+        If ``path`` is not a path, a binary file object or bytes (a text-mode file, say).
+
+    Notes
+    -----
+    Nothing is allocated before its size is checked: the header is bounded in bytes and in
+    JSON nesting depth; every array's shape in the header must agree with the archive's own
+    member sizes and ``.npy`` headers, fit in the archive, and fit (with the model built from
+    it) in the memory available; every width in the architecture must agree with the
+    parameter count before any layer is built.
     """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        try:
+            return from_bytes(path)
+        except ValueError as exc:
+            if len(path) < 4096 and bytes(path[:2]) != b"PK" and os.path.isfile(bytes(path)):
+                raise ValueError(f"{exc}; bytes are read as the contents of a model file: to "
+                                 f"load the file named {os.fsdecode(bytes(path))!r}, pass "
+                                 f"the name as a str") from None
+            raise
+    if _is_stream(path, "read"):
+        return _read(_io.BytesIO(_read_stream(path)), "cannot load model from file object "
+                                                        f"{_describe(path)}")
     path = _as_path(path)
     where = f"cannot load model from {path!r}"
-    if os.path.isdir(path):
-        raise _fail(where, "it is a directory")
-    with open(path, "rb") as f:
+    if not path:
+        raise ValueError("path must not be empty")
+    with _open_regular(path, where) as f:
         return _read(f, where)
 
 
 def to_bytes(model):
     """Serialize ``model`` to bytes: exactly the contents :func:`save` writes to a file.
 
-    Used by ``Sequential.__getstate__`` so that :mod:`pickle` and :func:`copy.deepcopy` work.
+    Parameters
+    ----------
+    model : Sequential
+
+    Returns
+    -------
+    data : bytes
+        A complete model file; :func:`from_bytes` (or :func:`load`) reads it back.
     """
     header, members = _collect(model)
     buf = _io.BytesIO()
@@ -176,6 +221,17 @@ def from_bytes(data):
     Parameters
     ----------
     data : bytes, bytearray or memoryview
+
+    Returns
+    -------
+    model : Sequential
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not bytes-like.
+    ValueError
+        If ``data`` is not a complete, undamaged fastprop model file.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
@@ -185,8 +241,62 @@ def from_bytes(data):
 # -- writing ---------------------------------------------------------------------------------
 def _as_path(path):
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raise TypeError(f"path must be a str, os.PathLike or binary file object, got "
+                        f"{type(path).__name__}")
     return os.fsdecode(os.fspath(path))
+
+
+def _is_stream(obj, method):
+    """True for a file object with ``method``; TypeError for a text-mode one."""
+    if isinstance(obj, (str, bytes, os.PathLike)) or not callable(getattr(obj, method, None)):
+        return False
+    if isinstance(obj, _io.TextIOBase):
+        raise TypeError(f"path is a text-mode file object ({_describe(obj)}): open it in "
+                        f"binary mode ('{method[0]}b')")
+    return True
+
+
+def _describe(f):
+    name = getattr(f, "name", None)
+    return repr(name) if isinstance(name, (str, bytes)) else type(f).__name__
+
+
+def _write_stream(f, data):
+    """Write all of ``data`` to the file object ``f`` (handles short writes) and flush it."""
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        if n is None:
+            if isinstance(f, _io.RawIOBase):  # a non-blocking raw stream that would block
+                raise BlockingIOError(f"cannot save model: {_describe(f)} would block")
+            break  # file objects that do not report a count wrote everything
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(view):
+            raise OSError(f"cannot save model: {_describe(f)}.write returned {n!r}")
+        view = view[n:]
+    flush = getattr(f, "flush", None)
+    if callable(flush):
+        flush()
+
+
+def _read_stream(f):
+    """All bytes from the file object ``f``, in chunks, bounded by the memory available."""
+    where = f"cannot load model from file object {_describe(f)}"
+    chunks, total = [], 0
+    while True:
+        chunk = f.read(_CHUNK)
+        if chunk is None:
+            raise BlockingIOError(f"{where}: the stream would block")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{where}: read() returned {type(chunk).__name__}, not bytes: "
+                            f"open it in binary mode ('rb')")
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        try:
+            V.check_alloc(2 * total, 1, "the stream's contents")
+        except ValueError as exc:
+            raise _fail(where, str(exc)) from None
+        chunks.append(bytes(chunk))
 
 
 def _le(dtype_name):
@@ -272,44 +382,6 @@ def _write(f, header, members):
     np.savez(f, header=raw, **members)
 
 
-def _set_mode(fd, path):
-    """Give the temp file (mkstemp: 0600) the mode the destination has, or would have."""
-    if not hasattr(os, "fchmod"):
-        return
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = 0o666 & ~_umask()
-    os.fchmod(fd, mode)
-
-
-def _umask():
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory):
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- reading ---------------------------------------------------------------------------------
 def _exact_keys(found, expected, where, missing_msg, extra_msg):
     """Raise _fail unless the key set ``found`` is exactly ``expected``."""
@@ -348,7 +420,34 @@ def _reading(where):
                            f"({type(exc).__name__}: {exc})") from None
 
 
+@contextlib.contextmanager
+def _open_regular(path, where):
+    """Open ``path`` for reading only if it is a regular file, never blocking on a FIFO.
+
+    ``os.stat`` first, so a device or FIFO is refused without being opened; then the open is
+    non-blocking and the opened descriptor checked again (the path may have been swapped).
+    """
+    st = os.stat(path)  # FileNotFoundError for a missing file, as open would raise
+    if not stat.S_ISREG(st.st_mode):
+        raise _fail(where, file_kind(st.st_mode))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(
+        os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _fail(where, file_kind(mode))
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
 def _read(f, where):
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
     head = f.read(8)
     f.seek(0)
     if not head:
@@ -363,10 +462,10 @@ def _read(f, where):
     if not isinstance(npz, np.lib.npyio.NpzFile):  # cannot happen after the sniffing above
         raise _fail(where, "not a fastprop model archive")
     with npz:
-        return _read_archive(npz, where)
+        return _read_archive(npz, where, size)
 
 
-def _read_archive(npz, where):
+def _read_archive(npz, where, size):
     zf = npz.zip
     infos = zf.infolist()
     names = [i.filename for i in infos]
@@ -381,17 +480,37 @@ def _read_archive(npz, where):
             raise _fail(where, f"member {info.filename} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise _fail(where, f"member {info.filename} uses an unsupported compression method")
+        # the sizes the directory declares must fit in the archive, before anything is read
+        if info.header_offset + info.compress_size > size:
+            raise _fail(where, f"member {info.filename} extends past the end of the file "
+                               f"({size} bytes): the file is truncated or corrupted")
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise _fail(where, f"member {info.filename} is stored uncompressed but declares "
+                               f"{info.file_size} bytes in {info.compress_size}")
+        if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 1024:
+            raise _fail(where, f"member {info.filename} declares {info.file_size} bytes "
+                               f"from {info.compress_size} compressed, more than deflate can "
+                               f"expand: refusing to decompress it")
 
     # 1. the header, bounded before it is read
     with _reading(where):
         _check_member(zf, infos["header.npy"], "|u1", None, where, MAX_HEADER_BYTES)
         raw = npz["header.npy"]
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"), object_pairs_hook=_no_duplicates,
+        text = raw.tobytes().decode("utf-8")
+        depth = _json_depth(text)
+        if depth > _MAX_JSON_DEPTH:
+            raise _fail(where, f"header nests {depth} levels deep, more than "
+                               f"{_MAX_JSON_DEPTH}: not a fastprop header")
+        header = json.loads(text, object_pairs_hook=_no_duplicates,
                             parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise _fail(where, "header is not valid UTF-8") from None
+    except RecursionError:  # cannot happen below the depth limit; never let it escape
+        raise _fail(where, "header nests too deep") from None
     except ValueError as exc:
+        if getattr(exc, "_fastprop_io", False):
+            raise
         raise _fail(where, f"header is not valid JSON ({exc})") from None
     _check_header(header, where)
 
@@ -403,7 +522,17 @@ def _read_archive(npz, where):
             _check_member(zf, infos[f"{name}.npy"], _le(spec["dtype"]).str,
                           tuple(spec["shape"]), where)
 
-    # 3. a fresh model from the config, whose layout must match the arrays
+    # 3. a fresh model from the config, whose layout must match the arrays; its widths are
+    # checked against n_params, and everything load will hold against the memory available,
+    # before any layer is built
+    _check_config_sizes(header["config"], header["n_params"], where)
+    itemsize = np.dtype(header["dtype"]).itemsize
+    total = sum(math.prod(a["shape"]) * np.dtype(a["dtype"]).itemsize
+                for a in header["arrays"].values())
+    try:  # the arrays as read, the model's copy of them, and its gradient buffer
+        V.check_alloc(2 * total + header["n_params"] * itemsize, 1, "loading this model")
+    except ValueError as exc:
+        raise _fail(where, str(exc)) from None
     model = _build(header, where)
 
     # 4. the arrays: checksums and finiteness
@@ -429,6 +558,50 @@ def _read_archive(npz, where):
     except (TypeError, ValueError) as exc:
         raise _fail(where, f"the model rejected the saved state ({exc})") from None
     return model
+
+
+def _json_depth(text):
+    """The deepest nesting of ``[`` / ``{`` in the JSON ``text``, strings skipped; linear time
+    (NumPy passes, no regex backtracking, no parse)."""
+    c = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    if c.size == 0:
+        return 0
+    idx = np.arange(c.size, dtype=np.int64)
+    # a character is escaped when an odd run of backslashes ends just before it
+    last_plain = np.maximum.accumulate(np.where(c != ord("\\"), idx, -1))
+    run = np.empty_like(idx)
+    run[0] = 0
+    run[1:] = idx[:-1] - last_plain[:-1]
+    quote = (c == ord('"')) & (run % 2 == 0)
+    outside = np.cumsum(quote) % 2 == 0  # an unescaped quote opens or closes a string
+    step = (((c == ord("[")) | (c == ord("{"))).astype(np.int8)
+            - ((c == ord("]")) | (c == ord("}"))).astype(np.int8)) * outside
+    return int(np.cumsum(step, dtype=np.int64).max(initial=0))
+
+
+def _check_config_sizes(config, n_params, where):
+    """Every width a layer config declares must fit the saved parameter count, checked on
+    the JSON before any layer exists: a Dense's ``n_in * n_out`` weights summed over the
+    model, and every other integer in a layer's config, are at most ``n_params``. The exact
+    layout is compared once the (then bounded) model is built."""
+    layers = config.get("layers")
+    if not isinstance(layers, list):
+        return  # from_config refuses it, allocating nothing
+    weights = 0
+    for i, spec in enumerate(layers):
+        if not isinstance(spec, dict):
+            continue
+        for key, value in spec.items():
+            if _is_int(value) and key != "seed" and value > n_params:
+                raise _fail(where, f"config['layers'][{i}][{key!r}] is {value}, more than "
+                                   f"the file's n_params ({n_params})")
+        n_in, n_out = spec.get("n_in"), spec.get("n_out")
+        if spec.get("type") == "Dense" and _is_int(n_in) and _is_int(n_out):
+            weights += max(n_in, 0) * max(n_out, 0)
+            if weights > n_params:
+                raise _fail(where, f"the architecture has at least {weights} weights by "
+                                   f"config['layers'][{i}], more than the "
+                                   f"file's n_params ({n_params})")
 
 
 def _no_duplicates(pairs):
@@ -468,8 +641,12 @@ def _check_member(zf, info, descr, shape, where, max_bytes=None):
                 got_shape, fortran, got_dtype = _npy.read_array_header_2_0(m)
             else:
                 raise ValueError(f"unsupported .npy version {version}")
-        except ValueError as exc:
-            raise _fail(where, f"member {name} is not a valid .npy array ({exc})") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+            raise  # damage the archive reader found (a CRC, say): the caller's _reading
+        except Exception as exc:  # noqa: BLE001 - numpy parses the header with ast and
+            # tokenize (SyntaxError, tokenize.TokenError, ...); read before the CRC is checked
+            raise _fail(where, f"member {name} is not a valid .npy array "
+                               f"({type(exc).__name__}: {exc})") from None
         offset = m.tell()
     if got_dtype.str != descr or got_dtype.hasobject:
         raise _fail(where, f"member {name} has dtype {got_dtype.str!r}, expected {descr!r}")
@@ -522,7 +699,7 @@ def _check_header(h, where):
         raise _fail(where, f"n_params must be a positive integer, got {n_params!r}")
     t = h["t"]
     if not _is_int(t) or not 0 <= t <= _T_MAX:
-        raise _fail(where, f"t (the optimizer step count) must be an integer in [0, 2**63), "
+        raise _fail(where, f"t (the optimizer step count) must be an integer in [0, 2**53], "
                            f"got {t!r}")
 
     arrays = h["arrays"]

@@ -18,9 +18,10 @@ Colours: forward values in blue, backward gradients in orange, everywhere.
 """
 import numbers
 import os
-import uuid
 
 import numpy as np
+
+from fastprop._files import atomic_target, atomic_write
 
 __all__ = ["plot_graph", "plot_history", "plot_blocks", "plot_trace_graph", "FORWARD",
            "BACKWARD"]
@@ -68,20 +69,14 @@ def _save(fig, path):
     if path is None:
         return fig
     import matplotlib
-    directory, name = os.path.split(os.path.abspath(path))
     ext = os.path.splitext(path)[1].lower().lstrip(".")
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                 "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}.get(ext)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies
-        with os.fdopen(fd, "wb") as f, matplotlib.rc_context({"svg.hashsalt": "fastprop"}):
+
+    def write(f):
+        with matplotlib.rc_context({"svg.hashsalt": "fastprop"}):
             fig.savefig(f, format=ext, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(atomic_target(path, "figure"), write, path, "figure")
     return fig
 
 
@@ -331,8 +326,8 @@ def plot_trace_graph(trace, path=None, sample=0):
     note = (f"sample {s} of {trace.n_samples}; gradients are of the batch loss"
             + (f"; dz[{L}] fused: (p - y)/n" if trace.loss_name in
                ("cross_entropy", "binary_cross_entropy") else ""))
-    fig = _draw_graph(rows, f"Computational graph of one sample (matmul @, add bias +, "
-                            f"activation, loss)", note)
+    fig = _draw_graph(rows, "Computational graph of one sample (matmul @, add bias +, "
+                            "activation, loss)", note)
     return _save(fig, path)
 
 

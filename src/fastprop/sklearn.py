@@ -625,14 +625,15 @@ class _FastpropEstimator(BaseEstimator):
                             grads[c] += (alpha / bsum) * W
                 if is_adam:    # scikit-learn adds epsilon to sqrt(v), not to sqrt(v_hat)
                     hyper[eps_at] = s.epsilon / np.sqrt(1.0 - s.beta_2 ** t)
-                if not np.isfinite(loss) or not V.all_finite(grads):
+                # the update of Optimizer.step, without its per-call argument checks: the
+                # arrays are the model's own, set up for it. A refused update (non-finite
+                # gradients, or one that could overflow the parameters or the state) is a
+                # diverged fit, as in scikit-learn: _fit raises and discards this copy.
+                if not np.isfinite(loss) or not V.all_finite(grads) or \
+                        not _optim_core.step(kind, hyper, params, grads, s1, s2, s3, t):
                     state["loss"] = np.nan
                     params[...] = np.nan        # the copy is discarded by _fit
                     return
-                # the update of Optimizer.step, without its per-call argument checks: the
-                # arrays are the model's own, set up for it (a diverged result is caught by
-                # _fit's finiteness check, and this copy of the model discarded)
-                _optim_core.step(kind, hyper, params, grads, s1, s2, s3, t)
                 opt.t = t
                 total += loss * idx.size
             model._fwd = None

@@ -90,6 +90,23 @@ def checksum(m):
 check("EarlyStopping, ReduceLROnPlateau and a one-rank stop_training agree", callbacks_case)
 
 
+class RankStopEpoch(C.Callback):
+    """Asks to stop on rank 1 only, at the end of epoch 1 (the vote rides in the epoch-end
+    agreement): every rank must stop after 2 whole epochs, with the same History."""
+    def on_epoch_end(self, epoch, logs=None):
+        if RANK == 1 and epoch == 1:
+            self.model.stop_training = True
+
+
+def epoch_stop_case():
+    m = model([5, 8, 3], ["relu", "softmax"], optimizer=O.SGD(lr=0.05))
+    h = m.fit(X[part], y[part], epochs=6, batch_size=9, callbacks=[RankStopEpoch()], verbose=0,
+              comm=COMM)
+    got = COMM.allgather((h.history["loss"], m.optimizer.t, m.stop_training, checksum(m)))
+    return len(h.history["loss"]) == 2 and got[0] == got[1] and got[0][1] == 2 * 5 and \
+        got[0][2] is True
+
+
 def terminate_on_nan_case():
     # rank 1's shard overflows the loss in epoch 1: refused on every rank, TerminateOnNaN on
     # the global (inf) loss stops both ranks at the same batch, parameters untouched
@@ -157,3 +174,5 @@ def comm_self_case():
 
 
 check("comm=MPI.COMM_SELF under mpiexec equals no comm", comm_self_case)
+
+check("a stop_training set at an epoch end on one rank stops every rank", epoch_stop_case)
