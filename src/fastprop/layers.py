@@ -240,6 +240,15 @@ class Dense:
                 f"init={self.init!r}, dtype={self.dtype.name!r})")
 
 
+def _float_dtype(x):
+    """float32 / float64 (native) when ``x`` is an array of that dtype in either byte order,
+    float64 otherwise."""
+    dt = getattr(x, "dtype", None)
+    if isinstance(dt, np.dtype) and dt.kind == "f" and dt.itemsize in (4, 8):
+        return dt.newbyteorder("=")
+    return np.dtype(np.float64)
+
+
 class DropoutCache:
     """The mask of one :meth:`Dropout.forward` call (read-only, values 0 or 1 / (1 - rate))."""
 
@@ -294,8 +303,7 @@ class Dropout:
         ``a_prev`` keeps its floating dtype (float32 / float64; other inputs become float64
         unless ``dtype`` says otherwise)."""
         if dtype is None:
-            dtype = getattr(a_prev, "dtype", np.float64)
-            dtype = dtype if np.dtype(dtype) in (np.float32, np.float64) else np.float64
+            dtype = _float_dtype(a_prev)
         a_prev = V.as_array(a_prev, "a_prev", V.as_dtype(dtype), ndim=2, copy=True)
         if not training or self.rate == 0:
             return a_prev, DropoutCache(self, None)
@@ -311,7 +319,7 @@ class Dropout:
         if cache.layer is not self:
             raise ValueError("cache was made by a different layer's forward call")
         dtype = cache.mask.dtype if cache.mask is not None else \
-            (da.dtype if getattr(da, "dtype", None) in (np.float32, np.float64) else np.float64)
+            _float_dtype(da)
         da = V.as_array(da, "da", dtype, ndim=2, copy=True)
         if cache.mask is None:
             return da
