@@ -167,6 +167,20 @@ def refuse_masked_or_sparse(x, name):
                         f"supported; pass {name}.toarray() (dense) instead")
 
 
+def as_native(arr, dtype):
+    """``arr`` (an ndarray) as a C-contiguous, aligned, native-byte-order ``dtype`` array.
+
+    Returns ``arr`` itself when it already is one (no copy: the fast path); otherwise one new
+    array, written once. Unaligned memory (a buffer at an odd offset, a block received from
+    another process), swapped byte order, strides, Fortran order, read-only and memory-mapped
+    arrays are all read, never written to.
+    """
+    out = np.ascontiguousarray(arr, dtype=dtype)     # casts, swaps and packs: a new array
+    if not out.flags.aligned:                        # same dtype and contiguous, but unaligned:
+        out = np.array(out, order="C", copy=True)    # ascontiguousarray returned a view
+    return out
+
+
 def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=False,
              finite=True, copy=False):
     """Validate ``x`` and return it as a C-contiguous ``dtype`` array.
@@ -213,7 +227,7 @@ def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=Fa
         raise ValueError(f"{name} has too many rows ({arr.shape[0]} > {_INT_MAX})")
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.array(arr, dtype=dtype, order="C", copy=True) if copy else \
-            np.ascontiguousarray(arr, dtype=dtype)
+            as_native(arr, dtype)
     # checked after the cast: float64 values beyond float32's range become inf there
     if finite and arr.dtype.kind == "f" and not all_finite(out):
         if not np.isfinite(arr).all():

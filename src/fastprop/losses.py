@@ -137,7 +137,7 @@ def _labels(raw, checked, k, name):
         i = int(np.argmax(bad))
         raise ValueError(f"{name} holds class labels for cross_entropy and must lie in "
                          f"[0, {k - 1}] ({k} classes); got {raw[i].item()!r} at index {i}")
-    return np.ascontiguousarray(values, dtype=np.int64)
+    return V.as_native(values, np.int64)
 
 
 def prepare_targets(loss, y, n, k, dtype, name="y"):

@@ -17,6 +17,15 @@ from fastprop.initializers import INITIALIZERS, canonical_init, initialize
 
 __all__ = ["Layer", "register_layer", "get_layer_class", "LAYERS"]
 
+
+def float_dtype(x):
+    """float32 / float64 (native) when ``x`` is an array of that dtype in either byte order,
+    float64 otherwise: the dtype policy of the parameter-free kinds (Dropout, Activation)."""
+    dt = getattr(x, "dtype", None)
+    if isinstance(dt, np.dtype) and dt.kind == "f" and dt.itemsize in (4, 8):
+        return dt.newbyteorder("=")
+    return np.dtype(np.float64)
+
 #: name -> class of every registered layer kind
 LAYERS = {}
 

@@ -4,7 +4,7 @@ import numpy as np
 from fastprop import _validation as V
 from fastprop._core import _kernels
 from fastprop.activations import ACTIVATIONS, canonical_name
-from fastprop.layers._base import Layer, register_layer
+from fastprop.layers._base import Layer, float_dtype, register_layer
 
 __all__ = ["Activation", "ActivationCache"]
 
@@ -73,13 +73,6 @@ class Activation(Layer):
                              f"{sorted(config)}")
         return cls(config["activation"])
 
-    @staticmethod
-    def _dtype_of(x, dtype):
-        if dtype is None:
-            dtype = getattr(x, "dtype", np.float64)
-            dtype = dtype if np.dtype(dtype) in (np.float32, np.float64) else np.float64
-        return V.as_dtype(dtype)
-
     def forward(self, a_prev, training=False, dtype=None):
         """Forward pass of one batch.
 
@@ -96,7 +89,8 @@ class Activation(Layer):
         a : ndarray (n_samples, width)
         cache : ActivationCache
         """
-        z = V.as_array(a_prev, "a_prev", self._dtype_of(a_prev, dtype), ndim=2, copy=True)
+        dtype = V.as_dtype(float_dtype(a_prev) if dtype is None else dtype)
+        z = V.as_array(a_prev, "a_prev", dtype, ndim=2, copy=True)
         a = np.empty_like(z)
         _kernels.activation_forward(ACTIVATIONS[self.activation], z, a)
         return a, ActivationCache(self, z, a.copy())

@@ -3,7 +3,7 @@ import numpy as np
 
 from fastprop import _validation as V
 from fastprop._core import _kernels
-from fastprop.layers._base import Layer, register_layer
+from fastprop.layers._base import Layer, float_dtype, register_layer
 
 __all__ = ["Dropout", "DropoutCache"]
 
@@ -76,8 +76,7 @@ class Dropout(Layer):
         ``a_prev`` keeps its floating dtype (float32 / float64; other inputs become float64
         unless ``dtype`` says otherwise)."""
         if dtype is None:
-            dtype = getattr(a_prev, "dtype", np.float64)
-            dtype = dtype if np.dtype(dtype) in (np.float32, np.float64) else np.float64
+            dtype = float_dtype(a_prev)
         a_prev = V.as_array(a_prev, "a_prev", V.as_dtype(dtype), ndim=2, copy=True)
         if not training or self.rate == 0:
             return a_prev, DropoutCache(self, None)
@@ -92,8 +91,7 @@ class Dropout(Layer):
                             f"{type(cache).__name__}")
         if cache.layer is not self:
             raise ValueError("cache was made by a different layer's forward call")
-        dtype = cache.mask.dtype if cache.mask is not None else \
-            (da.dtype if getattr(da, "dtype", None) in (np.float32, np.float64) else np.float64)
+        dtype = cache.mask.dtype if cache.mask is not None else float_dtype(da)
         da = V.as_array(da, "da", dtype, ndim=2, copy=True)
         if cache.mask is None:
             return da
