@@ -291,3 +291,19 @@ def test_walks_that_do_not_know_activation_nodes_say_so():
     pytest.importorskip("onnx")
     with pytest.raises(TypeError, match=r"layers\[1\].*Activation"):
         fp.to_onnx(model)
+
+
+def test_activation_and_dropout_take_any_memory_layout():
+    x = np.random.default_rng(0).standard_normal((6, 8))
+    layouts = [np.asfortranarray(x), x.astype(">f8"), np.repeat(x, 2, axis=1)[:, ::2]]
+    want, _ = fp.Activation("gelu").forward(x)
+    for arr in layouts:
+        got, cache = fp.Activation("gelu").forward(arr)
+        assert got.dtype == np.float64 and got.dtype.isnative
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(arr, x)                  # never written to
+    seed_mask = fp.Dropout(0.5, seed=1).forward(x, training=True)[1].mask
+    for arr in layouts:
+        a, cache = fp.Dropout(0.5, seed=1).forward(arr, training=True)
+        np.testing.assert_array_equal(cache.mask, seed_mask)
+        np.testing.assert_array_equal(a, x * seed_mask)
