@@ -144,17 +144,20 @@ def _default_loss(activation):
 
 
 class Sequential:
-    """A feed-forward network of :class:`~fastprop.Dense` and :class:`~fastprop.Dropout`
-    layers.
+    """A feed-forward network of :class:`~fastprop.Dense`, :class:`~fastprop.Dropout` and
+    :class:`~fastprop.Activation` layers (registered subclasses included).
 
     Parameters
     ----------
-    layers : list of Dense / Dropout
-        In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``. Their current
-        weights are copied into the model (cast to ``dtype``) and the layers' ``W``, ``b``,
-        ``dW``, ``db`` become views into the model's flat buffers. ``model.layers`` is a tuple
-        of them (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled
-        plan is built from them).
+    layers : list of Layer
+        In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``; an
+        Activation follows a Dense whose activation is ``identity`` (it is fused into it).
+        Their current parameters are copied into the model (cast to ``dtype``) and become views
+        into the model's flat buffers (``W``, ``b`` into ``params``, ``dW``, ``db`` into
+        ``grads``; state buffers into ``state``). ``model.layers`` is a tuple of them
+        (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled plan is
+        built from them). A layer belongs to one model: a layer of another live model raises
+        ``ValueError``; a kind the compiled model cannot run raises ``TypeError`` naming it.
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
         ``binary_cross_entropy`` (sigmoid output), or an alias (Keras' ``mean_squared_error``,
