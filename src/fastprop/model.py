@@ -266,6 +266,7 @@ class Sequential:
         self.n_threads = n_threads
         self._lock = threading.RLock()
         self._fwd = None          # (X, n, training) of the last textbook forward
+        self._step_args = None    # the optimizer's engine arguments train_step last checked
         self.stop_training = False
         self.history = None
 
@@ -466,8 +467,10 @@ class Sequential:
             opt = self._optimizer
             with self._lock:
                 t = opt.t + 1
-                loss = self._engine.train_step_checked(
-                    X, y, *opt._engine_args(self._n_params, self._dtype), t)
+                args = opt._args      # the optimizer drops it when an attribute changes
+                if args is None or args is not self._step_args:
+                    args = self._step_args = opt._engine_args(self._n_params, self._dtype)
+                loss = self._engine.train_step_checked(X, y, *args, t)
                 if loss is not None:
                     if self._fwd is not None:
                         self._fwd = None
