@@ -39,19 +39,18 @@ def reference_gradients(model, X, y, w, loss):
     dense = [layer for layer in model.layers if isinstance(layer, fp.Dense)]
     a, caches = X.astype(model.dtype), []
     for d in dense:
-        z, a_next = R.dense_forward(a, d.W, d.b, d.activation)
-        caches.append((a, z, a_next))
-        a = a_next
+        a, cache = R.dense_forward(a, d.W, d.b, d.activation)
+        caches.append(cache)
     labels = y if loss == "cross_entropy" else None
-    L, dz = R.loss_and_grad(loss, dense[-1].activation, caches[-1][1], caches[-1][2],
+    L, dz = R.loss_and_grad(loss, dense[-1].activation, caches[-1].z, caches[-1].a,
                             y=None if labels is not None else y.astype(model.dtype),
                             labels=labels, sample_weight=w)
     grads, da = [], None
     for i in range(len(dense) - 1, -1, -1):
-        a_prev, z, a_out = caches[i]
-        act = "identity" if i == len(dense) - 1 else dense[i].activation
-        _, dW, db, da = R.dense_backward(a_prev, dense[i].W, z, a_out,
-                                         dz if i == len(dense) - 1 else da, act)
+        if i == len(dense) - 1:     # the loss gives the output layer's dz
+            da, dW, db = R.dense_backward(dz, caches[i]._replace(activation="identity"))
+        else:
+            da, dW, db = R.dense_backward(da, caches[i])
         grads = [dW.ravel(), db] + grads
     return L, np.concatenate(grads)
 

@@ -18,7 +18,7 @@ def test_forward_mask_values_scaling_and_rate(rate, dtype):
     drop = fp.Dropout(rate, seed=0)
     x = np.random.default_rng(1).uniform(1, 2, (200, 250)).astype(dtype)
     x0 = x.copy()
-    a, cache = drop.forward(x)
+    a, cache = drop.forward(x, training=True)
     np.testing.assert_array_equal(x, x0)                       # input untouched
     assert a.dtype == dtype and a.shape == x.shape
     mask = cache.mask
@@ -31,7 +31,7 @@ def test_forward_mask_values_scaling_and_rate(rate, dtype):
     sigma = np.sqrt(rate * keep / x.size)
     assert abs(dropped - rate) < 5 * sigma
     # inverted dropout preserves the expected value
-    ones, _ = drop.forward(np.ones((400, 250), dtype=dtype))
+    ones, _ = drop.forward(np.ones((400, 250), dtype=dtype), training=True)
     assert ones.mean() == pytest.approx(1.0, abs=5 * np.sqrt(rate / keep / ones.size))
 
 
@@ -45,39 +45,57 @@ def test_forward_inference_and_rate_zero_are_identity_copies():
         da = np.arange(20.0).reshape(5, 4)
         np.testing.assert_array_equal(drop.backward(da, cache), da)
     drop = fp.Dropout(0.7, seed=0)
-    state = drop._rng.bit_generator.state
+    state = drop._state.copy()
     drop.forward(x, training=False)
-    assert drop._rng.bit_generator.state == state              # inference draws nothing
+    np.testing.assert_array_equal(drop._state, state)          # inference draws nothing
+    drop.forward(x, training=True)
+    assert not np.array_equal(drop._state, state)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standalone_and_model_dropout_are_the_same_generator(dtype):
+    # one stream state gives the same mask alone and as a node of a model
+    n = 16
+    d = fp.Dense(n, n, dtype=dtype)
+    d.W = np.eye(n)
+    model = fp.Sequential([fp.Dropout(0.4), d], dtype=dtype, seed=5)
+    drop = fp.Dropout(0.4)
+    drop._state[...] = model.get_rng_state()
+    X = np.random.default_rng(0).uniform(1, 2, (50, n)).astype(dtype)
+    a, cache = drop.forward(X, training=True)
+    np.testing.assert_array_equal(model.forward(X, training=True), a)
+    np.testing.assert_array_equal(drop._state, model.get_rng_state())
 
 
 def test_forward_dtype_policy():
     drop = fp.Dropout(0.5, seed=0)
     assert drop.forward(np.ones((2, 3), dtype=np.float32))[0].dtype == np.float32
     assert drop.forward(np.ones((2, 3), dtype=np.int64))[0].dtype == np.float64
-    assert drop.forward([[1, 2], [3, 4]])[0].dtype == np.float64
+    assert drop.forward([[1, 2], [3, 4]], training=True)[0].dtype == np.float64
     assert drop.forward(np.ones((2, 3)), dtype="float32")[0].dtype == np.float32
     assert drop(np.ones((2, 3)))[0].shape == (2, 3)             # __call__ is forward
 
 
 def test_seeded_reproducibility():
     x = np.ones((30, 40))
-    m1 = fp.Dropout(0.5, seed=3).forward(x)[1].mask
-    m2 = fp.Dropout(0.5, seed=3).forward(x)[1].mask
-    m3 = fp.Dropout(0.5, seed=4).forward(x)[1].mask
+    m1 = fp.Dropout(0.5, seed=3).forward(x, training=True)[1].mask
+    m2 = fp.Dropout(0.5, seed=3).forward(x, training=True)[1].mask
+    m3 = fp.Dropout(0.5, seed=4).forward(x, training=True)[1].mask
     np.testing.assert_array_equal(m1, m2)
     assert not np.array_equal(m1, m3)
     drop = fp.Dropout(0.5, seed=3)
-    first, second = drop.forward(x)[1].mask, drop.forward(x)[1].mask
+    first = drop.forward(x, training=True)[1].mask
+    second = drop.forward(x, training=True)[1].mask
     assert not np.array_equal(first, second)                   # the stream moves on
     g = np.random.default_rng(3)
-    np.testing.assert_array_equal(fp.Dropout(0.5, seed=g).forward(x)[1].mask, m1)
+    np.testing.assert_array_equal(fp.Dropout(0.5, seed=g).forward(x, training=True)[1].mask, m1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_backward_is_da_times_mask(dtype):
     drop = fp.Dropout(0.4, seed=1)
     x = np.random.default_rng(0).standard_normal((7, 6)).astype(dtype)
-    a, cache = drop.forward(x)
+    a, cache = drop.forward(x, training=True)
     da = np.random.default_rng(1).standard_normal((7, 6)).astype(dtype)
     da0 = da.copy()
     da_prev = drop.backward(da, cache)
@@ -90,7 +108,7 @@ def test_backward_is_da_times_mask(dtype):
 
 def test_backward_errors():
     drop, other = fp.Dropout(0.5, seed=0), fp.Dropout(0.5, seed=0)
-    _, cache = drop.forward(np.ones((3, 4)))
+    _, cache = drop.forward(np.ones((3, 4)), training=True)
     with pytest.raises(TypeError, match="cache"):
         drop.backward(np.ones((3, 4)), None)
     with pytest.raises(TypeError, match="cache"):
@@ -113,13 +131,13 @@ def test_backward_errors():
 def test_forward_errors():
     drop = fp.Dropout(0.5)
     with pytest.raises(ValueError, match="a_prev"):
-        drop.forward(np.ones(4))
+        drop.forward(np.ones(4), training=True)
     with pytest.raises(ValueError, match="a_prev"):
-        drop.forward(np.array([[np.nan, 1.0]]))
+        drop.forward(np.array([[np.nan, 1.0]]), training=True)
     with pytest.raises(TypeError, match="a_prev"):
-        drop.forward(np.array([["a", "b"]]))
+        drop.forward(np.array([["a", "b"]]), training=True)
     with pytest.raises(ValueError, match="a_prev"):
-        drop.forward(np.zeros((0, 3)))
+        drop.forward(np.zeros((0, 3)), training=True)
 
 
 @pytest.mark.parametrize("rate,exc", [(1.0, ValueError), (1.5, ValueError), (-0.1, ValueError),

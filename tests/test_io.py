@@ -632,3 +632,45 @@ def test_from_bytes_errors(saved):
         from_bytes(data[:-10])
     np.testing.assert_array_equal(from_bytes(bytearray(data)).params, load(saved).params)
     np.testing.assert_array_equal(from_bytes(memoryview(data)).params, load(saved).params)
+
+
+# -- format version 2: layer state buffer, node kinds by registry name ----------------------------
+def test_format_2_writes_the_state_buffer(saved):
+    members = members_of(saved)
+    h = header_of(members)
+    assert FORMAT_VERSION == 2 and h["format_version"] == 2
+    assert h["arrays"]["state"] == {"dtype": "float32", "shape": [0],
+                                    "sha256": hashlib.sha256(b"").hexdigest()}
+    assert array_of(members["state.npy"]).shape == (0,)
+
+
+def test_a_state_buffer_of_the_wrong_shape_is_refused(saved):
+    def edit(members):
+        put_array(members, "state", np.zeros(3, np.float32))
+        h = header_of(members)
+        h["arrays"]["state"]["shape"] = [3]
+        put_header(members, h)
+    tamper(saved, edit)
+    rejected(saved, "state buffer has shape [3]")
+
+
+def test_a_version_2_file_without_state_is_refused(saved):
+    def drop_state(members):
+        del members["state.npy"]
+        h = header_of(members)
+        del h["arrays"]["state"]
+        put_header(members, h)
+    tamper(saved, drop_state)
+    rejected(saved, "lacks 'state'")
+
+
+def test_a_version_1_file_may_not_carry_state(saved):
+    tamper_header(saved, lambda h: h.update(format_version=1))
+    rejected(saved, "unexpected array name 'state'")
+
+
+def test_an_unknown_node_kind_is_refused(saved):
+    def edit(h):
+        h["config"]["layers"][0]["type"] = "NoSuchKind"
+    tamper_header(saved, edit)
+    rejected(saved, "registered layer kind")

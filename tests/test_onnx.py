@@ -400,10 +400,13 @@ def test_unfitted_estimator(sk, est):
 
 
 def test_custom_layers_are_refused():
-    class MyDense(fp.Dense):
+    class OnnxSubDense(fp.Dense):
         pass
-    model = fp.Sequential([fp.Dense(3, 4), MyDense(4, 2)])
-    with pytest.raises(TypeError, match=r"layers\[1\].*MyDense"):
+    with pytest.raises(TypeError, match=r"layers\[1\].*OnnxSubDense.*not registered"):
+        fp.Sequential([fp.Dense(3, 4), OnnxSubDense(4, 2)])
+    fp.register_layer(OnnxSubDense)       # a registered subclass runs as a Dense node
+    model = fp.Sequential([fp.Dense(3, 4), OnnxSubDense(4, 2)])
+    with pytest.raises(TypeError, match=r"layers\[1\].*OnnxSubDense"):
         fp.to_onnx(model)
     # model.layers is a tuple: nothing else can be slipped into a model after it is built
     with pytest.raises((TypeError, AttributeError)):

@@ -89,17 +89,17 @@ def test_trace_blocks_against_the_numpy_reference(hidden, out_act, loss):
         if t.kind != "Dense":
             continue
         act = t.layer.activation
-        z, a = ref.dense_forward(t.a_prev, t.W, t.b, act)
-        assert_close(t.z, z)
+        a, cache = ref.dense_forward(t.a_prev, t.W, t.b, act)
+        assert_close(t.z, cache.z)
         assert_close(t.a, a)
         if t is last:
             # dz of the output layer is the loss's fused gradient; the block's linear part
             # takes it from there
-            _, dW, db, da_prev = ref.dense_backward(t.a_prev, t.W, t.z, t.a, t.dz, "identity")
+            da_prev, dW, db = ref.dense_backward(t.dz, cache._replace(activation="identity"))
         else:
             dz = ref.activation_backward(act, t.z, t.a, t.da)
             assert_close(t.dz, dz)
-            _, dW, db, da_prev = ref.dense_backward(t.a_prev, t.W, t.z, t.a, t.da, act)
+            da_prev, dW, db = ref.dense_backward(t.da, cache)
         assert_close(t.dW, dW)
         assert_close(t.db, db)
         assert_close(t.da_prev, da_prev)

@@ -500,7 +500,7 @@ def run_fit(dtype, epochs, repeats, impls=("fastprop", "reference", "sklearn"), 
     """samples/s and test accuracy of fastprop's fit, the reference loop and MLPClassifier.fit
     on the bundled digits, from the same initial weights, Adam, batch 32, shuffled, no early
     stopping, no regularization; repeats interleaved, best time reported."""
-    from fastprop.__main__ import _demo_model, _digits_split, _reference_fit
+    from fastprop._demo import _demo_model, _digits_split, _reference_fit
     from fastprop.reference import ReferenceModel
     dtype = np.dtype(dtype)
     Xtr, ytr, Xte, yte = _digits_split(seed)

@@ -234,3 +234,12 @@ def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=Fa
             raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError(f"{name} has values beyond the range of {dtype.name}")
     return out
+
+
+def raise_refused(loss):
+    """The ValueError of a training step the compiled core refused (nothing was updated)."""
+    what = f"the loss of this batch is {loss}" if not np.isfinite(loss) else \
+        f"the gradients of this batch (loss {loss:g}) are not finite or too large"
+    raise ValueError(f"{what}: its inputs are too large for the model's dtype, or the weights "
+                     f"have diverged (lower the learning rate, scale X); the model was not "
+                     f"updated")

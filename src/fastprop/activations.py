@@ -1,26 +1,24 @@
 """Activation functions by name.
 
-The codes match ``csrc/fp_math.h``; definitions and defaults are those of PyTorch's functions of
+Names and codes come from the compiled table ``ACTIVATION_TABLE`` (``_core/_kernels.pyx``, the
+codes of ``csrc/fp_math.h``); definitions and defaults are those of PyTorch's functions of
 the same names: ``leaky_relu`` has slope 0.01, ``elu`` alpha 1, ``gelu`` is the exact erf form,
 ``softplus`` has beta 1 and is linear above 20. ``softmax`` is row-wise and meant for output
 layers (pair it with the ``cross_entropy`` loss).
 """
 
-ACTIVATIONS = {
-    "identity": 0,
-    "relu": 1,
-    "leaky_relu": 2,
-    "elu": 3,
-    "gelu": 4,
-    "sigmoid": 5,
-    "tanh": 6,
-    "softplus": 7,
-    "silu": 8,
-    "softmax": 9,
-}
+from fastprop._core._kernels import ACTIVATION_TABLE
+
+#: name -> C code, read from the compiled table (``_core/_kernels.pyx``, codes of csrc/fp_math.h)
+ACTIVATIONS = {name: code for name, code, _, _ in ACTIVATION_TABLE}
+#: activations whose derivative is computed from a = g(z) rather than z (a cache keeps a)
+NEEDS_A = frozenset(name for name, _, needs_a, _ in ACTIVATION_TABLE if needs_a)
+#: activations initialized with He's rule by default
+RELU_LIKE = frozenset(name for name, _, _, relu_like in ACTIVATION_TABLE if relu_like)
 ALIASES = {"linear": "identity", "swish": "silu", None: "identity"}
 
-__all__ = ["ACTIVATIONS", "ALIASES", "activation_code", "canonical_name"]
+__all__ = ["ACTIVATIONS", "ALIASES", "NEEDS_A", "RELU_LIKE", "activation_code",
+           "canonical_name"]
 
 
 def canonical_name(name):

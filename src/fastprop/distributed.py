@@ -285,8 +285,7 @@ def train_step(model, X, y, sample_weight, comm):
         loss, _, refused = st.run(Xc, y_dense, labels, w, idx, total, t)
         model._fwd = None
         if refused:
-            from fastprop.model import _raise_refused
-            _raise_refused(loss)
+            V.raise_refused(loss)
         model.optimizer.t = t
     return loss
 

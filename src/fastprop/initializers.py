@@ -18,18 +18,20 @@ name               distribution
 """
 import numpy as np
 
+from fastprop.activations import RELU_LIKE
+
 __all__ = ["INITIALIZERS", "initialize", "default_init"]
 
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal",
                 "zeros")
 ALIASES = {"xavier_uniform": "glorot_uniform", "xavier_normal": "glorot_normal",
            "kaiming_uniform": "he_uniform", "kaiming_normal": "he_normal"}
-_RELU_LIKE = {"relu", "leaky_relu", "elu", "gelu", "silu", "softplus"}
+
 
 
 def default_init(activation):
     """``he_uniform`` for ReLU-like activations, ``glorot_uniform`` for the rest."""
-    return "he_uniform" if activation in _RELU_LIKE else "glorot_uniform"
+    return "he_uniform" if activation in RELU_LIKE else "glorot_uniform"
 
 
 def canonical_init(name):

@@ -1,22 +1,26 @@
 """Save and load a whole model -- architecture, weights, optimizer state, RNG -- without pickle.
 
-File format (``FORMAT = "fastprop-model"``, ``FORMAT_VERSION = 1``; extension ``.fpz`` by
+File format (``FORMAT = "fastprop-model"``, ``FORMAT_VERSION = 2``; extension ``.fpz`` by
 convention, any name accepted). The file is an ordinary ``.npz`` archive, i.e. a ZIP written by
 :func:`numpy.savez` (stored, uncompressed), with exactly these members:
 
 ``header.npy``
     uint8, 1-D: a UTF-8 JSON object (at most ``MAX_HEADER_BYTES`` bytes)::
 
-        {"format": "fastprop-model", "format_version": 1, "fastprop_version": "0.1.0",
+        {"format": "fastprop-model", "format_version": 2, "fastprop_version": "0.1.0",
          "config": {...model.get_config()...}, "dtype": "float32", "n_params": 1234, "t": 10,
          "arrays": {"params": {"dtype": "float32", "shape": [1234], "sha256": "<64 hex>"},
-                    "opt_exp_avg": {...}, "opt_exp_avg_sq": {...},
+                    "state": {...}, "opt_exp_avg": {...}, "opt_exp_avg_sq": {...},
                     "rng":    {"dtype": "uint64", "shape": [...], "sha256": "<64 hex>"}}}
 
     ``t`` is the optimizer's step count; ``arrays`` lists every other member, with its dtype,
     shape and the SHA-256 of its little-endian, C-order bytes.
 ``params.npy``
     The model's flat parameter buffer, ``(n_params,)``, the model's dtype, little-endian.
+``state.npy``
+    The model's flat buffer of layer state (``model.state``: running statistics and the like,
+    every layer's in order; ``(0,)`` for Dense / Dropout / Activation), the model's dtype.
+    Version 2 on; a version 1 file (fastprop 0.1.0) has none and loads with an empty one.
 ``opt_<name>.npy``
     One per optimizer state array (``<name>`` is ``[A-Za-z0-9_]{1,64}``), the model's dtype.
 ``rng.npy``
@@ -42,8 +46,8 @@ read or allocated (a member claiming more bytes than the header allows -- a zip 
 refused unread); the arrays and the model they make fit in the memory available; every
 width in the config is bounded by ``n_params`` (a Dense layer's weights summed over the
 model, any other integer) before any layer is built; the config builds a model
-(:meth:`Sequential.from_config`) whose parameter count and optimizer / RNG layout match the
-arrays; checksums match; parameters and optimizer state are finite; ``0 <= t <= 2**53``.
+(:meth:`Sequential.from_config`; a layer kind not in the registry is refused) whose parameter
+count, state buffer and optimizer / RNG layout match the arrays; checksums match; parameters and optimizer state are finite; ``0 <= t <= 2**53``.
 Any failure raises ``ValueError`` naming the file and the problem (``FileNotFoundError`` for
 a missing file); no partly restored model is ever returned.
 
@@ -73,7 +77,16 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_HEADER_BYTES", "save", "load", "to_b
            "from_bytes"]
 
 FORMAT = "fastprop-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# the model class load builds from a config: fastprop.model registers Sequential at import, so
+# that this module imports nothing above it (model imports io, never the reverse)
+_MODEL_CLASS = []
+
+
+def register_model_class(cls):
+    """The class :func:`load` builds models with (``cls.from_config``); set by fastprop.model."""
+    _MODEL_CLASS[:] = [cls]
+    return cls
 MAX_HEADER_BYTES = 8 * 2**20  # the JSON header; ~100 bytes per layer, so ~80k layers
 
 _HEADER_KEYS = frozenset({"format", "format_version", "fastprop_version", "config", "dtype",
@@ -351,6 +364,11 @@ def _collect(model):
                              f"[A-Za-z0-9_]{{1,64}}")
         add(f"opt_{name}", arr, dtype, True)
     add("rng", rng, "uint64", False)
+    state = getattr(model, "state", None)
+    add("state", np.zeros(0, dtype) if state is None else state, dtype, True)
+    if members["state"].ndim != 1:
+        raise ValueError(f"cannot save model: state must be 1-D, got shape "
+                         f"{members['state'].shape}")
 
     header = {
         "format": FORMAT,
@@ -555,6 +573,8 @@ def _read_archive(npz, where, size):
         if opt or header["t"]:  # else: a fresh optimizer, nothing to restore
             model.optimizer.set_state(opt, header["t"])
         model.set_rng_state(arrays["rng"])
+        if "state" in arrays:
+            model.state[...] = arrays["state"]
     except (TypeError, ValueError) as exc:
         raise _fail(where, f"the model rejected the saved state ({exc})") from None
     return model
@@ -596,7 +616,7 @@ def _check_config_sizes(config, n_params, where):
                 raise _fail(where, f"config['layers'][{i}][{key!r}] is {value}, more than "
                                    f"the file's n_params ({n_params})")
         n_in, n_out = spec.get("n_in"), spec.get("n_out")
-        if spec.get("type") == "Dense" and _is_int(n_in) and _is_int(n_out):
+        if _is_int(n_in) and _is_int(n_out):      # Dense and any kind declaring both
             weights += max(n_in, 0) * max(n_out, 0)
             if weights > n_params:
                 raise _fail(where, f"the architecture has at least {weights} weights by "
@@ -714,6 +734,8 @@ def _check_header(h, where):
             want = dtype
         elif name == "rng":
             want = "uint64"
+        elif name == "state" and version >= 2:
+            want = dtype
         elif name.startswith("opt_") and _STATE_NAME.match(name[4:]):
             want = dtype
         else:
@@ -743,22 +765,20 @@ def _check_header(h, where):
                            f"n_params {n_params}")
     if len(arrays["rng"]["shape"]) != 1:
         raise _fail(where, f"rng must be 1-D, got shape {arrays['rng']['shape']}")
+    if version >= 2 and "state" not in arrays:
+        raise _fail(where, "arrays lacks 'state' (format version 2 on)")
+    if "state" in arrays and len(arrays["state"]["shape"]) != 1:
+        raise _fail(where, f"state must be 1-D, got shape {arrays['state']['shape']}")
     try:
         V.check_alloc(total, 1, "the model's arrays")
     except ValueError as exc:
         raise _fail(where, str(exc)) from None
 
 
-def _sequential():
-    # imported here: fastprop.model imports this module
-    from fastprop.model import Sequential
-    return Sequential
-
-
 def _build(header, where):
     """A fresh model from the header's config; its layout must match the saved arrays."""
     try:
-        model = _sequential().from_config(header["config"])
+        model = _MODEL_CLASS[0].from_config(header["config"])
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(where, f"invalid model config ({type(exc).__name__}: {exc})") from None
     arrays = header["arrays"]
@@ -777,6 +797,10 @@ def _build(header, where):
     if want != got:
         raise _fail(where, f"optimizer state {got} does not match the optimizer's layout "
                            f"{want}")
+    state_shape = list(np.shape(model.state))
+    if arrays.get("state", {"shape": [0]})["shape"] != state_shape:
+        raise _fail(where, f"the state buffer has shape {arrays['state']['shape']}, but the "
+                           f"architecture's is {state_shape}")
     rng_shape = list(np.shape(model.get_rng_state()))
     if arrays["rng"]["shape"] != rng_shape:
         raise _fail(where, f"rng shape {arrays['rng']['shape']} does not match the model's "

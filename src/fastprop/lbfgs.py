@@ -103,9 +103,8 @@ class LBFGS:
             ``alpha`` penalty included. A loss or gradient that is not finite gives
             ``(inf, zeros)`` (scipy's line search then backs off).
         """
-        from fastprop.model import Sequential
-
-        if not isinstance(model, Sequential):
+        # duck-typed: fastprop.model imports this module (through optim), not the reverse
+        if not all(hasattr(model, a) for a in ("_engine", "_X", "_targets", "params")):
             raise TypeError(f"model must be a fastprop.Sequential, got {type(model).__name__}")
         X = model._X(X)
         y_dense, labels, w = model._targets(y, X.shape[0], sample_weight)

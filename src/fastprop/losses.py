@@ -18,21 +18,17 @@ z, and their gradient with respect to z is fused: ``(p - y) / n`` for cross-entr
 ``sum_i w_i l_i / sum_i w_i``, where l_i is sample i's mean over its k outputs (its
 cross-entropy for ``cross_entropy``); without weights that is the plain mean.
 
-The codes match ``csrc/fp_loss.h``.
+The codes are the compiled core's (``_core/_loss.pyx``, from ``csrc/fp_loss.h``).
 """
 import numpy as np
 
 from fastprop import _validation as V
+from fastprop._core import _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.activations import canonical_name as canonical_activation
 
-LOSSES = {
-    "mse": 0,
-    "mae": 1,
-    "huber": 2,
-    "cross_entropy": 3,
-    "binary_cross_entropy": 4,
-}
+#: name -> C code, read from the compiled core (``_core/_loss.pyx``, codes of csrc/fp_loss.h)
+LOSSES = dict(_closs.LOSS_CODES)
 ALIASES = {
     "mean_squared_error": "mse",
     "mean_absolute_error": "mae",

@@ -19,26 +19,19 @@ import warnings
 
 import numpy as np
 
-from fastprop import _threads, _validation as V
+from fastprop import _threads, _validation as V, io
+from fastprop._validation import raise_refused as _raise_refused
 from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
-from fastprop.layers import Dense, Dropout
+from fastprop.layers import LAYERS, Activation, Dense, Dropout, Layer
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
-
-def _raise_refused(loss):
-    what = f"the loss of this batch is {loss}" if not np.isfinite(loss) else \
-        f"the gradients of this batch (loss {loss:g}) are not finite or too large"
-    raise ValueError(f"{what}: its inputs are too large for the model's dtype, or the weights "
-                     f"have diverged (lower the learning rate, scale X); the model was not "
-                     f"updated")
-
 
 def _fixed(name, doc):
     """A read-only property over ``self._<name>``: these attributes define the compiled plan."""
@@ -47,6 +40,62 @@ def _fixed(name, doc):
                              f"plan is built from it); build a new model, e.g. from "
                              f"model.get_config()")
     return property(operator.attrgetter("_" + name), refuse, doc=doc)
+
+
+# the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
+# the block (the tape would bypass its forward / backward: refused)
+_COMPILED = (Dense, Dropout, Activation)
+
+
+def _compile_layers(layers):
+    """Check a layer list; return (layers, dense layers, compiled activation of each Dense).
+
+    TypeError names a layer the compiled tape cannot run; ValueError a broken chain."""
+    if isinstance(layers, Layer):
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)):
+        raise TypeError(f"layers must be a list of layers, got {type(layers).__name__}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers[{i}] must be a fastprop layer (Dense, Dropout, "
+                            f"Activation), got {type(layer).__name__}")
+        cls = type(layer)
+        if LAYERS.get(cls.__name__) is not cls:
+            raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
+                            f"(fastprop.register_layer)")
+        base = next((k for k in _COMPILED if isinstance(layer, k)), None)
+        if base is None:
+            raise TypeError(f"layers[{i}]: the compiled tape has no node for the layer kind "
+                            f"{cls.__name__} (its kinds: Dense, Dropout, Activation)")
+        for method in ("forward", "backward"):
+            if getattr(cls, method) is not getattr(base, method):
+                raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
+                                f"{method}, which the compiled tape would bypass")
+    dense = [layer for layer in layers if isinstance(layer, Dense)]
+    if not dense:
+        raise ValueError("layers must contain at least one Dense layer")
+    if isinstance(layers[-1], Dropout):
+        raise ValueError("the last layer must be Dense or Activation (a Dropout after the output "
+                         "layer would drop predictions)")
+    for prev, nxt in zip(dense, dense[1:]):
+        if nxt.n_in != prev.n_out:
+            raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
+                             f"but the next {nxt!r} takes n_in={nxt.n_in}")
+    held = [layer for layer in layers if layer.n_params or layer.n_state]
+    if len(set(map(id, held))) != len(held):       # a parameter-free layer may repeat
+        raise ValueError("layers holds the same layer twice; use separate layers")
+    acts = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dense):
+            acts.append(layer.activation)
+        elif isinstance(layer, Activation):
+            if i == 0 or not isinstance(layers[i - 1], Dense) or \
+                    layers[i - 1].activation != "identity":
+                raise ValueError(f"layers[{i}]: an Activation must follow a Dense layer whose "
+                                 f"activation is 'identity' (the model fuses it into that "
+                                 f"layer's compiled block)")
+            acts[-1] = layer.activation
+    return list(layers), dense, acts
 
 
 def _own(*arrays):
@@ -95,17 +144,20 @@ def _default_loss(activation):
 
 
 class Sequential:
-    """A feed-forward network of :class:`~fastprop.Dense` and :class:`~fastprop.Dropout`
-    layers.
+    """A feed-forward network of :class:`~fastprop.Dense`, :class:`~fastprop.Dropout` and
+    :class:`~fastprop.Activation` layers (registered subclasses included).
 
     Parameters
     ----------
-    layers : list of Dense / Dropout
-        In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``. Their current
-        weights are copied into the model (cast to ``dtype``) and the layers' ``W``, ``b``,
-        ``dW``, ``db`` become views into the model's flat buffers. ``model.layers`` is a tuple
-        of them (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled
-        plan is built from them).
+    layers : list of Layer
+        In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``; an
+        Activation follows a Dense whose activation is ``identity`` (it is fused into it).
+        Their current parameters are copied into the model (cast to ``dtype``) and become views
+        into the model's flat buffers (``W``, ``b`` into ``params``, ``dW``, ``db`` into
+        ``grads``; state buffers into ``state``). ``model.layers`` is a tuple of them
+        (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled plan is
+        built from them). A layer belongs to one model: a layer of another live model raises
+        ``ValueError``; a kind the compiled model cannot run raises ``TypeError`` naming it.
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
         ``binary_cross_entropy`` (sigmoid output), or an alias (Keras' ``mean_squared_error``,
@@ -139,76 +191,73 @@ class Sequential:
 
     def __init__(self, layers, loss=None, optimizer=None, dtype="float32", seed=None,
                  n_threads=None, metrics=None):
-        if isinstance(layers, (Dense, Dropout)):
-            layers = [layers]
-        if not isinstance(layers, (list, tuple)):
-            raise TypeError(f"layers must be a list of Dense / Dropout layers, got "
-                            f"{type(layers).__name__}")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, (Dense, Dropout)):
-                raise TypeError(f"layers[{i}] must be a Dense or Dropout layer, got "
-                                f"{type(layer).__name__}")
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense:
-            raise ValueError("layers must contain at least one Dense layer")
-        if isinstance(layers[-1], Dropout):
-            raise ValueError("the last layer must be Dense (a Dropout after the output layer "
-                             "would drop predictions)")
-        for prev, nxt in zip(dense, dense[1:]):
-            if nxt.n_in != prev.n_out:
-                raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
-                                 f"but the next {nxt!r} takes n_in={nxt.n_in}")
-        if len(set(map(id, dense))) != len(dense):
-            raise ValueError("layers holds the same Dense layer twice; use separate layers")
+        layers, dense, acts = _compile_layers(layers)
         self._dtype = V.as_dtype(dtype)
-        out_act = dense[-1].activation
+        out_act = acts[-1]
         self._loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
         check_loss_activation(self.loss, out_act)
         self._metrics = _check_metrics(metrics, self._loss)
         opt = get_optimizer(optimizer if optimizer is not None else "adam")
         opt._attach(self)     # before anything else: an optimizer of another model is refused
         try:
-            self._build(layers, dense, opt, seed, n_threads)
+            self._build(layers, dense, acts, opt, seed, n_threads)
         except BaseException:
             opt._detach(self)
+            for layer in layers:
+                layer._release(self)
             raise
 
-    def _build(self, layers, dense, opt, seed, n_threads):
+    def _build(self, layers, dense, acts, opt, seed, n_threads):
         self._optimizer = opt
         seed = V.check_seed(seed)
         if n_threads is not None:   # checked before the layers are bound to this model
             n_threads = V.check_size(n_threads, "n_threads")
         self.seed = seed
+        for layer in layers:      # a layer of another live model: ValueError, nothing bound
+            layer._claim(self)
         self._layers = tuple(layers)
         self._dense = dense
+        self._acts = acts         # the compiled activation of each Dense (Activation fused in)
 
         # input dropout of each dense layer: consecutive Dropouts combine (keep rates multiply)
         drops, keep = [], 1.0
         for layer in layers:
             if isinstance(layer, Dropout):
                 keep *= 1.0 - layer.rate
-            else:
+            elif isinstance(layer, Dense):
                 drops.append(1.0 - keep)
                 keep = 1.0
 
-        # flat buffers: W[0], b[0], W[1], b[1], ...
-        offsets, off = [], 0
+        # flat buffers: every layer's parameters in declaration order (W[0], b[0], W[1], ...),
+        # every layer's state buffers likewise in model.state
+        offsets, off, n_state = [], 0, 0
         for layer in dense:
             offsets.append((off, off + layer.n_in * layer.n_out))
             off += layer.n_params
+        for layer in layers:
+            n_state += layer.n_state
         self._n_params = off
         # parameters, gradients and the optimizer's state, all touched by the first step
         V.check_alloc((2 + len(self.optimizer._state_names())) * off, self.dtype.itemsize,
                       "the model's parameters, gradients and optimizer state")
         self._params = np.empty(off, dtype=self.dtype)
         self._grads = np.zeros(off, dtype=self.dtype)
-        for layer, (wo, bo) in zip(dense, offsets):
-            n_in, n_out = layer.n_in, layer.n_out
-            W = self.params[wo:bo].reshape(n_in, n_out)
-            b = self.params[bo:bo + n_out]
-            W[...] = layer.W
-            b[...] = layer.b
-            layer._bind(W, b, self.grads[wo:bo].reshape(n_in, n_out), self.grads[bo:bo + n_out])
+        self._state = np.zeros(n_state, dtype=self.dtype)
+        p_off = s_off = 0
+        for layer in layers:
+            values, grads = {}, {}
+            for name, shape in layer.param_shapes.items():
+                size = int(np.prod(shape))
+                values[name] = self._params[p_off:p_off + size].reshape(shape)
+                values[name][...] = layer._get_array(name)
+                grads[name] = self._grads[p_off:p_off + size].reshape(shape)
+                p_off += size
+            for name, shape in layer.state_shapes.items():
+                size = int(np.prod(shape))
+                values[name] = self._state[s_off:s_off + size].reshape(shape)
+                values[name][...] = layer._get_array(name)
+                s_off += size
+            layer._set_arrays(values, grads)
         self._offsets = offsets
         self._drops = drops
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
@@ -217,6 +266,7 @@ class Sequential:
         self.n_threads = n_threads
         self._lock = threading.RLock()
         self._fwd = None          # (X, n, training) of the last textbook forward
+        self._step_args = None    # the optimizer's engine arguments train_step last checked
         self.stop_training = False
         self.history = None
 
@@ -226,9 +276,9 @@ class Sequential:
         dense, offsets = self._dense, self._offsets
         return _engine.Engine(
             [d.n_in for d in dense], [d.n_out for d in dense],
-            [ACTIVATIONS[d.activation] for d in dense], self._drops,
+            [ACTIVATIONS[a] for a in self._acts], self._drops,
             [o[0] for o in offsets], [o[1] for o in offsets], loss_code(loss),
-            self.params, self.grads, rng)
+            self.params, self.grads, rng, V.check_alloc)
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -238,6 +288,8 @@ class Sequential:
                               "its values may be written in place).")
     grads = _fixed("grads", "The flat gradient buffer (n_params,) (read-only attribute).")
     layers = _fixed("layers", "The layers, a tuple (read-only: the plan is built from them).")
+    state = _fixed("state", "The flat buffer of every layer's non-trainable state buffers "
+                            "(read-only attribute; empty for Dense / Dropout / Activation).")
     metrics = _fixed("metrics", "The extra metric names, a tuple (set by compile).")
 
     def compile(self, optimizer=None, loss=None, metrics=None):
@@ -270,7 +322,7 @@ class Sequential:
         ``ValueError`` naming the argument, and the model stays as it was.
         """
         new_loss = self._loss if loss is None else canonical_loss(loss)
-        check_loss_activation(new_loss, self._dense[-1].activation)
+        check_loss_activation(new_loss, self._acts[-1])
         new_metrics = _check_metrics(self._metrics if metrics is None else metrics, new_loss)
         opt = None if optimizer is None else get_optimizer(optimizer)
         with self._lock:
@@ -346,6 +398,8 @@ class Sequential:
             if isinstance(layer, Dense):
                 rows.append((str(i), "Dense", f"(None, {layer.n_out})", layer.activation,
                              f"{layer.n_params:,}"))
+            elif isinstance(layer, Activation):
+                rows.append((str(i), "Activation", "same", layer.activation, "0"))
             else:
                 rows.append((str(i), f"Dropout({layer.rate:g})", "same", "-", "0"))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
@@ -413,8 +467,10 @@ class Sequential:
             opt = self._optimizer
             with self._lock:
                 t = opt.t + 1
-                loss = self._engine.train_step_checked(
-                    X, y, *opt._engine_args(self._n_params, self._dtype), t)
+                args = opt._args      # the optimizer drops it when an attribute changes
+                if args is None or args is not self._step_args:
+                    args = self._step_args = opt._engine_args(self._n_params, self._dtype)
+                loss = self._engine.train_step_checked(X, y, *args, t)
                 if loss is not None:
                     if self._fwd is not None:
                         self._fwd = None
@@ -559,7 +615,7 @@ class Sequential:
         """(loss, accuracy or None) of validated arrays, in inference mode (and the outputs,
         with ``outputs``)."""
         z, a = self._outputs(X)
-        loss = _closs.loss_and_grad(loss_code(self.loss), ACTIVATIONS[self._dense[-1].activation],
+        loss = _closs.loss_and_grad(loss_code(self.loss), ACTIVATIONS[self._acts[-1]],
                                     z, a, y_dense, labels, w)
         acc = self._accuracy(a, y_dense, labels)
         return (loss, acc, a) if outputs else (loss, acc)
@@ -874,15 +930,8 @@ class Sequential:
     # -- state, save / load ------------------------------------------------------------------
     def get_config(self):
         """JSON-serialisable architecture, loss, dtype and optimizer configuration."""
-        layers = []
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                layers.append({"type": "Dense", "n_in": layer.n_in, "n_out": layer.n_out,
-                               "activation": layer.activation, "init": layer.init})
-            else:
-                layers.append({"type": "Dropout", "rate": layer.rate})
-        config = {"layers": layers, "loss": self.loss, "dtype": self.dtype.name,
-                  "optimizer": self.optimizer.get_config()}
+        config = {"layers": [layer.get_config() for layer in self.layers], "loss": self.loss,
+                  "dtype": self.dtype.name, "optimizer": self.optimizer.get_config()}
         if self._metrics:     # absent: none (as in 0.1.0 files)
             config["metrics"] = list(self._metrics)
         return config
@@ -900,19 +949,14 @@ class Sequential:
         dtype = V.as_dtype(config["dtype"], "config['dtype']")
         layers = []
         for i, spec in enumerate(config["layers"]):
-            if not isinstance(spec, dict) or spec.get("type") not in ("Dense", "Dropout"):
-                raise ValueError(f"config['layers'][{i}] must be a dict with type Dense or "
-                                 f"Dropout")
-            if spec["type"] == "Dense":
-                if set(spec) != {"type", "n_in", "n_out", "activation", "init"}:
-                    raise ValueError(f"config['layers'][{i}] has keys {sorted(spec)}")
-                layers.append(Dense(spec["n_in"], spec["n_out"], activation=spec["activation"],
-                                    init="zeros", dtype=dtype))
-                layers[-1].init = canonical_init(spec["init"])   # recorded; weights are loaded
-            else:
-                if set(spec) != {"type", "rate"}:
-                    raise ValueError(f"config['layers'][{i}] has keys {sorted(spec)}")
-                layers.append(Dropout(spec["rate"]))
+            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) \
+                    or spec["type"] not in LAYERS:
+                raise ValueError(f"config['layers'][{i}] must be a dict whose type is a "
+                                 f"registered layer kind ({', '.join(sorted(LAYERS))})")
+            try:
+                layers.append(LAYERS[spec["type"]].from_config(spec, dtype=dtype))
+            except ValueError as e:
+                raise ValueError(f"config['layers'][{i}]: {e}") from None
         opt = optimizer_from_config(config["optimizer"])
         return cls(layers, loss=config["loss"], optimizer=opt, dtype=dtype,
                    metrics=config.get("metrics"))
@@ -931,35 +975,33 @@ class Sequential:
         """Save architecture, parameters, optimizer state and RNG state to one file (no pickle;
         written atomically). ``path`` is a path (a symlink saves to its target) or a binary
         file object. Load it with :func:`fastprop.load`; see :func:`fastprop.io.save`."""
-        from fastprop import io
         with self._lock:
             io.save(self, path)
 
     def to_bytes(self):
         """The model file :meth:`save` writes, as ``bytes``; :func:`fastprop.from_bytes`
         reads it back."""
-        from fastprop import io
         with self._lock:
             return io.to_bytes(self)
 
     # pickle and deepcopy go through the model file format (no pickled code or objects) and
     # carry the one runtime setting the file does not hold, n_threads
     def __getstate__(self):
-        from fastprop import io
         with self._lock:
             return {"fastprop_model": io.to_bytes(self), "n_threads": self.n_threads}
 
     def __setstate__(self, state):
-        from fastprop import io
         if not isinstance(state, dict) or "fastprop_model" not in state:
             raise ValueError("not a pickled fastprop model")
         other = io.from_bytes(state["fastprop_model"])
         other.n_threads = state.get("n_threads")
         self.__dict__.update(other.__dict__)
         self._optimizer._attach(self, force=True)     # other is discarded
+        for layer in self._layers:
+            layer._release(other)
+            layer._claim(self)
 
     def __deepcopy__(self, memo):
-        from fastprop import io
         with self._lock:
             other = io.from_bytes(io.to_bytes(self))
             other.n_threads = self.n_threads
@@ -1025,3 +1067,6 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
         err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
         worst = max(worst, float(err))
     return worst
+
+
+io.register_model_class(Sequential)

@@ -270,9 +270,13 @@ def plot_graph(path=None, a=2.0, b=-3.0, c=10.0):
 
 
 # -- a traced pass ---------------------------------------------------------------------------------
+# the Trace class, registered by fastprop.trace at import (trace imports this module, never
+# the reverse)
+_TRACE_TYPES = []
+
+
 def _check_trace(trace):
-    from fastprop.trace import Trace
-    if not isinstance(trace, Trace):
+    if not isinstance(trace, tuple(_TRACE_TYPES)):
         raise TypeError(f"trace must be a fastprop Trace (from fastprop.trace), got "
                         f"{type(trace).__name__}")
 

@@ -59,7 +59,7 @@ except ImportError:                             # pragma: no cover - older sciki
 
 from fastprop import _validation as V
 from fastprop._core import _optim as _optim_core
-from fastprop.activations import canonical_name
+from fastprop.activations import ACTIVATIONS, ALIASES, canonical_name
 from fastprop.layers import Dense
 from fastprop.lbfgs import LBFGS
 from fastprop.model import Sequential
@@ -68,8 +68,9 @@ from fastprop.optim import OPTIMIZERS, SGD, Adam, Optimizer, optimizer_from_conf
 __all__ = ["FastpropClassifier", "FastpropRegressor"]
 
 _SEED_MAX = 2**31 - 1      # fastprop seeds are ints in [0, 2**31 - 1]
-_HIDDEN_ACTIVATIONS = ("identity", "linear", "relu", "leaky_relu", "elu", "gelu", "sigmoid",
-                       "logistic", "tanh", "softplus", "silu", "swish")
+# every activation but the output-only softmax, with the aliases and scikit-learn's "logistic"
+_HIDDEN_ACTIVATIONS = tuple(sorted(
+    {n for n in ACTIVATIONS if n != "softmax"} | {a for a, n in ALIASES.items() if a} | {"logistic"}))
 
 
 # -- helpers ---------------------------------------------------------------------------------

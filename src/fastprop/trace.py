@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-from fastprop import _validation as V
+from fastprop import _validation as V, plot
 from fastprop._core import _kernels, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.layers import Dense, Dropout
@@ -400,7 +400,6 @@ class Trace:
         -------
         matplotlib.figure.Figure
         """
-        from fastprop import plot
         return plot.plot_blocks(self, path)
 
     def plot_graph(self, path=None, sample=0):
@@ -420,5 +419,7 @@ class Trace:
         -------
         matplotlib.figure.Figure
         """
-        from fastprop import plot
         return plot.plot_trace_graph(self, path, sample)
+
+
+plot._TRACE_TYPES.append(Trace)

@@ -11,6 +11,13 @@ cdef extern from "fp_math.h" nogil:
     enum:
         FP_IDENTITY
         FP_RELU
+        FP_LEAKY_RELU
+        FP_ELU
+        FP_GELU
+        FP_SIGMOID
+        FP_TANH
+        FP_SOFTPLUS
+        FP_SILU
         FP_SOFTMAX
     void fp_act_forward_f(int code, const float *z, float *a, ptrdiff_t n)
     void fp_act_forward_d(int code, const double *z, double *a, ptrdiff_t n)

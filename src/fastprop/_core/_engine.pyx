@@ -437,7 +437,7 @@ cdef class Engine:
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
-    cdef object params, grads, ws
+    cdef object params, grads, ws, alloc_check
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
@@ -446,8 +446,11 @@ cdef class Engine:
         memset(&self.p, 0, sizeof(Plan))
 
     def __init__(self, n_in, n_out, act, drop, w_off, b_off, int loss, params, grads,
-                 uint64_t seed):
+                 uint64_t seed, alloc_check=None):
+        """alloc_check(nbytes, 1, name): the caller's check that a workspace of nbytes fits
+        (raises ValueError); given by the Python tier, so the core imports nothing above it."""
         cdef int L = len(n_in), l
+        self.alloc_check = alloc_check
         self.p.L = L
         self.p.n_in = <int *> malloc(L * sizeof(int))
         self.p.n_out = <int *> malloc(L * sizeof(int))
@@ -546,9 +549,9 @@ cdef class Engine:
         yo = take(n * self.k * sz)
         lo = take(n * 8)
         wo = take(n * sz)
-        from fastprop._validation import check_alloc       # a ValueError, not an OOM kill
-        check_alloc(off + 64, 1, f"the workspace for batches of {n} samples (z, a, delta "
-                                 f"of every layer)")
+        if self.alloc_check is not None:       # a ValueError, not an OOM kill
+            self.alloc_check(off + 64, 1, f"the workspace for batches of {n} samples (z, a, "
+                                          f"delta of every layer)")
         ws = np.empty(off + 64, dtype=np.uint8)
         cdef char *base = <char *> cnp.PyArray_DATA(ws)
         base += (64 - (<size_t> base) % 64) % 64

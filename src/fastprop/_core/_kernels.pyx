@@ -7,13 +7,36 @@
 from libc.stddef cimport ptrdiff_t
 from cython cimport floating
 cimport numpy as cnp
+from libc.stdint cimport uint64_t
 from fastprop._core._dense cimport (act_forward, act_backward, dense_forward as _fwd,
-                                    dense_backward as _bwd)
+                                    dense_backward as _bwd, FP_IDENTITY, FP_RELU, FP_LEAKY_RELU,
+                                    FP_ELU, FP_GELU, FP_SIGMOID, FP_TANH, FP_SOFTPLUS, FP_SILU,
+                                    FP_SOFTMAX)
 
 
 cnp.import_array()
 
+# The activation table: one row per activation, the one place a name meets its C code
+# (csrc/fp_math.h). Columns: name, code, derivative reads a = g(z) (a cache keeps a),
+# ReLU-like (He initialization by default). fastprop.activations reads it.
+ACTIVATION_TABLE = (
+    ("identity", FP_IDENTITY, False, False),
+    ("relu", FP_RELU, False, True),
+    ("leaky_relu", FP_LEAKY_RELU, False, True),
+    ("elu", FP_ELU, False, True),
+    ("gelu", FP_GELU, False, True),
+    ("sigmoid", FP_SIGMOID, True, False),
+    ("tanh", FP_TANH, True, False),
+    ("softplus", FP_SOFTPLUS, False, True),
+    ("silu", FP_SILU, False, True),
+    ("softmax", FP_SOFTMAX, True, False),
+)
+
 cdef extern from "fp_math.h" nogil:
+    void fp_dropout_forward_f(const float *x, float *out, float *mask, ptrdiff_t n, double rate,
+                              uint64_t *state)
+    void fp_dropout_forward_d(const double *x, double *out, double *mask, ptrdiff_t n,
+                              double rate, uint64_t *state)
     int fp_all_finite_f(const float *x, ptrdiff_t n)
     int fp_all_finite_d(const double *x, ptrdiff_t n)
     float fp_expf(float x)
@@ -133,3 +156,25 @@ def dense_backward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
     with nogil:
         _bwd(&a_prev[0, 0], &W[0, 0], &z[0, 0], &a[0, 0], &da[0, 0], act, n, n_in, n_out,
              &dz_out[0, 0], &dW_out[0, 0], &db_out[0], dap, accumulate)
+
+
+def dropout_forward(const floating[:, ::1] x, floating[:, ::1] out, floating[:, ::1] mask,
+                    double rate, uint64_t[::1] state):
+    """mask := 0 or 1 / (1 - rate) per value (drop probability rate), out := x * mask, from the
+    splitmix64 stream state[0] (advanced): the generator the model's dropout nodes use.
+    IN x (n, m), 0 <= rate < 1. OUT out, mask (n, m)."""
+    shape = (x.shape[0], x.shape[1])
+    _same((out.shape[0], out.shape[1]), shape, "out")
+    _same((mask.shape[0], mask.shape[1]), shape, "mask")
+    _same((state.shape[0],), (1,), "state")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        return
+    with nogil:
+        if floating is float:
+            fp_dropout_forward_f(&x[0, 0], &out[0, 0], &mask[0, 0], x.shape[0] * x.shape[1],
+                                 rate, &state[0])
+        else:
+            fp_dropout_forward_d(&x[0, 0], &out[0, 0], &mask[0, 0], x.shape[0] * x.shape[1],
+                                 rate, &state[0])

@@ -5,13 +5,18 @@
 # at the Python boundary, in fastprop.losses.
 
 from cython cimport floating
-from fastprop._core._loss cimport (loss_and_grad as _loss_and_grad, FP_MSE, FP_HUBER,
+from fastprop._core._loss cimport (loss_and_grad as _loss_and_grad, FP_MSE, FP_MAE, FP_HUBER,
                                    FP_CROSS_ENTROPY, FP_BINARY_CROSS_ENTROPY)
 
 cdef extern from "fp_math.h" nogil:
     enum:
         FP_SIGMOID
         FP_SOFTMAX
+
+# name -> C code (csrc/fp_loss.h): the one place a loss name meets its code; fastprop.losses
+# reads it.
+LOSS_CODES = {"mse": FP_MSE, "mae": FP_MAE, "huber": FP_HUBER, "cross_entropy": FP_CROSS_ENTROPY,
+              "binary_cross_entropy": FP_BINARY_CROSS_ENTROPY}
 
 
 def _same(tuple got, tuple want, str name):

@@ -6,13 +6,14 @@ batches, ``z = a_prev @ W + b``, ``a = g(z)``; backward gives ``dz = da * g'(z)`
 ``dW = a_prev.T @ dz``, ``db = dz.sum(0)``, ``da_prev = dz @ W.T``. Arrays keep their dtype.
 
 - activations and the dense block: :func:`activation_forward`, :func:`activation_backward`,
-  :func:`dense_forward`, :func:`dense_backward`
+  :func:`dense_forward` ``-> (a, cache)``, :func:`dense_backward` ``(da, cache) -> (da_prev,
+  dW, db)`` (the signatures and return order of ``fastprop.Dense``)
 - losses: :func:`loss_and_grad`
 - optimizers over flat arrays: :func:`sgd_step`, :func:`adam_step`, ... and schedules
 - a whole network: :class:`ReferenceModel`
 """
-from fastprop.reference._dense import (activation_backward, activation_forward, dense_backward,
-                                       dense_forward, sigmoid, softmax)
+from fastprop.reference._dense import (DenseCache, activation_backward, activation_forward,
+                                       dense_backward, dense_forward, sigmoid, softmax)
 from fastprop.reference._losses import loss_and_grad
 from fastprop.reference._optim import (adagrad_step, adam_step, adamw_step, clip_grad_norm,
                                        cosine_annealing_lr, exponential_lr, global_norm,
@@ -20,7 +21,8 @@ from fastprop.reference._optim import (adagrad_step, adam_step, adamw_step, clip
 from fastprop.reference._model import ReferenceModel
 
 __all__ = [
-    "activation_forward", "activation_backward", "dense_forward", "dense_backward", "sigmoid",
+    "activation_forward", "activation_backward", "dense_forward", "dense_backward", "DenseCache",
+    "sigmoid",
     "softmax", "loss_and_grad", "init_optimizer_state", "global_norm", "clip_grad_norm",
     "sgd_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step", "step_lr",
     "exponential_lr", "cosine_annealing_lr", "ReferenceModel",

@@ -1,4 +1,6 @@
 """Reference activations and the dense block in plain NumPy."""
+from collections import namedtuple
+
 import numpy as np
 from scipy.special import erfc
 
@@ -7,6 +9,7 @@ __all__ = [
     "activation_backward",
     "dense_forward",
     "dense_backward",
+    "DenseCache",
     "sigmoid",
     "softmax",
 ]
@@ -82,16 +85,25 @@ def activation_backward(name, z, a, da):
     raise ValueError(f"unknown activation {name!r}")
 
 
+DenseCache = namedtuple("DenseCache", "a_prev W z a activation")
+DenseCache.__doc__ = """What :func:`dense_backward` needs from one :func:`dense_forward` call:
+``a_prev`` (n, n_in), ``W`` (n_in, n_out), ``z`` and ``a = g(z)`` (n, n_out), the activation
+name. ``cache._replace(activation="identity")`` makes backward take ``da`` as ``dz``."""
+
+
 def dense_forward(a_prev, W, b, activation):
-    """Return (z, a): z = a_prev @ W + b, a = g(z)."""
+    """The textbook block's forward: return ``(a, cache)`` with ``z = a_prev @ W + b`` and
+    ``a = g(z)`` (the signature and return order of ``fastprop.Dense.forward``)."""
     z = a_prev @ W + b
-    return z, activation_forward(activation, z)
+    a = activation_forward(activation, z)
+    return a, DenseCache(a_prev, W, z, a, activation)
 
 
-def dense_backward(a_prev, W, z, a, da, activation, need_da_prev=True):
-    """Return (dz, dW, db, da_prev) of one dense layer; da_prev is None if not needed."""
-    dz = activation_backward(activation, z, a, da)
-    dW = a_prev.T @ dz
+def dense_backward(da, cache, need_da_prev=True):
+    """The textbook block's backward: return ``(da_prev, dW, db)`` (``da_prev`` None if not
+    needed), the return order of ``fastprop.Dense.backward``; ``dz = da * g'(z)``."""
+    dz = activation_backward(cache.activation, cache.z, cache.a, da)
+    dW = cache.a_prev.T @ dz
     db = dz.sum(axis=0)
-    da_prev = dz @ W.T if need_da_prev else None
-    return dz, dW, db, da_prev
+    da_prev = dz @ cache.W.T if need_da_prev else None
+    return da_prev, dW, db

@@ -12,6 +12,16 @@ from fastprop.reference._losses import loss_and_grad
 
 __all__ = ["ReferenceModel"]
 
+_KINDS = ("Dense", "Dropout", "Activation")
+
+
+def _kind_of(layer):
+    """The built-in kind name a layer object is (its class or the nearest base so named)."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in _KINDS and cls.__module__.startswith("fastprop.layers"):
+            return cls.__name__
+    return type(layer).__name__
+
 _STEPS = {"SGD": _optim.sgd_step, "Adam": _optim.adam_step, "AdamW": _optim.adamw_step,
           "RMSprop": _optim.rmsprop_step, "Adagrad": _optim.adagrad_step}
 
@@ -67,17 +77,37 @@ class ReferenceModel:
 
     @classmethod
     def from_model(cls, model):
-        """A reference twin of a fastprop ``Sequential`` (same weights, loss, optimizer)."""
-        dense = model._dense
-        return cls([dense[0].n_in] + [d.n_out for d in dense], [d.activation for d in dense],
-                   model.loss, model.optimizer.get_config(), model.params, model.dtype)
+        """A reference twin of a fastprop ``Sequential`` (same weights, loss, optimizer).
+
+        Walks ``model.layers`` by kind name (the registry's names): ``Dense`` adds a layer,
+        ``Activation`` sets the previous Dense layer's activation (the model fuses it there),
+        ``Dropout`` is the identity (the reference does not model dropout). A registered
+        subclass maps to the built-in kind it derives from. TypeError for any other kind."""
+        sizes, acts = [], []
+        for i, layer in enumerate(model.layers):
+            kind = _kind_of(layer)
+            if kind == "Dense":
+                if not sizes:
+                    sizes.append(layer.n_in)
+                sizes.append(layer.n_out)
+                acts.append(layer.activation)
+            elif kind == "Activation":
+                acts[-1] = layer.activation
+            elif kind != "Dropout":
+                raise TypeError(f"the reference has no twin for layers[{i}] "
+                                f"({type(layer).__name__})")
+        return cls(sizes, acts, model.loss, model.optimizer.get_config(), model.params,
+                   model.dtype)
 
     def forward(self, X):
         """Return the list of (z, a) per layer."""
+        return [(c.z, c.a) for c in self._caches(X)]
+
+    def _caches(self, X):
         out, a = [], X
         for W, b, act in zip(self.W, self.b, self.activations):
-            z, a = dense_forward(a, W, b, act)
-            out.append((z, a))
+            a, cache = dense_forward(a, W, b, act)
+            out.append(cache)
         return out
 
     def predict(self, X):
@@ -85,17 +115,15 @@ class ReferenceModel:
 
     def loss_and_gradients(self, X, y=None, labels=None, sample_weight=None):
         """Forward, loss and backward: fills ``self.grads``; returns the loss."""
-        cache = self.forward(X)
-        z, a = cache[-1]
-        loss, dz = loss_and_grad(self.loss, self.activations[-1], z, a, y=y, labels=labels,
-                                 sample_weight=sample_weight)
+        caches = self._caches(X)
+        out = caches[-1]
+        loss, dz = loss_and_grad(self.loss, self.activations[-1], out.z, out.a, y=y,
+                                 labels=labels, sample_weight=sample_weight)
+        # the loss gives the output layer's dz: its block runs from there
+        caches[-1] = out._replace(activation="identity")
         da = dz
         for l in range(len(self.W) - 1, -1, -1):
-            a_prev = X if l == 0 else cache[l - 1][1]
-            act = "identity" if l == len(self.W) - 1 else self.activations[l]
-            z, a = cache[l]
-            _, dW, db, da = dense_backward(a_prev, self.W[l], z, a, da, act,
-                                           need_da_prev=l > 0)
+            da, dW, db = dense_backward(da, caches[l], need_da_prev=l > 0)
             self.dW[l][...] = dW
             self.db[l][...] = db
         return loss

@@ -1,4 +1,4 @@
-"""The textbook block: a dense layer you can call step by step.
+"""The dense layer kind: the textbook block you can call step by step.
 
 Layer l's forward takes a[l-1], computes z[l] = a[l-1] W[l] + b[l] and a[l] = g(z[l]) and keeps a
 cache; its backward takes da[l] and the cache and returns da[l-1], dW[l], db[l]. Row-major: a
@@ -12,13 +12,11 @@ import numpy as np
 
 from fastprop import _validation as V
 from fastprop._core import _kernels
-from fastprop.activations import ACTIVATIONS, canonical_name
-from fastprop.initializers import canonical_init, default_init, initialize
+from fastprop.activations import ACTIVATIONS, NEEDS_A, canonical_name
+from fastprop.initializers import canonical_init, default_init
+from fastprop.layers._base import Layer, register_layer
 
-__all__ = ["Dense", "DenseCache", "Dropout", "DropoutCache"]
-
-# activations whose derivative is computed from a = g(z) rather than z
-_NEEDS_A = frozenset({"sigmoid", "tanh", "softmax"})
+__all__ = ["Dense", "DenseCache"]
 
 
 class DenseCache:
@@ -43,7 +41,8 @@ class DenseCache:
                 f"dtype={self.z.dtype.name})")
 
 
-class Dense:
+@register_layer
+class Dense(Layer):
     """Fully connected layer: ``z = a_prev @ W + b``, ``a = activation(z)``.
 
     Parameters
@@ -90,11 +89,38 @@ class Dense:
                       f"Dense({self.n_in}, {self.n_out})")
         if seed is not None and not isinstance(seed, np.random.Generator):
             seed = V.check_seed(seed)
-        rng = np.random.default_rng(seed)
-        self._W = initialize(self.init, self.n_in, self.n_out, rng).astype(dtype)
-        self._b = np.zeros(self.n_out, dtype=dtype)
+        self._build_args = (dtype, np.random.default_rng(seed))
+        self.build(self.n_in)
+        del self._build_args
         self.dW = None
         self.db = None
+
+    def build(self, n_in):
+        """Declare ``W`` (n_in, n_out) and ``b`` (n_out,); return ``n_out``."""
+        if n_in != self._n_in:
+            raise ValueError(f"Dense({self._n_in}, {self._n_out}) takes n_in={self._n_in}, "
+                             f"got an input of width {n_in}")
+        dtype, rng = self._build_args
+        self._W = self.add_param("W", (self.n_in, self.n_out), init=self.init, dtype=dtype,
+                                 rng=rng)
+        self._b = self.add_param("b", (self.n_out,), init="zeros", dtype=dtype)
+        return self.n_out
+
+    def get_config(self):
+        """``{"type": "Dense", "n_in", "n_out", "activation", "init"}``."""
+        return {"type": type(self).__name__, "n_in": self.n_in, "n_out": self.n_out,
+                "activation": self.activation, "init": self.init}
+
+    @classmethod
+    def from_config(cls, config, dtype="float32"):
+        """A Dense layer (zero weights) from :meth:`get_config` output."""
+        if set(config) != {"type", "n_in", "n_out", "activation", "init"}:
+            raise ValueError(f"a Dense config has the keys type, n_in, n_out, activation, "
+                             f"init; got {sorted(config)}")
+        layer = cls(config["n_in"], config["n_out"], activation=config["activation"],
+                    init="zeros", dtype=dtype)
+        layer.init = canonical_init(config["init"])     # recorded; weights are loaded
+        return layer
 
     # -- the shape of the block: fixed (a model's compiled plan is built from them) -----------
     @property
@@ -147,32 +173,22 @@ class Dense:
             raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
         return arr
 
-    @property
-    def n_params(self):
-        return self.n_in * self.n_out + self.n_out
-
-    def parameters(self):
-        """``[W, b]``."""
-        return [self._W, self._b]
-
     def zero_grad(self):
         """Set ``dW`` and ``db`` to zero (where they exist)."""
         for g in (self.dW, self.db):
             if g is not None:
                 g[...] = 0
 
-    def _bind(self, W, b, dW, db):
-        """Make W, b, dW, db views into a model's flat buffers (values already copied in)."""
-        self._W, self._b, self.dW, self.db = W, b, dW, db
-
     # -- the block ---------------------------------------------------------------------------
-    def forward(self, a_prev):
+    def forward(self, a_prev, training=False):
         """Forward pass of one batch.
 
         Parameters
         ----------
         a_prev : array_like, (n_samples, n_in)
             Any real numeric dtype, order or strides; never written to.
+        training : bool, default False
+            Unused (the block is the same in training and inference).
 
         Returns
         -------
@@ -189,7 +205,7 @@ class Dense:
         a = np.empty_like(z)
         _kernels.dense_forward(a_prev, self._W, self._b, ACTIVATIONS[self.activation], z, a)
         # the cache keeps its own a only where the derivative reads it; a is the caller's
-        return a, DenseCache(self, a_prev, z, a.copy() if self.activation in _NEEDS_A else None)
+        return a, DenseCache(self, a_prev, z, a.copy() if self.activation in NEEDS_A else None)
 
     def backward(self, da, cache, need_da_prev=True):
         """Backward pass for the batch that made ``cache``.
@@ -233,102 +249,6 @@ class Dense:
         self.dW, self.db = dW, db
         return da_prev, dW, db
 
-    __call__ = forward
-
     def __repr__(self):
         return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}, "
                 f"init={self.init!r}, dtype={self.dtype.name!r})")
-
-
-def _float_dtype(x):
-    """float32 / float64 (native) when ``x`` is an array of that dtype in either byte order,
-    float64 otherwise."""
-    dt = getattr(x, "dtype", None)
-    if isinstance(dt, np.dtype) and dt.kind == "f" and dt.itemsize in (4, 8):
-        return dt.newbyteorder("=")
-    return np.dtype(np.float64)
-
-
-class DropoutCache:
-    """The mask of one :meth:`Dropout.forward` call (read-only, values 0 or 1 / (1 - rate))."""
-
-    __slots__ = ("layer", "mask")
-
-    def __init__(self, layer, mask):
-        self.layer, self.mask = layer, mask
-        if mask is not None:
-            mask.flags.writeable = False
-
-
-class Dropout:
-    """Inverted dropout: in training each input is zeroed with probability ``rate`` and the
-    survivors are scaled by ``1 / (1 - rate)``; in inference the layer is the identity.
-
-    Inside a :class:`~fastprop.Sequential` model the mask is drawn by the compiled engine from
-    the model's seeded stream, and only while training (``fit``, ``train_step``,
-    ``forward(training=True)``); ``predict`` and ``evaluate`` never drop.
-
-    Parameters
-    ----------
-    rate : float in [0, 1)
-        Probability of dropping each value.
-    seed : int, optional
-        Seed of the standalone :meth:`forward` (a model uses its own seed).
-    """
-
-    def __init__(self, rate, seed=None):
-        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.number)):
-            raise TypeError(f"rate must be a number in [0, 1), got {type(rate).__name__}")
-        rate = float(rate)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must be in [0, 1), got {rate}")
-        self._rate = rate
-        if seed is not None and not isinstance(seed, np.random.Generator):
-            seed = V.check_seed(seed)
-        self._rng = np.random.default_rng(seed)
-
-    n_params = 0
-
-    @property
-    def rate(self):
-        """The drop probability (read-only: a model compiles it into its plan)."""
-        return self._rate
-
-    def parameters(self):
-        return []
-
-    def forward(self, a_prev, training=True, dtype=None):
-        """Return ``(a, cache)``; ``a = a_prev * mask`` in training, ``a_prev`` otherwise.
-
-        ``a_prev`` keeps its floating dtype (float32 / float64; other inputs become float64
-        unless ``dtype`` says otherwise)."""
-        if dtype is None:
-            dtype = _float_dtype(a_prev)
-        a_prev = V.as_array(a_prev, "a_prev", V.as_dtype(dtype), ndim=2, copy=True)
-        if not training or self.rate == 0:
-            return a_prev, DropoutCache(self, None)
-        keep = 1.0 - self.rate
-        mask = ((self._rng.random(a_prev.shape) >= self.rate) / keep).astype(a_prev.dtype)
-        return a_prev * mask, DropoutCache(self, mask)
-
-    def backward(self, da, cache):
-        """Return ``da_prev = da * mask`` for the forward call that made ``cache``."""
-        if not isinstance(cache, DropoutCache):
-            raise TypeError(f"cache must be the DropoutCache returned by forward, got "
-                            f"{type(cache).__name__}")
-        if cache.layer is not self:
-            raise ValueError("cache was made by a different layer's forward call")
-        dtype = cache.mask.dtype if cache.mask is not None else \
-            _float_dtype(da)
-        da = V.as_array(da, "da", dtype, ndim=2, copy=True)
-        if cache.mask is None:
-            return da
-        if da.shape != cache.mask.shape:
-            raise ValueError(f"da must have shape {cache.mask.shape} (the forward call's "
-                             f"output), got {da.shape}")
-        return da * cache.mask
-
-    __call__ = forward
-
-    def __repr__(self):
-        return f"Dropout({self.rate})"

@@ -1,0 +1,13 @@
+"""Layer kinds, one module each, all following the protocol of :class:`Layer`.
+
+``fastprop.layers.Dense`` (:mod:`.dense`), ``Dropout`` (:mod:`.dropout`), ``Activation``
+(:mod:`.activation`); :func:`register_layer` adds a kind to the registry that
+``get_config`` / ``from_config`` / ``fastprop.load`` use.
+"""
+from fastprop.layers._base import LAYERS, Layer, get_layer_class, register_layer
+from fastprop.layers.activation import Activation, ActivationCache
+from fastprop.layers.dense import Dense, DenseCache
+from fastprop.layers.dropout import Dropout, DropoutCache
+
+__all__ = ["Layer", "register_layer", "get_layer_class", "LAYERS", "Dense", "DenseCache",
+           "Dropout", "DropoutCache", "Activation", "ActivationCache"]

@@ -1,0 +1,215 @@
+"""The layer protocol every layer kind follows, and the registry of kinds by name.
+
+A layer declares its trainable parameters (:meth:`Layer.add_param`) and its non-trainable state
+buffers (:meth:`Layer.add_state`) by name and shape in :meth:`Layer.build`; a model lays them
+out in its flat ``params`` / ``grads`` buffers and its flat ``state`` buffer, in declaration
+order, and rebinds the layer's arrays to views into them. Every layer has the textbook pair
+``forward(a_prev, training=False) -> (a, cache)`` and ``backward(da, cache) -> (da_prev,
+*grads)`` (grads in ``add_param`` order) and ``get_config()``; the registry
+(:func:`register_layer`) finds a kind by name for ``from_config`` and ``fastprop.load``.
+"""
+import weakref
+
+import numpy as np
+
+from fastprop import _validation as V
+from fastprop.initializers import INITIALIZERS, canonical_init, initialize
+
+__all__ = ["Layer", "register_layer", "get_layer_class", "LAYERS"]
+
+
+def float_dtype(x):
+    """float32 / float64 (native) when ``x`` is an array of that dtype in either byte order,
+    float64 otherwise: the dtype policy of the parameter-free kinds (Dropout, Activation)."""
+    dt = getattr(x, "dtype", None)
+    if isinstance(dt, np.dtype) and dt.kind == "f" and dt.itemsize in (4, 8):
+        return dt.newbyteorder("=")
+    return np.dtype(np.float64)
+
+#: name -> class of every registered layer kind
+LAYERS = {}
+
+
+def register_layer(cls):
+    """Register a :class:`Layer` subclass under its class name (usable as a decorator).
+
+    Registered kinds are what ``Sequential.get_config`` / ``from_config`` and
+    :func:`fastprop.load` can name. Returns ``cls``.
+
+    Raises
+    ------
+    TypeError
+        ``cls`` is not a subclass of :class:`Layer`.
+    ValueError
+        Another class is registered under the same name.
+    """
+    if not isinstance(cls, type) or not issubclass(cls, Layer):
+        raise TypeError(f"register_layer takes a subclass of fastprop.Layer, got {cls!r}")
+    name = cls.__name__
+    if LAYERS.get(name, cls) is not cls:
+        raise ValueError(f"a different layer class is already registered as {name!r}")
+    LAYERS[name] = cls
+    return cls
+
+
+def get_layer_class(name):
+    """The registered layer class called ``name``; ValueError if there is none."""
+    if not isinstance(name, str) or name not in LAYERS:
+        raise ValueError(f"unknown layer kind {name!r}; registered: {', '.join(sorted(LAYERS))}")
+    return LAYERS[name]
+
+
+class Layer:
+    """Base of every layer kind (the layer protocol).
+
+    Subclasses implement :meth:`build`, :meth:`forward`, :meth:`backward` and
+    :meth:`get_config`, declare their parameters with :meth:`add_param` and their state with
+    :meth:`add_state` inside ``build``, and are registered with :func:`register_layer`.
+
+    A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
+    a live model holds to a second model raises ``ValueError`` (make a new layer, or
+    ``copy.deepcopy`` the first model).
+    """
+
+    # -- declaration ----------------------------------------------------------------------------
+    def build(self, n_in):
+        """Declare parameters / state for an input of width ``n_in``; return the output width."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    def _specs(self):
+        d = self.__dict__
+        if "_param_specs" not in d:
+            object.__setattr__(self, "_param_specs", {})
+            object.__setattr__(self, "_state_specs", {})
+        return d["_param_specs"], d["_state_specs"]
+
+    def _declare(self, table, kind, name, shape, init, dtype, rng):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{kind} name must be an identifier string, got {name!r}")
+        params, states = self._specs()
+        if name in params or name in states:
+            raise ValueError(f"{type(self).__name__} already declares {name!r}")
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        if not isinstance(shape, tuple) or not shape:
+            raise TypeError(f"shape of {name!r} must be a non-empty tuple of ints, got {shape!r}")
+        shape = tuple(V.check_size(s, f"shape of {name!r}") for s in shape)
+        dtype = V.as_dtype(dtype)
+        size = int(np.prod(shape))
+        V.check_alloc(size, 8 + dtype.itemsize, f"{type(self).__name__}.{name}")
+        if isinstance(init, str) and init.lower() in ("zeros", "ones"):
+            value = np.full(shape, 1.0 if init.lower() == "ones" else 0.0, dtype=dtype)
+        elif isinstance(init, str):
+            init = canonical_init(init)
+            if len(shape) != 2:
+                raise ValueError(f"initializer {init!r} needs a 2-D shape (fan_in, fan_out), "
+                                 f"got {shape} for {name!r}; one of {INITIALIZERS}")
+            value = initialize(init, shape[0], shape[1], rng or np.random.default_rng())
+            value = value.astype(dtype)
+        else:
+            value = V.as_array(init, f"init of {name!r}", dtype, ndim=len(shape), copy=True)
+            if value.shape != shape:
+                raise ValueError(f"init of {name!r} has shape {value.shape}, expected {shape}")
+        table[name] = shape
+        object.__setattr__(self, "_" + name, value)
+        return value
+
+    def add_param(self, name, shape, init="zeros", dtype="float32", rng=None):
+        """Declare a trainable parameter; return its array.
+
+        The array is kept as ``self._<name>`` (built-in layers expose it as a property, e.g.
+        ``Dense.W``); a model rebinds ``self._<name>`` to a view into its flat ``params`` and
+        ``self.d<name>`` to the matching view into ``grads``. Read parameters through
+        ``self._<name>`` in ``forward`` / ``backward``: a reference kept from ``add_param``
+        is no longer the parameter once the layer is in a model.
+
+        Parameters
+        ----------
+        name : str
+            An identifier.
+        shape : int or tuple of int
+        init : {"zeros", "ones"}, an initializer name (2-D shapes) or array_like
+        dtype : {"float32", "float64"}
+        rng : numpy.random.Generator, optional
+            The stream of random initializers.
+        """
+        return self._declare(self._specs()[0], "parameter", name, shape, init, dtype, rng)
+
+    def add_state(self, name, shape, init="zeros", dtype="float32"):
+        """Declare a non-trainable state buffer (for example running statistics); return its
+        array, kept as ``self._<name>`` (rebound by a model to a view into its flat ``state``
+        buffer, which ``save`` and pickle carry)."""
+        return self._declare(self._specs()[1], "state", name, shape, init, dtype, None)
+
+    @property
+    def param_shapes(self):
+        """``{name: shape}`` of the trainable parameters, in declaration order."""
+        return dict(self._specs()[0])
+
+    @property
+    def state_shapes(self):
+        """``{name: shape}`` of the state buffers, in declaration order."""
+        return dict(self._specs()[1])
+
+    # -- arrays: subclasses keep them in attributes of their choice -------------------------------
+    def _get_array(self, name):
+        return getattr(self, "_" + name)
+
+    def _set_arrays(self, values, grads):
+        """Rebind parameters / state (dict name -> array) and gradients to the given arrays."""
+        for name, arr in values.items():
+            object.__setattr__(self, "_" + name, arr)
+        for name, arr in grads.items():
+            object.__setattr__(self, "d" + name, arr)
+
+    def parameters(self):
+        """The trainable parameter arrays, in declaration order."""
+        return [self._get_array(n) for n in self._specs()[0]]
+
+    def states(self):
+        """The state arrays, in declaration order."""
+        return [self._get_array(n) for n in self._specs()[1]]
+
+    @property
+    def n_params(self):
+        return sum(int(np.prod(s)) for s in self._specs()[0].values())
+
+    @property
+    def n_state(self):
+        return sum(int(np.prod(s)) for s in self._specs()[1].values())
+
+    # -- ownership ----------------------------------------------------------------------------
+    def _claim(self, model):
+        """Mark this layer as part of ``model``; ValueError if another live model holds it."""
+        ref = self.__dict__.get("_owner")
+        owner = ref() if ref is not None else None
+        if owner is not None and owner is not model:
+            raise ValueError(f"{self!r} already belongs to another model (a layer belongs to "
+                             f"one model: make a new layer, or copy.deepcopy the model)")
+        object.__setattr__(self, "_owner", weakref.ref(model))
+
+    def _release(self, model):
+        ref = self.__dict__.get("_owner")
+        if ref is not None and ref() is model:
+            object.__setattr__(self, "_owner", None)
+
+    # -- the block ------------------------------------------------------------------------------
+    def forward(self, a_prev, training=False):
+        """Return ``(a, cache)`` for a batch ``a_prev`` (n_samples, n_in)."""
+        raise NotImplementedError(f"{type(self).__name__}.forward")
+
+    def backward(self, da, cache):
+        """Return ``(da_prev, *grads)`` (grads in ``add_param`` order)."""
+        raise NotImplementedError(f"{type(self).__name__}.backward")
+
+    def get_config(self):
+        """JSON-serialisable ``{"type": <registered name>, ...}``."""
+        raise NotImplementedError(f"{type(self).__name__}.get_config")
+
+    @classmethod
+    def from_config(cls, config, dtype="float32"):
+        """A layer from :meth:`get_config` output (parameters at their initial values)."""
+        raise NotImplementedError(f"{cls.__name__}.from_config")
+
+    def __call__(self, a_prev, training=False):
+        return self.forward(a_prev, training=training)
