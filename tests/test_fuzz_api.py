@@ -16,9 +16,10 @@ or the optimizer (``loss``, ``dtype``, ``n_out``, ``activation``, ``optimizer.st
 callback mutates its inputs (relabels ``y`` in place in ``on_epoch_end``, overwrites ``X`` or
 ``sample_weight``, reassigns model attributes).
 
-The program runs in a **worker subprocess** (this file run as a script), so a sequence that
-crashes the interpreter is a failing test that prints the program, not a dead pytest; a new
-worker takes the next program. After each step the worker checks:
+Each program runs in a child forked from a **worker subprocess** (which imported NumPy and
+fastprop once), so a sequence that crashes the interpreter or corrupts memory is a failing test
+that prints the program, not a dead pytest, and cannot disturb the next program. After each
+step the child checks:
 
 - the step returned, or raised ``ValueError`` / ``TypeError``; an attribute assignment may
   also raise ``AttributeError`` (a read-only attribute: documented by its property);
@@ -46,7 +47,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E40
 from hypothesis import strategies as st  # noqa: E402
 
 MAX_EXAMPLES = int(os.environ.get("FASTPROP_FUZZ_EXAMPLES", "150"))
-STEP_TIMEOUT = 120.0   # seconds for a whole program in the worker (ASan builds are slower)
+PROGRAM_TIMEOUT = 120   # seconds for one program (ASan builds are slower); then it fails
 
 # -- what the worker has in scope --------------------------------------------------------------
 PRELUDE = textwrap.dedent('''
@@ -67,9 +68,9 @@ PRELUDE = textwrap.dedent('''
             return 1.5
         rng = np.random.default_rng(seed)
         base = rng.standard_normal(shape) * 2
-        if special == "nan":
+        if special == "nan" and base.size:
             base.flat[0] = np.nan
-        elif special == "inf":
+        elif special == "inf" and base.size:
             base.flat[-1] = -np.inf
         elif special == "huge":
             base *= 1e30
@@ -127,6 +128,10 @@ PRELUDE = textwrap.dedent('''
             return y
         return None
 
+    def relabel(y):
+        """Labels far out of range (targets far too large) written into ``y`` in place."""
+        y[...] = min(50_000, np.iinfo(y.dtype).max) if y.dtype.kind in "iu" else 1e30
+
     class Mutator(Callback):
         """A callback that mutates what fit is reading: ``what`` names the mutation."""
         def __init__(self, what, arrays):
@@ -135,7 +140,7 @@ PRELUDE = textwrap.dedent('''
             X, y, w = self.arrays
             m = self.model
             if self.what == "relabel":
-                y[...] = 50_000 if y.dtype.kind in "iu" else 1e30
+                relabel(y)
             elif self.what == "relabel_neg":
                 y[...] = -7
             elif self.what == "X_nan":
@@ -161,8 +166,7 @@ PRELUDE = textwrap.dedent('''
                 m.params[...] = 0.0
         def on_train_batch_end(self, batch, logs=None):
             if self.what == "relabel_batch":
-                X, y, w = self.arrays
-                y[...] = 50_000 if y.dtype.kind in "iu" else 1e30
+                relabel(self.arrays[1])
 
     def dense_model(sizes, acts, loss, opt, dtype, seed=0):
         layers = [fp.Dense(a, b, activation=g, dtype=dtype, seed=seed + i)
@@ -226,15 +230,41 @@ WORKER = textwrap.dedent('''
                 break
         return problems
 
-    PRELUDE = sys.stdin.readline()
-    PRELUDE = json.loads(PRELUDE)
+    def run_forked(program):
+        """Run ``program`` in a forked child (imports done once, in this parent): memory that a
+        program corrupts dies with its child and cannot be blamed on the next program."""
+        rfd, wfd = os.pipe()
+        err = tempfile.TemporaryFile()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            os.dup2(err.fileno(), 2)
+            signal.alarm(TIMEOUT)         # a hang is a failure too (SIGALRM ends the child)
+            try:
+                problems = run(program)
+            except BaseException as e:
+                problems = [f"setup failed: {type(e).__name__}: {e}"]
+            with os.fdopen(wfd, "w") as f:
+                f.write(json.dumps(problems))
+            os._exit(0)
+        os.close(wfd)
+        with os.fdopen(rfd) as f:
+            out = f.read()
+        _, status = os.waitpid(pid, 0)
+        if out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return json.loads(out)
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-4000:]
+        how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit status {os.WEXITSTATUS(status)}")
+        return [f"the interpreter died ({how}); its stderr ends with:\\n{tail}"]
+
+    import os, signal, tempfile
+    TIMEOUT = int(sys.argv[1])
+    PRELUDE = json.loads(sys.stdin.readline())
+    exec(PRELUDE, {})          # the imports, once, before any fork
     for line in sys.stdin:
-        program = json.loads(line)
-        try:
-            problems = run(program)
-        except BaseException as e:
-            problems = [f"setup failed: {type(e).__name__}: {e}"]
-        sys.stdout.write(json.dumps(problems) + "\\n")
+        sys.stdout.write(json.dumps(run_forked(json.loads(line))) + "\\n")
         sys.stdout.flush()
 ''')
 
@@ -250,7 +280,7 @@ class Worker:
     def start(self):
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(PROGRAM_TIMEOUT)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      env=env)
         self.proc.stdin.write(json.dumps(PRELUDE) + "\n")
@@ -265,7 +295,7 @@ class Worker:
         line = self.proc.stdout.readline()
         if line:
             return json.loads(line)
-        rc = self.proc.wait(timeout=STEP_TIMEOUT)
+        rc = self.proc.wait(timeout=PROGRAM_TIMEOUT)
         self.stderr.seek(0)
         err = self.stderr.read().decode(errors="replace")[-3000:]
         self.proc = None
@@ -274,7 +304,7 @@ class Worker:
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()
-            self.proc.wait(timeout=STEP_TIMEOUT)
+            self.proc.wait(timeout=PROGRAM_TIMEOUT)
         self.proc = None
 
 
@@ -319,14 +349,14 @@ ASSIGNMENTS = [
     "m.loss = 'cross_entropy'", "m.loss = 'mse'", "m.loss = 'binary_cross_entropy'",
     "m.loss = 'nonsense'", "m.loss = None",
     "m.dtype = np.dtype('float32')", "m.dtype = np.dtype('float64')", "m.dtype = 'int8'",
-    "m.layers[-1].n_out = 1", "m.layers[0].n_in = 1000", "m.layers[-1].n_out = 0",
-    "m.layers[0].activation = 'softmax'", "m.layers[-1].activation = 'relu'",
-    "m.layers[0].activation = 'bogus'",
+    "L1.n_out = 1", "L0.n_in = 1000", "L1.n_out = 0",
+    "L0.activation = 'softmax'", "L1.activation = 'relu'",
+    "L0.activation = 'bogus'",
     "m.layers.append(fp.Dense(3, 2))", "m.layers.pop()", "m.layers = []",
     "m.n_threads = 0", "m.n_threads = 1", "m.seed = -1",
     "m.params = np.zeros(3)", "m.grads = np.zeros(3)",
-    "m.layers[0].W = np.zeros((1, 1))", "m.layers[0].b = np.full(m.layers[0].n_out, np.nan)",
-    "m.layers[0].W = arr(m.layers[0].W.shape, 'float64', 'F')",
+    "L0.W = np.zeros((1, 1))", "L0.b = np.full(L0.n_out, np.nan)",
+    "L0.W = arr(L0.W.shape, 'float64', 'F')",
     # optimizer state and hyperparameters
     "m.optimizer.state = other.optimizer.state",
     "m.optimizer.state = {k: v.astype(np.float64 if v.dtype == np.float32 else np.float32) "
@@ -388,6 +418,7 @@ def programs(draw):
              f"X = arr(({n}, {n_in}), {dtype!r})\n"
              f"y = labels({n}, {k}, {ykind!r})\n"
              f"w = np.linspace(0.5, 1.5, {n})\n"
+             f"L0, L1 = m.layers[0], m.layers[-1]   # still the model's after m.layers = []\n"
              f"m.train_step(X, y)\n"
              f"other.train_step(arr((4, 50)), arr((4, 20)))")
     steps = []
@@ -420,13 +451,12 @@ def programs(draw):
             code = draw(st.sampled_from([
                 f"m.forward({A})\nm.backward({Y})\nm.apply_gradients()",
                 f"m.forward(X)\nm.backward(y)\nm.optimizer.step(m.params, m.grads)",
-                f"m.optimizer.step(m.params, {draw(array_code(1, 1))}.ravel() "
-                f"if hasattr({draw(array_code(1, 1))}, 'ravel') else None)",
+                f"g = {draw(array_code(1, 1))}\n"
+                f"m.optimizer.step(m.params, g.ravel() if isinstance(g, np.ndarray) else g)",
                 f"m.optimizer.step(m.params, arr((m.n_params,), {draw(st.sampled_from(DTYPES))!r}"
                 f", {draw(st.sampled_from(LAYOUTS))!r}, {draw(st.sampled_from(SPECIALS))!r}))",
-                f"a, c = m.layers[0].forward({A})\nm.layers[0].backward(a, c)",
-                f"m.layers[0].backward({draw(array_code(n, sizes[1]))}, "
-                f"m.layers[0].forward(X)[1])",
+                f"a, c = L0.forward({A})\nL0.backward(a, c)",
+                f"L0.backward({draw(array_code(n, sizes[1]))}, L0.forward(X)[1])",
                 "m.backward(y)",
             ]))
             steps.append({"code": code})
@@ -527,7 +557,7 @@ def test_random_programs(worker, program):
 
 def test_worker_reports_a_crash(worker):
     """The harness itself: a program that kills the interpreter is a reported failure with a
-    reproducer, and the next program gets a fresh worker."""
+    reproducer, and the next program runs normally."""
     crash = {"setup": "import ctypes", "steps": [{"code": "ctypes.string_at(0)"}]}
     problems = worker.run(crash)
     assert len(problems) == 1 and "the interpreter died" in problems[0]
