@@ -80,7 +80,8 @@ PRELUDE = textwrap.dedent('''
         elif dt.kind == "U":
             a = base.astype(dt)
         elif dt.kind in "iu":
-            a = np.clip(base, -3, 3).astype(dt) if np.all(np.isfinite(base)) else np.zeros(shape, dt)
+            ok = np.all(np.isfinite(base))
+            a = np.clip(base, -3, 3).astype(dt) if ok else np.zeros(shape, dt)
         elif dt.kind == "b":
             a = base > 0
         elif dt.kind == "c":
@@ -178,7 +179,7 @@ PRELUDE = textwrap.dedent('''
 ASSIGNING_MUTATIONS = ("loss", "dtype", "n_out", "state", "lr_nan", "t")
 
 WORKER = textwrap.dedent('''
-    import json, sys, traceback
+    import json, sys
     import numpy as np
 
     def snapshot(m):
@@ -239,6 +240,7 @@ WORKER = textwrap.dedent('''
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
+            os.dup2(err.fileno(), 1)      # the program's output must not reach the protocol
             os.dup2(err.fileno(), 2)
             signal.alarm(TIMEOUT)         # a hang is a failure too (SIGALRM ends the child)
             try:
@@ -281,9 +283,9 @@ class Worker:
     def start(self):
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
-        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(PROGRAM_TIMEOUT)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True,
-                                     env=env)
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(PROGRAM_TIMEOUT)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, env=env)
         self.proc.stdin.write(json.dumps(PRELUDE) + "\n")
         self.proc.stdin.flush()
 

@@ -65,12 +65,16 @@ main() {
         # 3. The sanitized build. CFLAGS come before setup.py's -O3 on the command line; the
         # instrumentation does not depend on the optimization level. FP_NO_CLONES is not set: the
         # AVX-512 / AVX2 / baseline clones are all instrumented and the CPU's one runs.
-        san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
+        san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+        san="$san -fno-omit-frame-pointer -g"
         (cd "$tree" && CC="${CC:-gcc}" CFLAGS="$san" LDFLAGS="-fsanitize=address,undefined" \
             "$venv/bin/python" -m pip install -q --no-build-isolation --no-deps .)
         # Proof that the installed extensions are instrumented (a build that silently dropped
         # CFLAGS would pass every test and prove nothing).
-        so_dir="$(cd / && "$venv/bin/python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("fastprop").origin))')/_core"
+        # (find_spec: importing the instrumented modules without the preload would fail)
+        where='import importlib.util as u; print(u.find_spec("fastprop")
+            .submodule_search_locations[0])'
+        so_dir="$(cd / && "$venv/bin/python" -c "$where")/_core"
         n_so=0
         for so in "$so_dir"/*.so; do
             n_so=$((n_so + 1))
@@ -83,9 +87,12 @@ main() {
         echo "$stamp" > "$work/built"
     fi
 
-    # 4. The tests (the installed, instrumented package is imported: the copy has a src/ layout), ASan
-    # preloaded into the interpreter (libasan must be the first DSO), one BLAS thread.
-    export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1:print_summary=1:symbolize=1"
+    # 4. The tests (the installed, instrumented package is imported: the copy has a src/
+    # layout), ASan preloaded into the interpreter (libasan must be the first DSO), one BLAS
+    # thread. allocator_may_return_null: a huge allocation raises MemoryError as without ASan
+    # (tests check that) instead of ASan aborting.
+    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:allocator_may_return_null=1"
+    export ASAN_OPTIONS="$ASAN_OPTIONS:detect_stack_use_after_return=0:print_summary=1:symbolize=1"
     export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1"
     export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
     export PYTHONFAULTHANDLER=1
