@@ -67,6 +67,8 @@ main() {
         # AVX-512 / AVX2 / baseline clones are all instrumented and the CPU's one runs.
         san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
         san="$san -fno-omit-frame-pointer -g"
+        # ASan + UBSan at -O3 compile slowly (minutes per module): one compiler per core.
+        printf '[build_ext]\nparallel = %s\n' "$(nproc)" >> "$tree/setup.cfg"
         (cd "$tree" && CC="${CC:-gcc}" CFLAGS="$san" LDFLAGS="-fsanitize=address,undefined" \
             "$venv/bin/python" -m pip install -q --no-build-isolation --no-deps .)
         # Proof that the installed extensions are instrumented (a build that silently dropped
