@@ -39,21 +39,23 @@ main() {
     tree="$work/tree"
     venv="$work/venv"
 
-    # 1. A copy of the tree, without build products of the normal install. A second run on the
-    # same sources (same content hash) reuses the copy and its sanitized build.
+    # 1. A copy of the tree (refreshed on every run), without build products of the normal
+    # install. The sanitized build is redone only when what it is built from changed (a
+    # content hash of src/, csrc/, setup.py, pyproject.toml and this script).
     files() { (cd "$src" && git ls-files -z --cached --others --exclude-standard \
         | grep -zv -E '\.so$'); }   # generated .c files are ignored by git
-    stamp="$(cd "$src" && files | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+    stamp="$(cd "$src" && files | grep -z -E '^(src/|csrc/|setup\.py$|pyproject\.toml$)' \
+        | xargs -0 sha256sum | cat - tools/sanitize.sh | sha256sum | cut -d' ' -f1)"
     asan_rt="$(gcc -print-file-name=libasan.so)"
     ubsan_rt="$(gcc -print-file-name=libubsan.so)"
     for rt in "$asan_rt" "$ubsan_rt"; do
         [[ -f "$rt" ]] || { echo "sanitize.sh: sanitizer runtime $rt not found" >&2; exit 2; }
     done
+    rm -rf "$tree"
+    mkdir -p "$tree"
+    (cd "$src" && files | xargs -0 tar cf -) | (cd "$tree" && tar xf -)
     if [[ "$(cat "$work/built" 2>/dev/null)" != "$stamp" ]]; then
-        rm -rf "$tree" "$work/built"
-        mkdir -p "$tree"
-        (cd "$src" && files | xargs -0 tar cf -) | (cd "$tree" && tar xf -)
-
+        rm -f "$work/built"
         # 2. A fresh venv: build tools and the non-torch test dependencies.
         if [[ ! -x "$venv/bin/python" ]]; then
             python3 -m venv "$venv"
@@ -80,7 +82,8 @@ main() {
         n_so=0
         for so in "$so_dir"/*.so; do
             n_so=$((n_so + 1))
-            if ! nm -D "$so" | grep -q '__asan_'; then
+            # (no grep -q: it would close the pipe early, and pipefail would report nm's SIGPIPE)
+            if ! nm -D "$so" | grep '__asan_init' > /dev/null; then
                 echo "sanitize.sh: $so is not built with AddressSanitizer" >&2
                 exit 2
             fi
