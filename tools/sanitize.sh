@@ -41,11 +41,13 @@ main() {
 
     # 1. A copy of the tree (refreshed on every run), without build products of the normal
     # install. The sanitized build is redone only when what it is built from changed (a
-    # content hash of src/, csrc/, setup.py, pyproject.toml and this script).
+    # content hash of src/, csrc/, setup.py, pyproject.toml, the flags and the compiler).
+    san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+    san="$san -fno-omit-frame-pointer -g"
     files() { (cd "$src" && git ls-files -z --cached --others --exclude-standard \
         | grep -zv -E '\.so$'); }   # generated .c files are ignored by git
     stamp="$(cd "$src" && files | grep -z -E '^(src/|csrc/|setup\.py$|pyproject\.toml$)' \
-        | xargs -0 sha256sum | cat - tools/sanitize.sh | sha256sum | cut -d' ' -f1)"
+        | xargs -0 sha256sum | cat - <(echo "$san") <(gcc --version) | sha256sum | cut -d' ' -f1)"
     asan_rt="$(gcc -print-file-name=libasan.so)"
     ubsan_rt="$(gcc -print-file-name=libubsan.so)"
     for rt in "$asan_rt" "$ubsan_rt"; do
@@ -67,8 +69,6 @@ main() {
         # 3. The sanitized build. CFLAGS come before setup.py's -O3 on the command line; the
         # instrumentation does not depend on the optimization level. FP_NO_CLONES is not set: the
         # AVX-512 / AVX2 / baseline clones are all instrumented and the CPU's one runs.
-        san="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-        san="$san -fno-omit-frame-pointer -g"
         # ASan + UBSan at -O3 compile slowly (minutes per module): one compiler per core.
         printf '[build_ext]\nparallel = %s\n' "$(nproc)" >> "$tree/setup.cfg"
         (cd "$tree" && CC="${CC:-gcc}" CFLAGS="$san" LDFLAGS="-fsanitize=address,undefined" \
@@ -103,7 +103,10 @@ main() {
     export PYTHONFAULTHANDLER=1
     cd "$tree"
     status=0
+    # --capture=sys: pytest must not capture file descriptor 2, or a sanitizer report written
+    # just before the abort would be lost with pytest's capture file.
     LD_PRELOAD="$asan_rt:$ubsan_rt" "$venv/bin/python" -m pytest -q -x -p no:cacheprovider \
+        --capture=sys \
         --rootdir="$tree" "${pytest_args[@]}" || status=$?
     if [[ $status -ne 0 ]]; then
         echo "sanitize.sh: tests under ASan/UBSan failed (exit status $status)" >&2
