@@ -68,7 +68,7 @@ static FP_CLONES void FN(fp_sgd)(TYPE *p, const TYPE *g, TYPE *buf, ptrdiff_t n,
 }
 
 /* RMSprop (torch.optim.RMSprop): d = g + wd * p;  sq = alpha * sq + (1 - alpha) * d^2;
- * centered: gavg += (1 - alpha) * (d - gavg), s = sq - gavg^2, else s = sq;
+ * centered: gavg += (1 - alpha) * (d - gavg), s = max(sq - gavg^2, 0), else s = sq;
  * r = d / (sqrt(s) + eps);  momentum > 0: b = mu * b + r, p -= lr * b;  else p -= lr * r.
  * Per element in double. The flags are loop-invariant: gcc -O3 unswitches them into one
  * straight-line vector loop per combination. */
@@ -86,6 +86,7 @@ static FP_CLONES void FN(fp_rmsprop)(TYPE *p, const TYPE *g, TYPE *sq, TYPE *buf
             a = a + (1.0 - alpha) * (d - a);
             gavg[i] = (TYPE)a;
             s = s - a * a;
+            s = s > 0 ? s : 0.0;   /* a variance: rounding must not make its sqrt NaN */
         }
         r = d / (sqrt(s) + eps);
         if (use_momentum) {

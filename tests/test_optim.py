@@ -158,7 +158,7 @@ def test_sgd_momentum_by_hand():
 def test_adam_first_step_by_hand(dtype):
     # first step: m = 0.1 g, v = 0.001 g^2; bias-corrected m / sqrt(v) = sign(g)
     p = np.array([1.0, -2.0], dtype=dtype)
-    Adam = O.Adam(lr=0.1, eps=0.0)
+    Adam = O.Adam(lr=0.1, eps=1e-30)      # eps must be > 0; this one is negligible
     Adam.step(p, np.array([3.0, -0.5], dtype=dtype))
     np.testing.assert_allclose(p, [0.9, -1.9], rtol=1e-6)
 
@@ -655,13 +655,16 @@ def test_step_sets_up_lazily(dtype):
     assert opt.t == 1 and opt.state["exp_avg"].dtype == dtype
 
 
-def test_nonfinite_gradients_propagate_in_the_kernel_and_are_refused_by_step():
-    # the compiled kernel trusts its input (IEEE: NaN and inf propagate); the public step
-    # validates it (test_step_refuses_gradients_that_are_not_finite)
+def test_nonfinite_gradients_are_refused_by_the_compiled_step_and_by_step():
+    # the compiled entry point refuses an update from non-finite gradients (returns False,
+    # nothing written); the public step raises (test_step_refuses_gradients_that_are_not_finite)
     p = np.zeros(3)
     opt = O.SGD(lr=0.1)
-    C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), None, None, None, 1)
-    assert np.isnan(p[0]) and p[1] == -np.inf and p[2] == -0.1
+    assert not C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), None, None,
+                      None, 1)
+    assert (p == 0).all()
+    assert C.step(opt.kind, opt.hyper(), p, np.array([0.5, -1.0, 1.0]), None, None, None, 1)
+    np.testing.assert_allclose(p, [-0.05, 0.1, -0.1])
     assert math.isnan(C.global_norm(np.array([np.nan, 1.0])))
     with pytest.raises(ValueError, match="grads"):
         opt.step(np.zeros(3), np.array([np.nan, np.inf, 1.0]))

@@ -19,10 +19,11 @@ counts are left to it.
 import ctypes
 import glob
 import os
+import warnings
 
 from fastprop._core import _engine
 
-__all__ = ["WORK_MIN", "blas_info", "get_num_threads", "set_num_threads"]
+__all__ = ["WORK_MIN", "blas_info", "get_num_threads", "set_num_threads", "usable_cpus"]
 
 #: Multiply-adds of a call's largest layer below which the call uses one thread. Measured (with
 #: a per-layer policy, since replaced by the per-call one above) on a 2-core
@@ -82,11 +83,40 @@ def get_num_threads():
     return None if _GETTER is None else int(_GETTER())
 
 
+def usable_cpus():
+    """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_WARNED_CAP = False
+
+
+def capped(n, what):
+    """``n`` threads capped to :func:`usable_cpus`, with a ``RuntimeWarning`` the first time
+    a count is capped in this process."""
+    global _WARNED_CAP
+    cap = usable_cpus()
+    if n <= cap:
+        return n
+    if not _WARNED_CAP:
+        _WARNED_CAP = True
+        warnings.warn(f"{what}: {n} threads asked, but this process may use {cap} CPUs; "
+                      f"using {cap} (more threads than CPUs only adds contention)",
+                      RuntimeWarning, stacklevel=3)
+    return cap
+
+
 def set_num_threads(n):
     """Set SciPy's OpenBLAS thread count for the whole process (cheap; threadpoolctl does the
-    same for every BLAS in the process). Returns False when there is no OpenBLAS to set."""
+    same for every BLAS in the process). Returns False when there is no OpenBLAS to set.
+
+    ``n`` above the CPUs this process may use (:func:`usable_cpus`) is capped to them, with a
+    ``RuntimeWarning`` the first time: more threads than CPUs only adds contention."""
     from fastprop._validation import check_size
-    n = check_size(n, "n")
+    n = capped(check_size(n, "n"), "set_num_threads(n)")
     if _SETTER is None:
         return False
     _SETTER(n)

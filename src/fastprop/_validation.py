@@ -22,6 +22,7 @@ __all__ = [
     "check_real",
     "check_bool",
     "check_alloc",
+    "refuse_masked_or_sparse",
 ]
 
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
@@ -154,6 +155,18 @@ def _numeric_kind(arr, name):
                     f"{arr.dtype}: {what}")
 
 
+def refuse_masked_or_sparse(x, name):
+    """TypeError for input whose meaning NumPy conversion would lose: masked arrays (the mask
+    would be ignored) and SciPy sparse matrices / arrays."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy masked array: its mask would be ignored. Pass "
+                        f"{name}.filled(value) to fill the masked entries, or select the "
+                        f"unmasked samples")
+    if type(x).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a SciPy sparse {type(x).__name__}: sparse input is not "
+                        f"supported; pass {name}.toarray() (dense) instead")
+
+
 def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=False,
              finite=True, copy=False):
     """Validate ``x`` and return it as a C-contiguous ``dtype`` array.
@@ -179,6 +192,7 @@ def as_array(x, name, dtype, ndim=2, width=None, width_name=None, allow_empty=Fa
     """
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
+    refuse_masked_or_sparse(x, name)
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:

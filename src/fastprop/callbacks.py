@@ -110,6 +110,39 @@ def _check_path(path, name):
     return path
 
 
+#: the keys fit itself puts in the epoch logs (each when it applies)
+FIT_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+
+
+def _check_fit_key(name, keys, who, what):
+    """ValueError if ``name`` is a key fit produces but not in this fit (``keys``); other names
+    may be added to the logs by callbacks, so they are not refused."""
+    if name in FIT_KEYS and name not in keys:
+        hint = (" (val_* quantities exist only when fit gets validation_data or "
+                "validation_split)" if name.startswith("val_") else "")
+        raise ValueError(f"{who}: {what} {name!r} will not be in the epoch logs of this fit"
+                         f"{hint}; they will hold {', '.join(map(repr, keys))}")
+
+
+def _check_writable(path, who, what):
+    """ValueError unless ``path`` can be created or replaced as a file: its nearest existing
+    ancestor is a writable directory, and the path itself is not a directory."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{who}: {what} {path!r} is a directory")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    if not os.path.isdir(parent):
+        raise ValueError(f"{who}: cannot write {what} {path!r}: {parent!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{who}: cannot write {what} {path!r}: the directory {parent!r} is "
+                         f"not writable")
+
+
 def _monitor_value(logs, monitor, who):
     """The monitored value in ``logs`` as a float; ValueError listing the keys if it is absent."""
     logs = logs or {}
@@ -205,6 +238,15 @@ class Callback:
     def set_params(self, params):
         """Attach this fit's parameters (``verbose``, ``epochs``, ``steps``, ``n_samples``)."""
         self.params = dict(params)
+
+    def _check_fit(self, keys):
+        """Called by ``fit`` before the first update with the keys every epoch's logs will
+        hold (of :data:`FIT_KEYS`): raise ``ValueError`` for an argument that cannot work in
+        this fit, so that it fails with the model unchanged."""
+
+    def _close(self):
+        """Release what the callback holds open; called when ``fit`` fails or is
+        interrupted (``on_train_end`` is not called then)."""
 
     def on_train_begin(self, logs=None):
         """Called once before the first epoch."""
@@ -311,6 +353,20 @@ class CallbackList:
 
     def __repr__(self):
         return f"CallbackList({self.callbacks!r})"
+
+    def check_fit(self, keys):
+        """Let every callback check its arguments against this fit (before any update)."""
+        for cb in self.callbacks:
+            cb._check_fit(list(keys))
+
+    def close(self):
+        """Close what the callbacks hold open (a failed or interrupted fit); never raises,
+        so that the original error propagates."""
+        for cb in self.callbacks:
+            try:
+                cb._close()
+            except Exception:      # pragma: no cover - a close failing on a failing fit
+                pass
 
     def on_train_begin(self, logs=None):
         """Reset ``model.stop_training`` to False, then call every ``on_train_begin``."""
@@ -626,6 +682,9 @@ class EarlyStopping(Callback):
     def on_train_begin(self, logs=None):
         self._reset()
 
+    def _check_fit(self, keys):
+        _check_fit_key(self.monitor, keys, "EarlyStopping", "monitor")
+
     def on_epoch_end(self, epoch, logs=None):
         current = _monitor_value(logs, self.monitor, "EarlyStopping")
         if epoch < self.start_from_epoch:
@@ -671,7 +730,10 @@ class ModelCheckpoint(Callback):
     filepath : str or os.PathLike
         Where to save; may hold ``str.format`` fields ``{epoch}`` (1-based, as in Keras) and any
         key of the epoch logs, e.g. ``"ckpt/{epoch:02d}-{val_loss:.3f}.fpz"``. Missing parent
-        directories are created.
+        directories are created. Checked when ``fit`` starts, before the first update: a
+        field of fit's logs that this fit will not produce (``{val_loss}`` without validation
+        data), a format spec the values cannot take, or a path that cannot be written (a
+        parent that is a file, an unwritable directory) raise ``ValueError``.
     monitor : str, default "val_loss"
         Quantity compared when ``save_best_only``.
     save_best_only : bool, default False
@@ -724,6 +786,22 @@ class ModelCheckpoint(Callback):
         except (ValueError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"ModelCheckpoint: cannot format filepath {self.filepath!r} "
                              f"with {values!r}: {exc}") from None
+
+    def _check_fit(self, keys):
+        for field in sorted(self._fields - {"epoch"}):
+            _check_fit_key(field, keys, "ModelCheckpoint", "filepath field")
+        if self.save_best_only:
+            _check_fit_key(self.monitor, keys, "ModelCheckpoint", "monitor")
+        if not self._fields <= set(keys) | {"epoch"}:
+            return      # fields another callback adds to the logs: checked when formatted
+        # a trial format (1 for epoch, 0.0 for fit's float logs) catches bad format specs
+        trial = {**{k: 0.0 for k in keys}, "epoch": 1}
+        try:
+            path = self.filepath.format(**trial)
+        except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot format filepath {self.filepath!r} "
+                             f"with the epoch logs ({exc})") from None
+        _check_writable(path, "ModelCheckpoint", "filepath")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -862,6 +940,9 @@ class ReduceLROnPlateau(Callback):
     def on_train_begin(self, logs=None):
         self._reset()
 
+    def _check_fit(self, keys):
+        _check_fit_key(self.monitor, keys, "ReduceLROnPlateau", "monitor")
+
     def on_epoch_end(self, epoch, logs=None):
         current = _monitor_value(logs, self.monitor, "ReduceLROnPlateau")
         if self.in_cooldown():
@@ -946,7 +1027,8 @@ class CSVLogger(Callback):
     The first column is ``epoch`` (0-based, as in Keras and :attr:`History.epoch`); the others
     are the first epoch's log keys in their order (``loss, val_loss, accuracy, ...``). A key
     missing from a later epoch is written as ``NA``. The file is opened at the start of
-    training, flushed after each row and closed at the end.
+    training, flushed after each row and closed at the end, also when ``fit`` fails or is
+    interrupted.
     """
 
     def __init__(self, filename, separator=",", append=False):
@@ -962,6 +1044,12 @@ class CSVLogger(Callback):
         self._file = None
         self._writer = None
         self.keys = None
+
+    def _check_fit(self, keys):
+        _check_writable(self.filename, "CSVLogger", "filename")
+
+    def _close(self):
+        self.on_train_end()
 
     def on_train_begin(self, logs=None):
         self.keys = None

@@ -80,9 +80,9 @@ class Dense:
 
     def __init__(self, n_in, n_out, activation="identity", init=None, dtype="float32",
                  seed=None):
-        self.n_in = V.check_size(n_in, "n_in")
-        self.n_out = V.check_size(n_out, "n_out")
-        self.activation = canonical_name(activation)
+        self._n_in = V.check_size(n_in, "n_in")
+        self._n_out = V.check_size(n_out, "n_out")
+        self._activation = canonical_name(activation)
         self.init = canonical_init(init if init is not None else default_init(self.activation))
         dtype = V.as_dtype(dtype)
         # the initializer draws float64, then casts: both exist for a moment
@@ -95,6 +95,28 @@ class Dense:
         self._b = np.zeros(self.n_out, dtype=dtype)
         self.dW = None
         self.db = None
+
+    # -- the shape of the block: fixed (a model's compiled plan is built from them) -----------
+    @property
+    def n_in(self):
+        """Input width (read-only)."""
+        return self._n_in
+
+    @property
+    def n_out(self):
+        """Output width (read-only)."""
+        return self._n_out
+
+    @property
+    def activation(self):
+        """Activation name (read-only)."""
+        return self._activation
+
+    def __setattr__(self, name, value):
+        if name in ("n_in", "n_out", "activation", "dtype"):
+            raise AttributeError(f"Dense.{name} is fixed when the layer is made (a model's "
+                                 f"compiled plan is built from it); make a new Dense layer")
+        object.__setattr__(self, name, value)
 
     # -- parameters ------------------------------------------------------------------------
     @property

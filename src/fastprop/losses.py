@@ -115,6 +115,7 @@ def _read(x, name):
     """np.asarray(x) with the errors of fastprop._validation (no copy, no cast)."""
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
+    V.refuse_masked_or_sparse(x, name)
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as exc:

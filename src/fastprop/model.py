@@ -12,13 +12,14 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
+import operator
 import sys
 import threading
 import warnings
 
 import numpy as np
 
-from fastprop import _validation as V
+from fastprop import _threads, _validation as V
 from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
@@ -38,6 +39,20 @@ def _raise_refused(loss):
                      f"updated")
 
 
+def _fixed(name, doc):
+    """A read-only property over ``self._<name>``: these attributes define the compiled plan."""
+    def refuse(self, value):
+        raise AttributeError(f"Sequential.{name} is fixed when the model is made (the compiled "
+                             f"plan is built from it); build a new model, e.g. from "
+                             f"model.get_config()")
+    return property(operator.attrgetter("_" + name), refuse, doc=doc)
+
+
+def _own(*arrays):
+    """Copies of the arrays (None stays None)."""
+    return tuple(None if a is None else a.copy() for a in arrays)
+
+
 def _default_loss(activation):
     return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation, "mse")
 
@@ -51,8 +66,9 @@ class Sequential:
     layers : list of Dense / Dropout
         In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``. Their current
         weights are copied into the model (cast to ``dtype``) and the layers' ``W``, ``b``,
-        ``dW``, ``db`` become views into the model's flat buffers. ``model.layers`` is this
-        list.
+        ``dW``, ``db`` become views into the model's flat buffers. ``model.layers`` is a tuple
+        of them (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled
+        plan is built from them).
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
         ``binary_cross_entropy`` (sigmoid output). Default: ``cross_entropy`` for a softmax
@@ -101,16 +117,25 @@ class Sequential:
                                  f"but the next {nxt!r} takes n_in={nxt.n_in}")
         if len(set(map(id, dense))) != len(dense):
             raise ValueError("layers holds the same Dense layer twice; use separate layers")
-        self.dtype = V.as_dtype(dtype)
+        self._dtype = V.as_dtype(dtype)
         out_act = dense[-1].activation
-        self.loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
+        self._loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
         check_loss_activation(self.loss, out_act)
-        self.optimizer = get_optimizer(optimizer if optimizer is not None else "adam")
+        opt = get_optimizer(optimizer if optimizer is not None else "adam")
+        opt._attach(self)     # before anything else: an optimizer of another model is refused
+        try:
+            self._build(layers, dense, opt, seed, n_threads)
+        except BaseException:
+            opt._detach(self)
+            raise
+
+    def _build(self, layers, dense, opt, seed, n_threads):
+        self._optimizer = opt
         seed = V.check_seed(seed)
         if n_threads is not None:   # checked before the layers are bound to this model
             n_threads = V.check_size(n_threads, "n_threads")
         self.seed = seed
-        self.layers = list(layers)
+        self._layers = tuple(layers)
         self._dense = dense
 
         # input dropout of each dense layer: consecutive Dropouts combine (keep rates multiply)
@@ -127,12 +152,12 @@ class Sequential:
         for layer in dense:
             offsets.append((off, off + layer.n_in * layer.n_out))
             off += layer.n_params
-        self.n_params = off
+        self._n_params = off
         # parameters, gradients and the optimizer's state, all touched by the first step
         V.check_alloc((2 + len(self.optimizer._state_names())) * off, self.dtype.itemsize,
                       "the model's parameters, gradients and optimizer state")
-        self.params = np.empty(off, dtype=self.dtype)
-        self.grads = np.zeros(off, dtype=self.dtype)
+        self._params = np.empty(off, dtype=self.dtype)
+        self._grads = np.zeros(off, dtype=self.dtype)
         for layer, (wo, bo) in zip(dense, offsets):
             n_in, n_out = layer.n_in, layer.n_out
             W = self.params[wo:bo].reshape(n_in, n_out)
@@ -156,6 +181,36 @@ class Sequential:
         self.history = None
 
     # -- basic facts ---------------------------------------------------------------------------
+    dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
+    loss = _fixed("loss", "The loss name (read-only).")
+    n_params = _fixed("n_params", "Number of parameters (read-only).")
+    params = _fixed("params", "The flat parameter buffer (n_params,) (read-only attribute; "
+                              "its values may be written in place).")
+    grads = _fixed("grads", "The flat gradient buffer (n_params,) (read-only attribute).")
+    layers = _fixed("layers", "The layers, a tuple (read-only: the plan is built from them).")
+
+    @property
+    def optimizer(self):
+        """The model's optimizer. Assigning another one (an Optimizer or a name) sets it up for
+        this model's parameters (fresh state unless it was set up for this model already);
+        an optimizer that belongs to another live model is refused with ``ValueError``."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value):
+        opt = get_optimizer(value)
+        if opt is self._optimizer:
+            return
+        with self._lock:
+            opt._attach(self)
+            try:
+                opt._setup(self.n_params, self.dtype)
+            except BaseException:
+                opt._detach(self)
+                raise
+            self._optimizer._detach(self)
+            self._optimizer = opt
+
     @property
     def n_in(self):
         return self._dense[0].n_in
@@ -170,13 +225,15 @@ class Sequential:
         (``fastprop.set_num_threads``, ``threadpoolctl``, ``OPENBLAS_NUM_THREADS``, or the
         number of cores). Calls whose layers are all under ``fastprop._threads.WORK_MIN``
         multiply-adds always run on one thread. Set it to 1 inside worker pools to avoid
-        oversubscription."""
-        n = self._engine.n_threads
-        return n if n > 0 else None
+        oversubscription. The count is kept as given, but the engine uses at most the CPUs
+        this process may use (``RuntimeWarning`` the first time a count is capped)."""
+        return self._n_threads
 
     @n_threads.setter
     def n_threads(self, value):
-        self._engine.n_threads = 0 if value is None else V.check_size(value, "n_threads")
+        n = None if value is None else V.check_size(value, "n_threads")
+        self._engine.n_threads = 0 if n is None else _threads.capped(n, "n_threads")
+        self._n_threads = n
 
     @property
     def is_classifier(self):
@@ -220,7 +277,7 @@ class Sequential:
 
     def _opt_args(self):
         """(kind, hyper, s1, s2, s3) for the compiled update (cached by the optimizer)."""
-        return self.optimizer._engine_args(self.n_params, self.dtype)
+        return self._optimizer._engine_args(self._n_params, self._dtype)
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None):
@@ -247,11 +304,11 @@ class Sequential:
         if sample_weight is None:
             # fast path: arrays already in the engine's layout are checked in C (finite,
             # labels in range) and the step runs; anything else returns None untouched
-            opt = self.optimizer
+            opt = self._optimizer
             with self._lock:
                 t = opt.t + 1
                 loss = self._engine.train_step_checked(
-                    X, y, *opt._engine_args(self.n_params, self.dtype), t)
+                    X, y, *opt._engine_args(self._n_params, self._dtype), t)
                 if loss is not None:
                     if self._fwd is not None:
                         self._fwd = None
@@ -266,13 +323,13 @@ class Sequential:
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
         with self._lock:
             kind, hyper, s1, s2, s3 = self._opt_args()
-            t = self.optimizer.t + 1
+            t = self._optimizer.t + 1
             loss = self._engine.train_step(X, y_dense, labels, w, None, kind, hyper,
                                            s1, s2, s3, t)
             self._fwd = None
             if self._engine.last_refused:
                 _raise_refused(loss)
-            self.optimizer.t = t
+            self._optimizer.__dict__["t"] = t
         return loss
 
     # -- the textbook path -------------------------------------------------------------------
@@ -406,6 +463,18 @@ class Sequential:
         step :meth:`train_step` would refuse (loss or gradients not finite, or an update that
         could overflow) is skipped, and the epoch ends with a ``RuntimeWarning`` giving the
         count.
+
+        The callbacks check their arguments before the first update too (e.g. a
+        ``ModelCheckpoint`` path that formats ``{val_loss}`` without validation data, or an
+        unwritable directory, raise ``ValueError`` with the model unchanged). ``fit`` copies
+        the targets and sample weights it reads during the epochs (``X`` is read in place;
+        changing its values from a callback changes what later batches see).
+
+        Interrupting (Ctrl-C, or any signal whose handler raises) stops training between two
+        batches: ``KeyboardInterrupt`` propagates with ``optimizer.t`` counting exactly the
+        steps applied, the learning rate of the interrupted epoch, ``model.history`` holding
+        the completed epochs, and the files of the callbacks closed; saving right after gives
+        a valid checkpoint of that state.
         """
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
@@ -420,7 +489,9 @@ class Sequential:
                              f"{validation_split}")
         X = self._X(X)
         n = X.shape[0]
-        y_dense, labels, w = self._targets(y, n, sample_weight)
+        # fit owns the targets and weights the compiled loop reads during the epochs: a
+        # callback that rewrites the caller's arrays cannot make it read labels out of range
+        y_dense, labels, w = _own(*self._targets(y, n, sample_weight))
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or \
@@ -429,8 +500,8 @@ class Sequential:
                                  "(X_val, y_val, sample_weight_val)")
             Xv = self._X(validation_data[0], "validation_data[0]")
             wv = validation_data[2] if len(validation_data) == 3 else None
-            val = (Xv,) + self._targets(validation_data[1], Xv.shape[0], wv,
-                                        name="validation_data[1]")
+            val = (Xv,) + _own(*self._targets(validation_data[1], Xv.shape[0], wv,
+                                              name="validation_data[1]"))
         elif validation_split:
             n_val = int(np.floor(n * float(validation_split)))
             if n_val < 1 or n_val >= n:
@@ -446,6 +517,10 @@ class Sequential:
             n = cut
         if w is not None and not w.sum() > 0:
             raise ValueError("sample_weight of the training samples sums to 0")
+        if val is not None and val[3] is not None and not val[3].sum() > 0:
+            warnings.warn("the sample weights of the validation samples sum to 0: val_loss "
+                          "will be NaN (and val-based callbacks see NaN)", RuntimeWarning,
+                          stacklevel=2)
         if w is not None and not np.all(w > 0):
             # a sample of weight 0 takes no part in training (scikit-learn's rule: as if it
             # were removed); left out here, so that no minibatch has weights summing to 0,
@@ -455,14 +530,19 @@ class Sequential:
             y_dense = None if y_dense is None else y_dense[keep]
             labels = None if labels is None else labels[keep]
             n = keep.size
-        callbacks = list(callbacks) if callbacks is not None else []
         steps = -(-n // batch_size)
         per_sample = 1 if self.loss == "cross_entropy" else self.n_out
+        cbs = CallbackList(callbacks, model=self, verbose=verbose, epochs=epochs,
+                           steps=steps, n_samples=n)
+        # the keys of every epoch's logs, for the callbacks' checks before the first update
+        keys = ["loss"] + (["accuracy"] if self.is_classifier else [])
+        if val is not None:
+            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
+        cbs.check_fit(keys + ["lr"])
+        opt = self._optimizer
         with self._lock:
             self._fwd = None
             self.stop_training = False
-            cbs = CallbackList(callbacks, model=self, verbose=verbose, epochs=epochs,
-                               steps=steps, n_samples=n)
             engine = self._engine
             engine.ensure_capacity(min(batch_size, n))
             # Batches run in chunks of one compiled call each, with no Python between them,
@@ -485,7 +565,7 @@ class Sequential:
             try:
                 cbs.on_train_begin()
                 for epoch in range(epochs):
-                    self.optimizer.schedule_epoch(epoch)
+                    opt.schedule_epoch(epoch)
                     cbs.on_epoch_begin(epoch)
                     if shuffle:
                         order = self._permutation(n)
@@ -494,11 +574,15 @@ class Sequential:
                         k = min(chunk, steps - b0)
                         cbs.on_train_batch_begin(b0)   # chunk is 1 when a callback has it
                         kind, hyper, s1, s2, s3 = self._opt_args()
-                        t = self.optimizer.t
-                        engine.train_batches(X, y_dense, labels, w, order, batch_size, b0, k,
-                                             kind, hyper, s1, s2, s3, t + 1, losses[b0:],
-                                             corrects[b0:], refused[b0:])
-                        self.optimizer.t = t + k
+                        t = opt.t
+                        try:
+                            engine.train_batches(X, y_dense, labels, w, order, batch_size, b0,
+                                                 k, kind, hyper, s1, s2, s3, t + 1,
+                                                 losses[b0:], corrects[b0:], refused[b0:])
+                        finally:
+                            # a signal (Ctrl-C) stops the loop between two batches: the
+                            # step count covers exactly the steps applied
+                            opt.__dict__["t"] = t + engine.batches_done
                         done = b0 + k
                         for i in range(b0, done) if end_hooks else ():
                             cbs.on_train_batch_end(i, {"loss": float(losses[i]),
@@ -525,11 +609,17 @@ class Sequential:
                         logs["val_loss"] = float(vloss)
                         if vacc is not None:
                             logs["val_accuracy"] = vacc
-                    logs["lr"] = self.optimizer.lr
+                    logs["lr"] = opt.lr
                     cbs.on_epoch_end(epoch, logs)
                     if self.stop_training:
                         break
                 cbs.on_train_end()
+            except BaseException:
+                # interrupted or failed: the history of the epochs completed, files of the
+                # callbacks closed; the model and optimizer hold the steps applied
+                self.history = cbs.history
+                cbs.close()
+                raise
             finally:
                 engine.count_correct = False
         self.history = cbs.history
@@ -611,6 +701,7 @@ class Sequential:
         other = io.from_bytes(state["fastprop_model"])
         other.n_threads = state.get("n_threads")
         self.__dict__.update(other.__dict__)
+        self._optimizer._attach(self, force=True)     # other is discarded
 
     def __deepcopy__(self, memo):
         from fastprop import io
@@ -641,6 +732,9 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a Sequential, got {type(model).__name__}")
+    eps = V.check_real(eps, "eps", low=0.0, low_open=True)
+    if max_params is not None:
+        max_params = V.check_size(max_params, "max_params")
     config = model.get_config()
     config["dtype"] = "float64"
     m = Sequential.from_config(config)

@@ -25,6 +25,7 @@ array([0.9, 0.9, 0.9, 0.9])
 """
 import math
 import operator
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -87,15 +88,76 @@ def _flat(x, name, dtype=None):
     return x
 
 
+_T_MAX = 2**62      # the step counter stays far from the compiled core's 64-bit overflow
+
+
+def _step_count(value, name="t"):
+    t = _count(value, name, 0)
+    if t > _T_MAX:
+        raise ValueError(f"{name} must be <= 2**62, got {t}")
+    return t
+
+
+class OptimizerState(Mapping):
+    """The optimizer's state arrays by name: a read-through mapping that checks what is
+    assigned.
+
+    Reading gives the optimizer's own arrays (in-place edits of their values are allowed).
+    Assigning ``state[name] = values`` copies ``values`` into the existing array after checking
+    name, dtype, shape and values (finite; never negative for means of squares); the arrays the
+    compiled update reads are never replaced, so state of the wrong size, dtype or layout cannot
+    reach it. Entries cannot be deleted.
+    """
+
+    __slots__ = ("_opt",)
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    def __getitem__(self, name):
+        return self._opt._state[name]
+
+    def __iter__(self):
+        return iter(self._opt._state)
+
+    def __len__(self):
+        return len(self._opt._state)
+
+    def __setitem__(self, name, value):
+        opt = self._opt
+        if name not in opt._state:
+            raise KeyError(f"optimizer state has no entry {name!r}; its entries are "
+                           f"{list(opt._state)} (set up by the first step)")
+        arr = opt._checked_state(name, value, f"state[{name!r}]", opt._n, opt._dtype)
+        opt._state[name][...] = arr
+
+    def __delitem__(self, name):
+        raise TypeError("optimizer state entries cannot be deleted (use reset())")
+
+    def __repr__(self):
+        return f"OptimizerState({dict(self._opt._state)!r})"
+
+
 # -- learning-rate schedules ---------------------------------------------------------------------
 class Schedule:
     """A learning-rate schedule: ``schedule(epoch, base_lr) -> lr``, epochs counted from 0.
 
     Closed forms of torch.optim.lr_scheduler's schedules: the lr of epoch ``e`` is the one
-    torch's scheduler gives after ``e`` calls of ``scheduler.step()``.
+    torch's scheduler gives after ``e`` calls of ``scheduler.step()``. Their parameters are
+    checked on every assignment, as in the constructors.
     """
 
     _keys = ()
+
+    def __setattr__(self, name, value):
+        # checked on every assignment, constructors included
+        if name in ("step_size", "T_max"):
+            value = _count(value, name, 1)
+        elif name == "gamma":
+            value = _real(value, name, low=0.0, low_open=True)
+        elif name == "eta_min":
+            value = _real(value, name, low=0.0)
+        object.__setattr__(self, name, value)
 
     def __call__(self, epoch, base_lr):
         epoch = _count(epoch, "epoch", 0)
@@ -129,8 +191,8 @@ class StepLR(Schedule):
     _keys = ("step_size", "gamma")
 
     def __init__(self, step_size, gamma=0.1):
-        self.step_size = _count(step_size, "step_size", 1)
-        self.gamma = _real(gamma, "gamma", low=0.0, low_open=True)
+        self.step_size = step_size
+        self.gamma = gamma
 
     def _lr(self, epoch, base_lr):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -147,7 +209,7 @@ class ExponentialLR(Schedule):
     _keys = ("gamma",)
 
     def __init__(self, gamma):
-        self.gamma = _real(gamma, "gamma", low=0.0, low_open=True)
+        self.gamma = gamma
 
     def _lr(self, epoch, base_lr):
         return base_lr * self.gamma ** epoch
@@ -169,8 +231,8 @@ class CosineAnnealingLR(Schedule):
     _keys = ("T_max", "eta_min")
 
     def __init__(self, T_max, eta_min=0.0):
-        self.T_max = _count(T_max, "T_max", 1)
-        self.eta_min = _real(eta_min, "eta_min", low=0.0)
+        self.T_max = T_max
+        self.eta_min = eta_min
 
     def _lr(self, epoch, base_lr):
         cos = 1 + math.cos(math.pi * epoch / self.T_max)
@@ -202,6 +264,53 @@ def schedule_from_config(cfg):
     return _from_config(cfg, SCHEDULES, "schedule")
 
 
+# -- hyperparameter checks, run on every assignment (constructors included) -----------------------
+def _check_schedule(schedule, name):
+    if isinstance(schedule, Mapping):
+        schedule = schedule_from_config(schedule)
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(f"{name} must be None, a Schedule (StepLR, ExponentialLR, "
+                        f"CosineAnnealingLR) or its config dict, got {type(schedule).__name__}")
+    return schedule
+
+
+def _check_betas(betas, name):
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__"):
+        raise TypeError(f"{name} must be a pair of floats, got {type(betas).__name__}")
+    if len(betas) != 2:
+        raise ValueError(f"{name} must be a pair of floats, got {len(betas)} values")
+    return tuple(_real(b, f"{name}[{i}]", low=0.0, high=1.0, high_open=True)
+                 for i, b in enumerate(betas))
+
+
+def _nonneg(value, name):
+    return _real(value, name, low=0.0)
+
+
+def _positive(value, name):
+    return _real(value, name, low=0.0, low_open=True)
+
+
+_CHECKS = {
+    "base_lr": _nonneg,
+    "weight_decay": _nonneg,
+    "clip_norm": lambda v, name: None if v is None else _positive(v, name),
+    "schedule": _check_schedule,
+    "t": _step_count,
+    "momentum": _nonneg,
+    "dampening": _real,
+    "nesterov": _flag,
+    "amsgrad": _flag,
+    "centered": _flag,
+    "betas": _check_betas,
+    # eps > 0: with eps = 0 a unit whose gradient stays 0 gets 0 / 0 = NaN
+    "eps": _positive,
+    "alpha": lambda v, name: _real(v, name, low=0.0, high=1.0),
+    "lr_decay": _nonneg,
+    "initial_accumulator_value": _nonneg,
+}
+
+
 # -- optimizers ----------------------------------------------------------------------------------
 class Optimizer:
     """Base class: one compiled update of flat ``params`` from flat ``grads`` per :meth:`step`.
@@ -215,11 +324,21 @@ class Optimizer:
         :meth:`schedule_epoch` overwrites it with ``schedule(epoch, base_lr)``.
     base_lr : float
         The learning rate the schedule starts from (the constructor's ``lr``).
-    state : dict of str to ndarray
+    state : OptimizerState (a mapping of str to ndarray)
         The flat state arrays (torch's names), allocated by the first :meth:`step`, or by
-        :meth:`_setup`; the same arrays for the optimizer's lifetime.
+        :meth:`_setup`; the same arrays for the optimizer's lifetime. Assigning an entry, or
+        the whole mapping (``opt.state = other_state``), copies checked values into these
+        arrays: wrong names, sizes or dtypes raise ``ValueError`` / ``TypeError``.
     t : int
-        Number of steps taken (torch's ``state["step"]``).
+        Number of steps taken (torch's ``state["step"]``), 0 <= t <= 2**62.
+
+    Every hyperparameter is checked when it is assigned, not only in the constructor (the
+    same rules as the constructor's; ``TypeError`` / ``ValueError`` naming it, the old value
+    kept). ``kind`` cannot be assigned.
+
+    An optimizer belongs to at most one model: the model it is given to (constructor or
+    ``model.optimizer = opt``) owns it, and giving it to a second model while the first is
+    alive raises ``ValueError`` (make a new optimizer, e.g. from ``opt.get_config()``).
     """
 
     kind = None
@@ -231,28 +350,81 @@ class Optimizer:
     _keys = ()
 
     def __init__(self, lr, weight_decay, clip_norm, schedule):
-        self.base_lr = self._lr = _real(lr, "lr", low=0.0)
-        self.weight_decay = _real(weight_decay, "weight_decay", low=0.0)
-        self.clip_norm = (None if clip_norm is None
-                          else _real(clip_norm, "clip_norm", low=0.0, low_open=True))
-        if isinstance(schedule, Mapping):
-            schedule = schedule_from_config(schedule)
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be None, a Schedule (StepLR, ExponentialLR, "
-                            f"CosineAnnealingLR) or its config dict, got "
-                            f"{type(schedule).__name__}")
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.clip_norm = clip_norm
         self.schedule = schedule
-        self.state = {}
+        self._state = {}
         self.t = 0
         self._n = None
         self._dtype = None
+        self._owner = None
 
     def __setattr__(self, name, value):
+        if name == "kind":
+            raise AttributeError("kind is fixed by the optimizer's class")
+        check = _CHECKS.get(name)
+        if check is not None:
+            value = check(value, name)
         # Any change but the step counter invalidates the compiled core's cached view of this
         # optimizer (_engine_args); t changes every step and is passed separately.
         if name != "t":
             object.__setattr__(self, "_args", None)
+        if name in ("momentum", "dampening", "nesterov"):
+            self._check_nesterov(**{name: value})
         object.__setattr__(self, name, value)
+
+    def _check_nesterov(self, **change):
+        """SGD's rule between its options, checked before one of them changes."""
+        opts = {k: self.__dict__.get(k) for k in ("momentum", "dampening", "nesterov")}
+        opts.update(change)
+        if opts["nesterov"] and (opts["momentum"] is not None and opts["momentum"] <= 0 or
+                                 opts["dampening"] is not None and opts["dampening"] != 0):
+            raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+
+    # -- ownership ---------------------------------------------------------------------------
+    def _attach(self, model, force=False):
+        """Make ``model`` this optimizer's owner; ValueError if another live model owns it
+        (unless ``force``: the model takes over another's internals)."""
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None and owner is not model and not force:
+            raise ValueError("this optimizer already belongs to another model (an optimizer "
+                             "keeps the state of one model's parameters); give each model "
+                             "its own, e.g. type(opt)(**...) or "
+                             "fastprop.optim.optimizer_from_config(opt.get_config())")
+        object.__setattr__(self, "_owner", weakref.ref(model))
+
+    def __getstate__(self):
+        # a copy (copy.copy, copy.deepcopy, pickle) belongs to no model yet
+        state = dict(self.__dict__)
+        state["_owner"] = None
+        state["_args"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __copy__(self):
+        # never two optimizers over the same state arrays
+        new = type(self).__new__(type(self))
+        new.__setstate__(self.__getstate__())
+        new.__dict__["_state"] = {k: v.copy() for k, v in self._state.items()}
+        return new
+
+    def _detach(self, model):
+        if self._owner is not None and self._owner() is model:
+            object.__setattr__(self, "_owner", None)
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def state(self):
+        return OptimizerState(self)
+
+    @state.setter
+    def state(self, value):
+        if isinstance(value, OptimizerState) and value._opt is self:
+            return
+        self.set_state(value, self.t)
 
     def _engine_args(self, n_params, dtype):
         """``(kind, hyper, s1, s2, s3)`` for the compiled update of ``n_params`` values of
@@ -313,7 +485,7 @@ class Optimizer:
 
     def _slot_arrays(self):
         """(s1, s2, s3) for the compiled core: the state arrays, None where unused."""
-        return tuple(self.state.get(name) if name else None for name in self._slot_names)
+        return tuple(self._state.get(name) if name else None for name in self._slot_names)
 
     def _setup(self, n_params, dtype):
         """Allocate the state arrays (at their initial values) for ``n_params`` parameters of
@@ -328,20 +500,20 @@ class Optimizer:
         dtype = V.as_dtype(dtype)
         names = self._state_names()
         if n == self._n and dtype == self._dtype:
-            if list(self.state) != names:
-                self.state = {name: self.state[name] if name in self.state
-                              else np.full(n, self._initial_value(name), dtype=dtype)
-                              for name in names}
+            if list(self._state) != names:
+                self._state = {name: self._state[name] if name in self._state
+                               else np.full(n, self._initial_value(name), dtype=dtype)
+                               for name in names}
             return
         V.check_alloc(n * len(names), dtype.itemsize, "optimizer state")
         state = {name: np.full(n, self._initial_value(name), dtype=dtype) for name in names}
         if self._n is not None:
             self.t = 0
-        self.state, self._n, self._dtype = state, n, dtype
+        self._state, self._n, self._dtype = state, n, dtype
 
     def reset(self):
         """Forget the state: arrays back to their initial values (in place), ``t = 0``."""
-        for name, arr in self.state.items():
+        for name, arr in self._state.items():
             arr[...] = self._initial_value(name)
         self.t = 0
 
@@ -359,7 +531,9 @@ class Optimizer:
         Raises
         ------
         TypeError, ValueError
-            Naming the argument, before anything is changed.
+            Naming the argument, before anything is changed; ValueError too when the update
+            is refused because it could make a parameter or the state NaN / inf (gradients,
+            parameters or state too large for the learning rate and eps): nothing changes.
         """
         _flat(params, "params")
         _flat(grads, "grads", params.dtype)
@@ -380,8 +554,11 @@ class Optimizer:
         self._setup(n, params.dtype)
         t = self.t + 1
         s1, s2, s3 = self._slot_arrays()
-        _C.step(self.kind, self.hyper(), params, grads, s1, s2, s3, t)
-        self.t = t
+        if not _C.step(self.kind, self.hyper(), params, grads, s1, s2, s3, t):
+            raise ValueError("this update could make parameters or optimizer state overflow "
+                             "(gradients, parameters or state too large for the learning "
+                             "rate and eps); nothing was updated")
+        object.__setattr__(self, "t", t)
 
     # -- save / load -----------------------------------------------------------------------
     def get_config(self):
@@ -400,7 +577,7 @@ class Optimizer:
 
     def get_state(self):
         """(copies of the state arrays by name, t)."""
-        return {name: arr.copy() for name, arr in self.state.items()}, self.t
+        return {name: arr.copy() for name, arr in self._state.items()}, self.t
 
     def set_state(self, arrays, t):
         """Restore what :meth:`get_state` returned; validated in full before anything changes.
@@ -415,7 +592,7 @@ class Optimizer:
         if not isinstance(arrays, Mapping):
             raise TypeError(f"arrays must be a dict of state arrays, got "
                             f"{type(arrays).__name__}")
-        t = _count(t, "t", 0)
+        t = _step_count(t)
         names = self._state_names()
         if set(arrays) != set(names):
             raise ValueError(f"arrays must hold exactly {names} for these options, got "
@@ -423,29 +600,32 @@ class Optimizer:
         n, dtype = self._n, self._dtype
         checked = {}
         for name in names:
-            label = f"arrays[{name!r}]"
-            arr = arrays[name]
-            if not isinstance(arr, np.ndarray):
-                raise TypeError(f"{label} must be a numpy.ndarray, got {type(arr).__name__}")
-            if arr.dtype not in (np.float32, np.float64) or (dtype is not None
-                                                           and arr.dtype != dtype):
-                want = dtype.name if dtype is not None else "float32 or float64"
-                raise TypeError(f"{label} has dtype {arr.dtype}, expected {want}")
-            dtype = arr.dtype
-            if arr.ndim != 1 or (n is not None and arr.shape[0] != n) or arr.shape[0] == 0:
-                want = f"({n},)" if n is not None else "a non-empty 1-D shape"
-                raise ValueError(f"{label} has shape {arr.shape}, expected {want}")
-            n = arr.shape[0]
-            if not np.isfinite(arr).all():
-                raise ValueError(f"{label} contains NaN or infinity")
-            if name in self._nonnegative and (arr < 0).any():
-                raise ValueError(f"{label} holds negative values (it is a mean of squares)")
+            arr = self._checked_state(name, arrays[name], f"arrays[{name!r}]", n, dtype)
+            dtype, n = arr.dtype, arr.shape[0]
             checked[name] = arr
         if n is not None:
             self._setup(n, dtype)
         for name, arr in checked.items():
-            self.state[name][...] = arr
+            self._state[name][...] = arr
         self.t = t
+
+    def _checked_state(self, name, arr, label, n, dtype):
+        """``arr`` checked as the state array ``name`` of ``n`` values of ``dtype`` (None:
+        any)."""
+        if not isinstance(arr, np.ndarray) or isinstance(arr, np.ma.MaskedArray):
+            raise TypeError(f"{label} must be a numpy.ndarray, got {type(arr).__name__}")
+        if arr.dtype not in (np.float32, np.float64) or (dtype is not None
+                                                       and arr.dtype != dtype):
+            want = dtype.name if dtype is not None else "float32 or float64"
+            raise TypeError(f"{label} has dtype {arr.dtype}, expected {want}")
+        if arr.ndim != 1 or (n is not None and arr.shape[0] != n) or arr.shape[0] == 0:
+            want = f"({n},)" if n is not None else "a non-empty 1-D shape"
+            raise ValueError(f"{label} has shape {arr.shape}, expected {want}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{label} contains NaN or infinity")
+        if name in self._nonnegative and (arr < 0).any():
+            raise ValueError(f"{label} holds negative values (it is a mean of squares)")
+        return arr
 
     def __repr__(self):
         parts = [f"lr={self._lr!r}"] + [f"{k}={getattr(self, k)!r}" for k in self._keys]
@@ -490,11 +670,9 @@ class SGD(Optimizer):
     def __init__(self, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  clip_norm=None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
-        self.momentum = _real(momentum, "momentum", low=0.0)
-        self.dampening = _real(dampening, "dampening")
-        self.nesterov = _flag(nesterov, "nesterov")
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError("nesterov=True requires momentum > 0 and dampening == 0")
+        self.momentum = momentum
+        self.dampening = dampening
+        self.nesterov = nesterov
 
     def _hyper_values(self):
         return {"momentum": self.momentum, "dampening": self.dampening,
@@ -515,7 +693,7 @@ class Adam(Optimizer):
     ----------
     lr : float >= 0, default 1e-3
     betas : (float, float) in [0, 1), default (0.9, 0.999)
-    eps : float >= 0, default 1e-8
+    eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0
     amsgrad : bool, default False
     clip_norm : float > 0, optional
@@ -532,14 +710,9 @@ class Adam(Optimizer):
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False,
                  *, clip_norm=None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
-        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__"):
-            raise TypeError(f"betas must be a pair of floats, got {type(betas).__name__}")
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair of floats, got {len(betas)} values")
-        self.betas = tuple(_real(b, f"betas[{i}]", low=0.0, high=1.0, high_open=True)
-                           for i, b in enumerate(betas))
-        self.eps = _real(eps, "eps", low=0.0)
-        self.amsgrad = _flag(amsgrad, "amsgrad")
+        self.betas = betas
+        self.eps = eps
+        self.amsgrad = amsgrad
 
     def _hyper_values(self):
         return {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
@@ -556,7 +729,7 @@ class AdamW(Adam):
     ----------
     lr : float >= 0, default 1e-3
     betas : (float, float) in [0, 1), default (0.9, 0.999)
-    eps : float >= 0, default 1e-8
+    eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 1e-2
     amsgrad : bool, default False
     clip_norm : float > 0, optional
@@ -590,7 +763,7 @@ class RMSprop(Optimizer):
     alpha : float in [0, 1], default 0.99
         Smoothing constant (torch accepts any alpha >= 0; above 1 the mean of squares can turn
         negative, so it is rejected here).
-    eps : float >= 0, default 1e-8
+    eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0
     momentum : float >= 0, default 0
     centered : bool, default False
@@ -608,10 +781,10 @@ class RMSprop(Optimizer):
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, *, clip_norm=None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
-        self.alpha = _real(alpha, "alpha", low=0.0, high=1.0)
-        self.eps = _real(eps, "eps", low=0.0)
-        self.momentum = _real(momentum, "momentum", low=0.0)
-        self.centered = _flag(centered, "centered")
+        self.alpha = alpha
+        self.eps = eps
+        self.momentum = momentum
+        self.centered = centered
 
     def _hyper_values(self):
         return {"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
@@ -632,7 +805,7 @@ class Adagrad(Optimizer):
     lr_decay : float >= 0, default 0
     weight_decay : float >= 0, default 0
     initial_accumulator_value : float >= 0, default 0
-    eps : float >= 0, default 1e-10
+    eps : float > 0, default 1e-10
     clip_norm : float > 0, optional
     schedule : Schedule, optional
 
@@ -647,10 +820,9 @@ class Adagrad(Optimizer):
     def __init__(self, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
                  eps=1e-10, *, clip_norm=None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
-        self.lr_decay = _real(lr_decay, "lr_decay", low=0.0)
-        self.initial_accumulator_value = _real(initial_accumulator_value,
-                                               "initial_accumulator_value", low=0.0)
-        self.eps = _real(eps, "eps", low=0.0)
+        self.lr_decay = lr_decay
+        self.initial_accumulator_value = initial_accumulator_value
+        self.eps = eps
 
     def _hyper_values(self):
         return {"lr_decay": self.lr_decay,

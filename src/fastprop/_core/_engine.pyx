@@ -25,12 +25,15 @@ import numpy as np
 
 from fastprop._core._dense cimport (dense_forward, dense_backward, act_forward, FP_IDENTITY)
 from fastprop._core._loss cimport loss_and_grad
-from fastprop._core._optim cimport (optimizer_step, OPT_SGD, H_LR, H_MOMENTUM, H_WEIGHT_DECAY,
-                                    H_CLIP_NORM)
+from fastprop._core._optim cimport (optimizer_step, update_is_safe, OPT_SGD, H_LR,
+                                    H_MOMENTUM, H_WEIGHT_DECAY, H_CLIP_NORM)
 from fastprop._core._blas cimport gemm, axpy
 from fastprop._core._dense cimport act_backward, colsum_add
 
 cnp.import_array()
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
 
 cdef extern from "fp_math.h" nogil:
     unsigned int fp_ftz_begin()
@@ -304,7 +307,7 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     update or optimizer state could overflow, changes no parameter and no optimizer state and
     sets p.refused (inputs so large that z overflows, or diverged weights): the parameters never
     become NaN / inf through a step."""
-    cdef double loss, gmax, limit = 1e37 if floating is float else 1e306
+    cdef double loss, gmax
     cdef Threads th
     _threads_begin(&th, p, n)
     p.refused = False
@@ -318,12 +321,13 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
     else:
         _backward(p, X, params, grads, n, True)
         if update:
-            # One vectorized pass over the gradients (0.2 % of the large net's step): refused
-            # when one is not finite, or so large that the update (SGD: lr * g) or the
-            # optimizer's squared-gradient state (Adam, RMSprop, Adagrad: g * g) would overflow
-            # (a v of inf would freeze that parameter for good). NaN compares false: refused.
+            # One vectorized pass over the gradients (0.2 % of the large net's step), and one
+            # over the parameters and the state an update grows: refused when a gradient is
+            # not finite, or so large that the update or the optimizer's state could overflow
+            # (a v of inf would freeze that parameter for good); see update_is_safe. NaN
+            # compares false: refused.
             gmax = _max_abs(grads, n_params)
-            if gmax * (hyper[H_LR] if opt_kind == OPT_SGD else gmax) < limit:
+            if update_is_safe(opt_kind, hyper, params, grads, s1, s2, n_params, t, gmax):
                 optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
             else:
                 p.refused = True
@@ -425,6 +429,7 @@ cdef class Engine:
     cdef public bint count_correct     # fit sets it: each step then counts correct predictions
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
+    cdef readonly int batches_done     # steps train_batches applied (also when it raised)
     cdef object params, grads, ws
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
@@ -561,7 +566,7 @@ cdef class Engine:
                       Py_ssize_t cols):
         """arr is an aligned, native-byte-order, C-contiguous ndarray of this type and shape
         (cols < 0: 1-D)."""
-        if not cnp.PyArray_Check(arr):
+        if not cnp.PyArray_CheckExact(arr):     # subclasses (masked arrays...): Python checks
             return False
         cdef cnp.ndarray a = <cnp.ndarray> arr
         if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim or \
@@ -645,7 +650,10 @@ cdef class Engine:
         t + 1, ...: batch b is rows order[b * batch_size:(b + 1) * batch_size] of X / y /
         labels / w, gathered in C. Writes each batch's loss (and, with count_correct, its
         correct count) to losses_out / correct_out, and 1 to refused_out where the step was
-        refused (see _step: nothing changed). No Python runs between the steps."""
+        refused (see _step: nothing changed). No Python code runs between the steps, but
+        pending signals are handled after each one (PyErr_CheckSignals: a flag test unless a
+        signal arrived): a handler that raises (Ctrl-C: KeyboardInterrupt) stops the loop
+        there, and batches_done tells how many steps were applied."""
         cdef Py_ssize_t n_total = order.shape[0], start, stop
         cdef const int64_t *pi = <const int64_t *> _ptr(order)
         cdef void *px = _ptr(X)
@@ -657,6 +665,7 @@ cdef class Engine:
         cdef void *q2 = _ptr(s2)
         cdef void *q3 = _ptr(s3)
         cdef int i
+        self.batches_done = 0
         if count > losses_out.shape[0] or count > correct_out.shape[0] or \
                 count > refused_out.shape[0]:
             raise ValueError("losses_out / correct_out / refused_out are shorter than count")
@@ -667,6 +676,8 @@ cdef class Engine:
                                       opt_kind, h, q1, q2, q3, t + i, True)
             correct_out[i] = self.last_correct
             refused_out[i] = self.last_refused
+            self.batches_done = i + 1
+            PyErr_CheckSignals()
 
     def train_step(self, X, y, labels, w, idx, int opt_kind, hyper, s1, s2, s3, long long t,
                    bint update=True):

@@ -87,6 +87,83 @@ cdef extern from "fp_optim.h" nogil:
                       double wd, double eps)
 
 
+cdef extern from "fp_math.h" nogil:
+    double fp_max_abs_f(const float *x, Py_ssize_t n)
+    double fp_max_abs_d(const double *x, Py_ssize_t n)
+
+
+cdef inline double _max_abs(const floating *x, Py_ssize_t n) noexcept nogil:
+    """max |x| (inf if any is inf or NaN; 0 for NULL)."""
+    if x == NULL:
+        return 0.0
+    if floating is float:
+        return fp_max_abs_f(x, n)
+    else:
+        return fp_max_abs_d(x, n)
+
+
+cdef inline bint update_is_safe(int kind, const double *h, const floating *params,
+                                const floating *grads, const floating *s1,
+                                const floating *s2, Py_ssize_t n, long long step,
+                                double gmax) noexcept nogil:
+    """True when optimizer_step cannot make a parameter or a state value NaN / inf.
+
+    A conservative bound from max |params|, max |grads| (gmax, before clipping: clipping only
+    shrinks it) and the max of the state arrays an update grows (one pass each, like the pass
+    that gives gmax): |d| <= D = gmax + wd * max|p|; means of squares stay below max(old, D^2);
+    Adam's |m| below max(old, D); the per-element ratio m / (sqrt(v) + eps) below max|m| / eps
+    (RMSprop |d| / eps, Adagrad 1). The step is refused when D^2, a ratio, a state bound or
+    max|p| plus lr times the ratio is not below 1e37 (float32; 1e306 for float64), or eps is
+    under the dtype's smallest normal number (the kernels flush denormals to zero: 0 / 0). A
+    refused step changes nothing; a step of finite, reasonably scaled numbers is never
+    refused."""
+    cdef double limit = 1e37 if floating is float else 1e306
+    cdef double tiny = 1.2e-38 if floating is float else 2.3e-308
+    cdef double lr = h[H_LR], wd = h[H_WEIGHT_DECAY], mu = h[H_MOMENTUM], eps = h[H_EPS]
+    cdef double P = _max_abs(params, n), D, B, M, shrink = 1.0, ratio, t1
+    if not (P < limit and gmax < limit):
+        return False
+    if kind == OPT_SGD:
+        D = gmax + wd * P
+        if mu == 0:
+            ratio = D
+        else:
+            B = _max_abs(s1, n)
+            t1 = 1.0 if step <= 1 else 1.0 - h[H_DAMPENING]
+            B = (0.0 if step <= 1 else mu * B) + (t1 if t1 > 0 else -t1) * D
+            ratio = D + mu * B if h[H_NESTEROV] != 0 else B
+    elif kind == OPT_ADAM or kind == OPT_ADAMW:
+        if kind == OPT_ADAMW:
+            shrink = 1.0 - lr * wd
+            shrink = shrink if shrink > 0 else -shrink
+            D = gmax
+        else:
+            D = gmax + wd * P
+        if not (eps >= tiny and D * D < limit):
+            return False
+        M = _max_abs(s1, n)
+        M = M if M > D else D
+        t1 = 1.0 - pow(h[H_BETA1], <double> step)
+        if not (t1 > 0 and lr / t1 < limit):     # the step size, stored in the dtype
+            return False
+        ratio = M / eps / t1
+    elif kind == OPT_RMSPROP:
+        D = gmax + wd * P
+        if not (eps >= tiny and D * D < limit):
+            return False
+        ratio = D / eps
+        if mu > 0:
+            ratio = mu * _max_abs(s2, n) + ratio
+    elif kind == OPT_ADAGRAD:
+        D = gmax + wd * P
+        if not (eps >= tiny and D * D + _max_abs(s1, n) < limit):
+            return False
+        ratio = 1.0 / (1.0 + (step - 1) * h[H_LR_DECAY])
+    else:
+        return False
+    return D < limit and ratio < limit and shrink * P + lr * ratio < limit
+
+
 cdef inline int optimizer_slots(int kind, const double *hyper) noexcept nogil:
     """Bit mask of the state slots (SLOT_1 | SLOT_2 | SLOT_3) that `kind` with `hyper` uses."""
     if kind == OPT_SGD:

@@ -41,7 +41,11 @@ def step(int kind, const double[::1] hyper, floating[::1] params, floating[::1] 
          s1, s2, s3, long long step):
     """One optimizer update in place. IN hyper (N_HYPER,), step >= 1 (after increment).
     IN/OUT params (n,), grads (n,) (clipped in place when hyper[clip_norm] > 0), s1, s2, s3 (n,)
-    state arrays of params' dtype, or None where the kind does not use the slot."""
+    state arrays of params' dtype, or None where the kind does not use the slot.
+
+    Returns True when the update was applied, False when it was refused (nothing changed):
+    gradients not finite, or an update that could make a parameter or the state overflow
+    (update_is_safe in _optim.pxd)."""
     cdef Py_ssize_t n = params.shape[0]
     cdef floating[::1] m1, m2, m3
     cdef floating *p1 = NULL
@@ -67,12 +71,17 @@ def step(int kind, const double[::1] hyper, floating[::1] params, floating[::1] 
         if n > 0:
             p3 = &m3[0]
     if n == 0:
-        return
+        return True
     cdef unsigned int csr
+    cdef bint safe
     with nogil:
         csr = fp_ftz_begin()
-        optimizer_step(kind, &hyper[0], &params[0], &grads[0], p1, p2, p3, n, step)
+        safe = update_is_safe(kind, &hyper[0], &params[0], &grads[0], p1, p2, n, step,
+                              _max_abs(&grads[0], n))
+        if safe:
+            optimizer_step(kind, &hyper[0], &params[0], &grads[0], p1, p2, p3, n, step)
         fp_ftz_end(csr)
+    return safe
 
 
 def _state(s, str name, Py_ssize_t n):
