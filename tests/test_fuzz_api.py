@@ -30,11 +30,12 @@ step the child checks:
 
 Not drawn: assigning an optimizer-state slot the optimizer does not have
 (``Adam().state["sum"] = ...``), which the mapping may answer with ``KeyError``, outside the
-contract above (reported on issue 9; slots it has, with wrong sizes, dtypes, strides or values,
+contract above (reported separately; slots it has, with wrong sizes, dtypes, strides or values,
 are drawn).
 
 The drawing is derandomized (the same programs on every run: CI is reproducible) and bounded
-(``MAX_EXAMPLES`` programs, ~30-60 s on a loaded 2-core machine). ``CORPUS`` holds the
+(``MAX_EXAMPLES`` programs: ``FASTPROP_FUZZ_EXAMPLES``, default 150, ~20-30 s on a loaded
+2-core machine; the sanitizer job runs 250). ``CORPUS`` holds the
 sequences of issue 9 that used to crash the process or leave a NaN model; it runs first, every
 time. A failure message is a complete Python script: save it and run it to reproduce.
 """
@@ -48,6 +49,8 @@ import textwrap
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+if not hasattr(os, "fork"):
+    pytest.skip("the fuzz worker forks a child per program (POSIX only)", allow_module_level=True)
 from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
