@@ -34,8 +34,8 @@ contract above (reported separately; slots it has, with wrong sizes, dtypes, str
 are drawn).
 
 The drawing is derandomized (the same programs on every run: CI is reproducible) and bounded
-(``MAX_EXAMPLES`` programs: ``FASTPROP_FUZZ_EXAMPLES``, default 150, ~20-30 s on a loaded
-2-core machine; the sanitizer job runs 250). ``CORPUS`` holds the
+(``MAX_EXAMPLES`` programs: ``FASTPROP_FUZZ_EXAMPLES``, default 300, ~20-40 s on a loaded
+2-core machine; the sanitizer job runs 500). ``CORPUS`` holds the
 sequences of issue 9 that used to crash the process or leave a NaN model; it runs first, every
 time. A failure message is a complete Python script: save it and run it to reproduce.
 """
@@ -54,7 +54,7 @@ if not hasattr(os, "fork"):
 from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-MAX_EXAMPLES = int(os.environ.get("FASTPROP_FUZZ_EXAMPLES", "150"))
+MAX_EXAMPLES = int(os.environ.get("FASTPROP_FUZZ_EXAMPLES", "300"))
 PROGRAM_TIMEOUT = 120   # seconds for one program (ASan builds are slower); then it fails
 
 # -- what the worker has in scope --------------------------------------------------------------

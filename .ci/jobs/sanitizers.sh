@@ -9,5 +9,5 @@
 # no PyTorch (see tools/sanitize.sh): the torch oracle tests skip here and run in the main job.
 # Measured on 2 loaded cores: ~10 min to build, ~4-5 min of tests (ASan: ~2-3x slower).
 set -euo pipefail
-FASTPROP_FUZZ_EXAMPLES="${FASTPROP_FUZZ_EXAMPLES:-250}" \
+FASTPROP_FUZZ_EXAMPLES="${FASTPROP_FUZZ_EXAMPLES:-500}" \
     bash tools/sanitize.sh "${FASTPROP_SAN_DIR:-$(mktemp -d)}"
