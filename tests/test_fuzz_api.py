@@ -473,7 +473,8 @@ EXTRA_ALLOWED = {"fp.load(os.path.join(TMP, 'missing.fpz'))": ["FileNotFoundErro
 
 
 @st.composite
-def array_code(draw, n, width, name="X"):
+def array_code(draw, n, width):
+    """Code that builds a hostile array meant as (n, width) input."""
     dtype = draw(st.sampled_from(DTYPES))
     layout = draw(st.sampled_from(LAYOUTS))
     special = draw(st.sampled_from(SPECIALS))
@@ -543,7 +544,8 @@ def programs(draw):
             continue
         if kind == "misc":
             code = draw(st.sampled_from(MISC))
-            steps.append({"code": code, "allow": EXTRA_ALLOWED.get(code, [])})
+            steps.append({"code": code, "allow": EXTRA_ALLOWED.get(code, []),
+                          "assign": code.startswith("m.optimizer.schedule =")})
             continue
         if kind == "textbook":
             code = draw(st.sampled_from([
