@@ -7,7 +7,13 @@
 # the job. Runs from the repo root inside the venv .ci/run activated; builds into its own venv
 # and copy of the tree (tools/sanitize.sh), so the normal install is untouched. That venv has
 # no PyTorch (see tools/sanitize.sh): the torch oracle tests skip here and run in the main job.
-# Measured on 2 loaded cores: ~10 min to build, ~4-5 min of tests (ASan: ~2-3x slower).
+# Measured from scratch on 2 loaded cores: 4 min 11 s (venv, ASan build, 66 s of tests).
+# FASTPROP_SAN_DIR keeps the venv and build between runs (a rerun rebuilds only on changes).
 set -euo pipefail
-FASTPROP_FUZZ_EXAMPLES="${FASTPROP_FUZZ_EXAMPLES:-500}" \
-    bash tools/sanitize.sh "${FASTPROP_SAN_DIR:-$(mktemp -d)}"
+if [[ -n "${FASTPROP_SAN_DIR:-}" ]]; then
+    work="$FASTPROP_SAN_DIR"
+else
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+fi
+FASTPROP_FUZZ_EXAMPLES="${FASTPROP_FUZZ_EXAMPLES:-500}" bash tools/sanitize.sh "$work"
