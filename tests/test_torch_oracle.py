@@ -1,4 +1,6 @@
-"""The Dense block against PyTorch autograd (an independent implementation), float64."""
+"""The Dense block against PyTorch autograd (an independent implementation), float64; whole
+training runs of random networks against torch.nn + torch.optim are in
+test_differential_torch.py, which shares TORCH_ACT from here."""
 import numpy as np
 import pytest
 
