@@ -23,8 +23,10 @@ keep weights, assign into it with ``model.params[...] = saved`` to restore them)
 
 Semantics follow Keras (``keras.callbacks``) so that recipes carry over; where this module
 differs, the class docstring says so. Arguments are checked when a callback is made; a
-monitored key missing from the epoch logs raises ``ValueError`` listing the keys that exist
-(Keras only warns, and the callback then silently does nothing).
+monitored key (or a ``ModelCheckpoint`` filepath field) that will not be in the epoch logs
+raises ``ValueError`` at the start of ``fit``, before any update, listing the keys that will
+exist: fit's own and those the callbacks declare in ``log_keys`` (Keras only warns, and the
+callback then silently does nothing).
 """
 import csv
 import inspect
@@ -115,13 +117,15 @@ FIT_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
 
 def _check_fit_key(name, keys, who, what):
-    """ValueError if ``name`` is a key fit produces but not in this fit (``keys``); other names
-    may be added to the logs by callbacks, so they are not refused."""
-    if name in FIT_KEYS and name not in keys:
+    """ValueError unless ``name`` is one of ``keys``: the keys this fit's epoch logs will hold
+    (fit's own, of :data:`FIT_KEYS` and the compiled metrics, and those the callbacks declare
+    in :attr:`Callback.log_keys`)."""
+    if name not in keys:
         hint = (" (val_* quantities exist only when fit gets validation_data or "
                 "validation_split)" if name.startswith("val_") else "")
         raise ValueError(f"{who}: {what} {name!r} will not be in the epoch logs of this fit"
-                         f"{hint}; they will hold {', '.join(map(repr, keys))}")
+                         f"{hint}; they will hold {', '.join(map(repr, keys))} (a callback "
+                         f"that adds a key to the logs declares it in its log_keys)")
 
 
 def _check_writable(path, who, what):
@@ -230,6 +234,10 @@ class Callback:
 
     model = None
     params = {}
+    #: Names of the keys this callback adds to the epoch logs (in ``on_epoch_end``), so that
+    #: another callback may monitor them: ``fit`` refuses, before any update, a ``monitor`` or
+    #: a ``ModelCheckpoint`` filepath field that neither fit nor a callback puts in the logs.
+    log_keys = ()
 
     def set_model(self, model):
         """Attach the model being trained."""
@@ -241,7 +249,7 @@ class Callback:
 
     def _check_fit(self, keys):
         """Called by ``fit`` before the first update with the keys every epoch's logs will
-        hold (of :data:`FIT_KEYS`): raise ``ValueError`` for an argument that cannot work in
+        hold (fit's own and every callback's :attr:`log_keys`): raise ``ValueError`` for an argument that cannot work in
         this fit, so that it fails with the model unchanged."""
 
     def _close(self):
@@ -355,7 +363,17 @@ class CallbackList:
         return f"CallbackList({self.callbacks!r})"
 
     def check_fit(self, keys):
-        """Let every callback check its arguments against this fit (before any update)."""
+        """Let every callback check its arguments against this fit (before any update).
+
+        ``keys``: the keys fit puts in every epoch's logs; the callbacks' declared
+        :attr:`Callback.log_keys` are added to them."""
+        keys = list(keys)
+        for i, cb in enumerate(self.callbacks):
+            added = cb.log_keys
+            if isinstance(added, str) or not all(isinstance(k, str) for k in added):
+                raise TypeError(f"callbacks[{i}].log_keys must be a tuple of str, got "
+                                f"{added!r}")
+            keys += [k for k in added if k not in keys]
         for cb in self.callbacks:
             cb._check_fit(list(keys))
 
@@ -792,8 +810,6 @@ class ModelCheckpoint(Callback):
             _check_fit_key(field, keys, "ModelCheckpoint", "filepath field")
         if self.save_best_only:
             _check_fit_key(self.monitor, keys, "ModelCheckpoint", "monitor")
-        if not self._fields <= set(keys) | {"epoch"}:
-            return      # fields another callback adds to the logs: checked when formatted
         # a trial format (1 for epoch, 0.0 for fit's float logs) catches bad format specs
         trial = {**{k: 0.0 for k in keys}, "epoch": 1}
         try:

@@ -134,9 +134,11 @@ class OptimizerState(Mapping):
 
     def __setitem__(self, name, value):
         opt = self._opt
+        if not isinstance(name, str):
+            raise TypeError(f"state keys are names (str), got {type(name).__name__} {name!r}")
         if name not in opt._state:
-            raise KeyError(f"optimizer state has no entry {name!r}; its entries are "
-                           f"{list(opt._state)} (set up by the first step)")
+            raise ValueError(f"{type(opt).__name__} has no state {name!r} with these options; "
+                             f"its state is {list(opt._state)} (set up by the first step)")
         arr = opt._checked_state(name, value, f"state[{name!r}]", opt._n, opt._dtype)
         opt._state[name][...] = arr
 
