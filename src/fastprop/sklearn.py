@@ -61,7 +61,7 @@ from fastprop import _validation as V
 from fastprop._core import _optim as _optim_core
 from fastprop.activations import ACTIVATIONS, ALIASES, canonical_name
 from fastprop.layers import Dense
-from fastprop.lbfgs import LBFGS
+from fastprop.optim import LBFGS
 from fastprop.model import Sequential
 from fastprop.optim import OPTIMIZERS, SGD, Adam, Optimizer, optimizer_from_config
 
