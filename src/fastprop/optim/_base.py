@@ -101,6 +101,9 @@ class Optimizer:
     ----------
     kind : int
         The compiled core's code for this optimizer (``_core._optim.KINDS``).
+    state_names : tuple of str
+        Every state array this optimizer declares, in the order its compiled kernel reads
+        them (``_core._optim.LAYOUT``); :attr:`state` holds those its options use.
     lr : float
         The current learning rate. Assigning it sets ``base_lr`` too; with a schedule,
         :meth:`schedule_epoch` overwrites it with ``schedule(epoch, base_lr)``.
@@ -127,8 +130,10 @@ class Optimizer:
     """
 
     kind = None
-    #: names of the state slots s1, s2, s3 of the compiled core (None: never used)
-    _slot_names = (None, None, None)
+    #: the state arrays and the hyperparameter block, as the compiled kernel declares them
+    #: (``_core._optim.LAYOUT[name]``): a subclass sets both from its kernel's entry
+    state_names = ()
+    _hyper_names = ()
     #: state entries that are running means of squares: never negative
     _nonnegative = ()
     #: constructor arguments saved by get_config, besides clip_norm and schedule
@@ -214,15 +219,21 @@ class Optimizer:
         self.set_state(value, self.t)
 
     def _engine_args(self, n_params, dtype):
-        """``(kind, hyper, s1, s2, s3)`` for the compiled update of ``n_params`` values of
-        ``dtype``, the state set up as needed; cached until an attribute changes, so that a
-        training step pays nothing for it."""
+        """``(kind, hyper, state)`` for the compiled update of ``n_params`` values of
+        ``dtype``, the state set up as needed: ``hyper`` this optimizer's block of
+        hyperparameters, ``state`` a uintp array of the addresses of its state arrays in
+        :attr:`state_names` order (0 where unused). Cached until an attribute changes, so that
+        a training step pays nothing for it; valid while the optimizer's ``_args`` is this
+        tuple (the state arrays are never replaced without dropping it)."""
         args = self._args
         if args is None or n_params != self._n or dtype != self._dtype:
             self._setup(n_params, dtype)
             hyper = self.hyper()
             hyper.flags.writeable = False
-            args = (self.kind, hyper) + self._slot_arrays()
+            ptrs = np.array([0 if a is None else a.ctypes.data for a in self._state_arrays()],
+                            dtype=np.uintp)
+            ptrs.flags.writeable = False
+            args = (self.kind, hyper, ptrs)
             self._args = args
         return args
 
@@ -268,27 +279,27 @@ class Optimizer:
         return {}
 
     def hyper(self):
-        """The hyperparameters as the compiled core reads them: float64 array, layout
-        ``_core._optim.HYPER_INDEX`` (flags as 0.0 / 1.0, clip_norm 0.0 when off), with the
-        current ``lr``."""
-        h = np.zeros(_C.HYPER_SIZE, dtype=np.float64)
+        """The hyperparameters as the compiled kernel reads them: this optimizer's float64
+        block, one value per name of ``_core._optim.LAYOUT`` (flags as 0.0 / 1.0, clip_norm 0.0
+        when off), with the current ``lr``."""
         values = {"lr": self._lr, "weight_decay": self.weight_decay,
                   "clip_norm": self.clip_norm or 0.0, **self._hyper_values()}
-        for key, value in values.items():
-            h[_C.HYPER_INDEX[key]] = float(value)
-        return h
+        if set(values) != set(self._hyper_names):     # a class out of step with its kernel
+            raise RuntimeError(f"{type(self).__name__} gives hyperparameters {sorted(values)}, "
+                               f"its kernel reads {list(self._hyper_names)}")
+        return np.array([float(values[k]) for k in self._hyper_names], dtype=np.float64)
 
     def _state_names(self):
-        """Names of the state arrays these options use, in slot order."""
-        used = _C.slots(self.kind, self.hyper())
-        return [name for name, u in zip(self._slot_names, used) if u]
+        """Names of the state arrays these options use, in declared order."""
+        used = _C.uses(self.kind, self.hyper())
+        return [name for name, u in zip(self.state_names, used) if u]
 
     def _initial_value(self, name):
         return 0.0
 
-    def _slot_arrays(self):
-        """(s1, s2, s3) for the compiled core: the state arrays, None where unused."""
-        return tuple(self._state.get(name) if name else None for name in self._slot_names)
+    def _state_arrays(self):
+        """The state arrays in :attr:`state_names` order, None where unused."""
+        return [self._state.get(name) for name in self.state_names]
 
     def _setup(self, n_params, dtype):
         """Allocate the state arrays (at their initial values) for ``n_params`` parameters of
@@ -357,8 +368,7 @@ class Optimizer:
                              "overflowed); nothing was updated")
         self._setup(n, params.dtype)
         t = self.t + 1
-        s1, s2, s3 = self._slot_arrays()
-        if not _C.step(self.kind, self.hyper(), params, grads, s1, s2, s3, t):
+        if not _C.step(self.kind, self.hyper(), params, grads, self._state_arrays(), t):
             raise ValueError("this update could make parameters or optimizer state overflow "
                              "(gradients, parameters or state too large for the learning "
                              "rate and eps); nothing was updated")

@@ -27,7 +27,7 @@ class Adagrad(Optimizer):
     """
 
     kind = _C.KINDS["adagrad"]
-    _slot_names = ("sum", None, None)
+    _hyper_names, state_names = _C.LAYOUT["adagrad"]
     _nonnegative = ("sum",)
     _keys = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps")
 

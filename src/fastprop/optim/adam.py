@@ -29,7 +29,7 @@ class Adam(Optimizer):
     """
 
     kind = _C.KINDS["adam"]
-    _slot_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _hyper_names, state_names = _C.LAYOUT["adam"]
     _nonnegative = ("exp_avg_sq", "max_exp_avg_sq")
     _keys = ("betas", "eps", "weight_decay", "amsgrad")
 
@@ -65,6 +65,7 @@ class AdamW(Adam):
     """
 
     kind = _C.KINDS["adamw"]
+    _hyper_names, state_names = _C.LAYOUT["adamw"]
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, clip_norm=None, schedule=None):

@@ -115,13 +115,13 @@ class LBFGS:
         loss_scale, grad_scale = self._scale
         alpha = self.alpha
         params, grads = model.params, model.grads
-        kind, hyper, s1, s2, s3 = model._opt_args()
+        kind, hyper, state = model._opt_args()
         engine = model._engine
         engine.ensure_capacity(X.shape[0])
 
         def fun(theta):
             params[...] = theta
-            loss = engine.train_step(X, y_dense, labels, w, None, kind, hyper, s1, s2, s3,
+            loss = engine.train_step(X, y_dense, labels, w, None, kind, hyper, state,
                                      model.optimizer.t + 1, False)
             g = grads.astype(np.float64)
             if grad_scale != 1.0:

@@ -33,7 +33,7 @@ class RMSprop(Optimizer):
     """
 
     kind = _C.KINDS["rmsprop"]
-    _slot_names = ("square_avg", "momentum_buffer", "grad_avg")
+    _hyper_names, state_names = _C.LAYOUT["rmsprop"]
     _nonnegative = ("square_avg",)
     _keys = ("alpha", "eps", "weight_decay", "momentum", "centered")
 

@@ -33,7 +33,7 @@ class SGD(Optimizer):
     """
 
     kind = _C.KINDS["sgd"]
-    _slot_names = ("momentum_buffer", None, None)
+    _hyper_names, state_names = _C.LAYOUT["sgd"]
     _keys = ("momentum", "dampening", "weight_decay", "nesterov")
 
     def __init__(self, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
