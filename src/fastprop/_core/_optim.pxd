@@ -3,8 +3,8 @@
 # Shared by the Python entry point (_optim.pyx) and the whole-model engine, which calls
 # optimizer_step from inside its nogil train step. Semantics and defaults are torch.optim's
 # (single-tensor CPU path), checked against it in tests/test_optim.py. Callers guarantee n >= 0
-# contiguous values per buffer, `hyper` of optimizer_n_hyper(kind) doubles, and the
-# optimizer_n_state(kind) state pointers, each non-NULL where optimizer_uses() sets its bit;
+# contiguous values per buffer, `hyper` of optimizer_size(kind, False) doubles, and the
+# optimizer_size(kind, True) state pointers, each non-NULL where optimizer_uses() sets its bit;
 # nothing else is checked here.
 #
 # The per-element loops are C (csrc/fp_optim_impl.h), cloned for AVX-512 / AVX2 / SSE2
@@ -88,29 +88,17 @@ cdef enum:
     ADAGRAD_N_STATE
 
 
-cdef inline int optimizer_n_hyper(int kind) noexcept nogil:
-    """Length of `kind`'s hyperparameter block (0: unknown kind)."""
+cdef inline int optimizer_size(int kind, bint state) noexcept nogil:
+    """The number of state arrays `kind` declares (state: some unused under some options, NULL
+    there), or the length of its hyperparameter block (not state); 0 for an unknown kind."""
     if kind == OPT_SGD:
-        return SGD_N_HYPER
+        return SGD_N_STATE if state else SGD_N_HYPER
     if kind == OPT_ADAM or kind == OPT_ADAMW:
-        return ADAM_N_HYPER
+        return ADAM_N_STATE if state else ADAM_N_HYPER
     if kind == OPT_RMSPROP:
-        return RMSPROP_N_HYPER
+        return RMSPROP_N_STATE if state else RMSPROP_N_HYPER
     if kind == OPT_ADAGRAD:
-        return ADAGRAD_N_HYPER
-    return 0
-
-
-cdef inline int optimizer_n_state(int kind) noexcept nogil:
-    """Number of state arrays `kind` declares (some unused under some options: NULL there)."""
-    if kind == OPT_SGD:
-        return SGD_N_STATE
-    if kind == OPT_ADAM or kind == OPT_ADAMW:
-        return ADAM_N_STATE
-    if kind == OPT_RMSPROP:
-        return RMSPROP_N_STATE
-    if kind == OPT_ADAGRAD:
-        return ADAGRAD_N_STATE
+        return ADAGRAD_N_STATE if state else ADAGRAD_N_HYPER
     return 0
 
 
@@ -188,7 +176,7 @@ cdef inline bint update_is_safe(int kind, const double *h, const floating *param
     cdef double tiny = 1.2e-38 if floating is float else 2.3e-308
     cdef double lr = h[H_LR], wd = h[H_WEIGHT_DECAY], mu, eps
     cdef double P = _max_abs(params, n), D, B, M, shrink = 1.0, ratio, t1
-    if n_state < optimizer_n_state(kind) or not (P < limit and gmax < limit):
+    if n_state < optimizer_size(kind, True) or not (P < limit and gmax < limit):
         return False
     if kind == OPT_SGD:
         mu = h[SGD_MOMENTUM]
@@ -339,10 +327,10 @@ cdef inline void optimizer_step(int kind, const double *hyper, floating *params,
                                 long long step) noexcept nogil:
     """One update of `params` (n values) by optimizer `kind`, torch.optim semantics.
 
-    hyper : `kind`'s block (optimizer_n_hyper(kind) doubles, its layout above).
+    hyper : `kind`'s block (optimizer_size(kind, False) doubles, its layout above).
     step : 1-based step number after increment.
     IN/OUT params; grads (clipped in place when hyper[H_CLIP_NORM] > 0, never weight-decayed);
-    state: optimizer_n_state(kind) pointers to `kind`'s state arrays in its declared order,
+    state: optimizer_size(kind, True) pointers to `kind`'s state arrays in its declared order,
     NULL where optimizer_uses says unused. Unknown kinds do nothing."""
     if n <= 0:
         return

@@ -55,9 +55,9 @@ assert set(LAYOUT) == set(KINDS)
 def _check_hyper(int kind, const double[::1] hyper):
     if kind < 0 or kind >= N_OPT_KINDS:
         raise ValueError(f"kind must be in [0, {N_OPT_KINDS}), got {kind}")
-    if hyper.shape[0] != optimizer_n_hyper(kind):
-        raise ValueError(f"hyper must hold {optimizer_n_hyper(kind)} values for kind {kind}, "
-                         f"got {hyper.shape[0]}")
+    cdef int size = optimizer_size(kind, False)
+    if hyper.shape[0] != size:
+        raise ValueError(f"hyper must hold {size} values for kind {kind}, got {hyper.shape[0]}")
 
 
 def uses(int kind, const double[::1] hyper):
@@ -65,7 +65,7 @@ def uses(int kind, const double[::1] hyper):
     with `hyper` reads and writes."""
     _check_hyper(kind, hyper)
     cdef int mask = optimizer_uses(kind, &hyper[0])
-    return tuple(bool(mask & (1 << i)) for i in range(optimizer_n_state(kind)))
+    return tuple(bool(mask & (1 << i)) for i in range(optimizer_size(kind, True)))
 
 
 def step(int kind, const double[::1] hyper, floating[::1] params, floating[::1] grads, state,
@@ -86,7 +86,7 @@ def step(int kind, const double[::1] hyper, floating[::1] params, floating[::1] 
         raise ValueError(f"grads has length {grads.shape[0]}, expected {n} (params)")
     if step < 1:
         raise ValueError(f"step must be >= 1 (the step number after increment), got {step}")
-    n_state = optimizer_n_state(kind)
+    n_state = optimizer_size(kind, True)
     state = list(state)
     if len(state) != n_state:
         raise ValueError(f"state must hold {n_state} arrays (or None) for kind {kind}, got "
