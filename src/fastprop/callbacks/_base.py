@@ -168,6 +168,11 @@ class Callback:
         The model being trained (set by :meth:`set_model` before ``on_train_begin``).
     params : dict
         ``verbose``, ``epochs``, ``steps`` (batches per epoch) and ``n_samples`` of this fit.
+    log_keys : tuple of str
+        The keys this callback adds to the epoch logs (class attribute, default none): other
+        callbacks may monitor them. ``fit`` refuses before any update a monitor (or a
+        ``ModelCheckpoint`` filepath field) that neither fit nor any callback's ``log_keys``
+        provides.
 
     Notes
     -----
