@@ -425,7 +425,7 @@ class Sequential:
         return y_dense, labels, w
 
     def _opt_args(self):
-        """(kind, hyper, s1, s2, s3) for the compiled update (cached by the optimizer)."""
+        """(kind, hyper, state) for the compiled update (cached by the optimizer)."""
         return self._optimizer._engine_args(self._n_params, self._dtype)
 
     # -- training, one batch -----------------------------------------------------------------
@@ -484,10 +484,10 @@ class Sequential:
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
         with self._lock:
-            kind, hyper, s1, s2, s3 = self._opt_args()
+            kind, hyper, state = self._opt_args()
             t = self._optimizer.t + 1
             loss = self._engine.train_step(X, y_dense, labels, w, None, kind, hyper,
-                                           s1, s2, s3, t)
+                                           state, t)
             self._fwd = None
             if self._engine.last_refused:
                 _raise_refused(loss)
@@ -578,9 +578,9 @@ class Sequential:
         and change nothing (parameters, optimizer state and step count). With ``clip_norm`` the
         gradients are clipped in place first."""
         with self._lock:
-            kind, hyper, s1, s2, s3 = self._opt_args()
+            kind, hyper, state = self._opt_args()
             t = self.optimizer.t + 1
-            if not self._engine.apply_update(kind, hyper, s1, s2, s3, t):
+            if not self._engine.apply_update(kind, hyper, state, t):
                 raise ValueError("model.grads are not finite or too large for the update (the "
                                  "loss or the backward pass overflowed, or the weights "
                                  "diverged); nothing was updated")
@@ -863,11 +863,11 @@ class Sequential:
                         cbs.on_train_batch_begin(b0)   # chunk is 1 when a callback has it
                         if per_batch:
                             opt.schedule_batch(opt.iteration)
-                        kind, hyper, s1, s2, s3 = self._opt_args()
+                        kind, hyper, state = self._opt_args()
                         t = opt.t
                         try:
                             engine.train_batches(X, y_dense, labels, w, order, batch_size, b0,
-                                                 k, kind, hyper, s1, s2, s3, t + 1,
+                                                 k, kind, hyper, state, t + 1,
                                                  losses[b0:], corrects[b0:], refused[b0:])
                         finally:
                             # a signal (Ctrl-C) stops the loop between two batches: the
