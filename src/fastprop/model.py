@@ -110,13 +110,12 @@ def _input_width(layers, n_in):
     """The input width of ``layers`` given ``n_in`` (None: unknown), inferred from the first
     built Dense when ``n_in`` is None; ValueError when ``n_in`` contradicts a built Dense.
     No layer is changed."""
-    width = n_in
+    width, what = n_in, "the input width"
     for i, layer in enumerate(layers):
         if not isinstance(layer, Dense):
             continue
         if layer.n_in is not None:
             if width is not None and width != layer.n_in:
-                what = "the input width" if width is n_in else "the previous layer's width"
                 raise ValueError(f"layers[{i}] {layer!r} takes n_in={layer.n_in}, but "
                                  f"{what} is {width}")
             if width is None and n_in is None:
@@ -124,7 +123,7 @@ def _input_width(layers, n_in):
                 if any(isinstance(l, Dense) and l.n_in is None for l in layers[:i]):
                     return None
                 return layer.n_in
-        width = layer.n_out
+        width, what = layer.n_out, "the previous layer's width"
     return n_in
 
 
