@@ -199,6 +199,14 @@ def test_unbuilt_model_refuses_what_needs_weights():
     assert "Sequential: input (None, 5)" in m.summary(file=io.StringIO())
 
 
+def test_n_threads_of_an_unbuilt_model_reaches_the_built_one():
+    m = fp.Sequential([fp.Dense(2)], n_threads=1)
+    assert m.n_threads == 1
+    m.n_threads = 2
+    m.build(3)
+    assert m.n_threads == 2
+
+
 def test_empty_model_and_incomplete_models():
     m = fp.Sequential()
     assert not m.built and m.n_in is None and m.n_out is None

@@ -339,12 +339,13 @@ class Sequential:
         layers, dense, acts = _compile_layers(layers)
         old = {k: self.__dict__[k] for k in ("_loss", "_metrics") if k in self.__dict__}
         self._loss, self._metrics, self._loss_arg = loss, metrics, pending["loss"]
+        self._pending = None
         try:
             self._build(layers, dense, acts, opt, self.seed, pending["n_threads"])
         except BaseException:
             self.__dict__.update(old)
+            self._pending = pending
             raise
-        self._pending = None
 
     def _build_from(self, X, name="X"):
         """Build a pending model from the width of the data ``X``."""
@@ -671,11 +672,16 @@ class Sequential:
         multiply-adds always run on one thread. Set it to 1 inside worker pools to avoid
         oversubscription. The count is kept as given, but the engine uses at most the CPUs
         this process may use (``RuntimeWarning`` the first time a count is capped)."""
+        if self._pending is not None:
+            return self._pending["n_threads"]
         return self._n_threads
 
     @n_threads.setter
     def n_threads(self, value):
         n = None if value is None else V.check_size(value, "n_threads")
+        if self._pending is not None:      # set on the engine when the model is built
+            self._pending["n_threads"] = n
+            return
         self._engine.n_threads = 0 if n is None else _threads.capped(n, "n_threads")
         self._n_threads = n
 
