@@ -363,3 +363,13 @@ def test_trainable_false_is_refused_not_ignored():
     layer.trainable = True                      # the one supported value
     with pytest.raises(NotImplementedError, match="freezing"):
         fp.Dropout(0.1).trainable = False
+
+
+def test_readme_example_runs():
+    from pathlib import Path
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not next to the tests (installed wheel)")
+    text = readme.read_text()
+    start = text.index("```python", text.index("### Building a model the Keras way")) + 9
+    exec(compile(text[start:text.index("```", start)], "README.md", "exec"), {})

@@ -88,6 +88,13 @@ class Layer:
     :meth:`get_config`, declare their parameters with :meth:`add_param` and their state with
     :meth:`add_state` inside ``build``, and are registered with :func:`register_layer`.
 
+    Building: a kind whose parameters depend on the input width (Keras-style
+    ``Dense(n_out)``) reports ``built`` False until :meth:`build` is called with that width;
+    a model calls it once the width is known (the previous layer, ``input_dim``, the data).
+    :meth:`get_weights` / :meth:`set_weights` read the declared parameters then the state
+    buffers, in declaration order. ``trainable = False`` (freezing) is not implemented yet and
+    raises ``NotImplementedError``.
+
     A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
     a live model holds to a second model raises ``ValueError`` (make a new layer, or
     ``copy.deepcopy`` the first model).
