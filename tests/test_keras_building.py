@@ -190,9 +190,13 @@ def test_failed_add_changes_nothing():
 def test_unbuilt_model_refuses_what_needs_weights():
     m = _deferred("float64")
     for call in (m.summary, m.to_bytes, m.get_weights, lambda: m.save(io.BytesIO()),
-                 lambda: pickle.dumps(m), lambda: copy.deepcopy(m), lambda: m.params):
+                 lambda: pickle.dumps(m), lambda: copy.deepcopy(m), lambda: m.params,
+                 lambda: m.loss, lambda: m.n_params, m.apply_gradients, m.get_rng_state,
+                 lambda: fp.gradcheck(m, np.ones((2, 5)), [0, 1])):
         with pytest.raises(ValueError, match="not yet been built"):
             call()
+    with pytest.raises(ValueError, match="forward"):
+        m.backward([0, 1])
     assert not m.built
     assert "unbuilt" in repr(m)
     m.build(5)

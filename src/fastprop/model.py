@@ -12,7 +12,6 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
-import operator
 import sys
 import threading
 import warnings
@@ -39,7 +38,17 @@ def _fixed(name, doc):
         raise AttributeError(f"Sequential.{name} is fixed when the model is made (the compiled "
                              f"plan is built from it); build a new model, e.g. from "
                              f"model.get_config()")
-    return property(operator.attrgetter("_" + name), refuse, doc=doc)
+    key = "_" + name
+
+    def get(self):
+        try:
+            return self.__dict__[key]
+        except KeyError:
+            if self.__dict__.get("_pending") is not None:
+                raise ValueError(self._unbuilt_message(name)) from None
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute "
+                                 f"{name!r}") from None
+    return property(get, refuse, doc=doc)
 
 
 # the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
@@ -262,6 +271,7 @@ class Sequential:
             self._pending = {"input_dim": input_dim, "loss": loss, "metrics": metrics,
                              "n_threads": n_threads}
             self._lock = threading.RLock()
+            self._fwd = None
             self.stop_training = False
             self.history = None
             return
@@ -456,16 +466,10 @@ class Sequential:
             _base.assign_weights(self._weight_arrays(), weights, self.dtype)
             self._fwd = None
 
-    def __getattr__(self, name):
-        # only reached for attributes that do not exist: those of a compiled model
-        if name.startswith("__") or self.__dict__.get("_pending") is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        raise ValueError(self._unbuilt_message(name.lstrip("_")))
-
     def _require_built(self, what):
         if self._pending is not None:
-            raise ValueError(self._unbuilt_message(what) + " (an unbuilt model has no weights "
-                             "to save; its get_config() can be kept instead)")
+            raise ValueError(self._unbuilt_message(what) + " (an unbuilt model has no weights; "
+                             "its get_config() can be kept instead)")
 
     def _unbuilt_message(self, what):
         return (f"{what}: this model has not yet been built (the input width is unknown). "
@@ -893,6 +897,7 @@ class Sequential:
         or so large that the update or the optimizer state could overflow, raise ``ValueError``
         and change nothing (parameters, optimizer state and step count). With ``clip_norm`` the
         gradients are clipped in place first."""
+        self._require_built("apply_gradients")
         with self._lock:
             kind, hyper, s1, s2, s3 = self._opt_args()
             t = self.optimizer.t + 1
@@ -1294,9 +1299,11 @@ class Sequential:
                    metrics=config.get("metrics"), input_dim=config.get("input_dim"))
 
     def get_rng_state(self):
+        self._require_built("get_rng_state")
         return np.array([self._engine.rng_state], dtype=np.uint64)
 
     def set_rng_state(self, state):
+        self._require_built("set_rng_state")
         state = np.asarray(state)
         if state.shape != (1,) or state.dtype != np.uint64:
             raise ValueError(f"rng state must be a uint64 array of shape (1,), got "
