@@ -58,7 +58,8 @@ class Dense(Layer):
         model's first ``fit`` / ``predict`` / ``evaluate`` / ``train_step``, by
         ``model.build(n_in)`` or ``layer.build(n_in)``, or by a first standalone
         :meth:`forward`. Until then ``n_in`` is None and ``W``, ``b`` do not exist; once built,
-        the weights are those ``Dense(n_in, n_out, seed=seed)`` draws.
+        the weights are those ``Dense(n_in, n_out, seed=seed)`` draws (an int seed; a
+        Generator is drawn from at build time, not when the layer is made).
     activation : str, default "identity"
         One of ``identity`` (``linear``), ``relu``, ``leaky_relu``, ``elu``, ``gelu``,
         ``sigmoid``, ``tanh``, ``softplus``, ``silu`` (``swish``), ``softmax``.
