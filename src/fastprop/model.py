@@ -271,7 +271,7 @@ class Sequential:
             self._pending = {"input_dim": input_dim, "loss": loss, "metrics": metrics,
                              "n_threads": n_threads}
             self._lock = threading.RLock()
-            self._fwd = None
+            self._fwd = self._step_args = None
             self.stop_training = False
             self.history = None
             return
@@ -772,9 +772,9 @@ class Sequential:
         gradients are not finite, or whose update could overflow (inputs too large for the
         dtype, diverged weights): ValueError, no update.
         """
-        if self._pending is not None:
-            self._build_from(X)
         if comm is not None:
+            if self._pending is not None:
+                self._build_from(X)
             from fastprop import distributed
             return distributed.train_step(self, X, y, sample_weight, comm)
         if sample_weight is None:
@@ -785,6 +785,9 @@ class Sequential:
                 t = opt.t + 1
                 args = opt._args      # the optimizer drops it when an attribute changes
                 if args is None or args is not self._step_args:
+                    if self._pending is not None:     # (an unbuilt model's _step_args: None)
+                        self._build_from(X)
+                        t = opt.t + 1
                     args = self._step_args = opt._engine_args(self._n_params, self._dtype)
                 loss = self._engine.train_step_checked(X, y, *args, t)
                 if loss is not None:
@@ -797,6 +800,8 @@ class Sequential:
                     # tenth of a tiny step
                     opt.__dict__["t"] = t
                     return loss
+        if self._pending is not None:
+            self._build_from(X)
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
         with self._lock:
