@@ -186,6 +186,23 @@ def test_failed_add_changes_nothing():
     assert m2.layers[0] is bad[0]
 
 
+def test_add_failing_in_the_rebuild_changes_nothing():
+    X, y = _data()
+    m = fp.Sequential([fp.Dense(5, 4, activation="relu", seed=0)], seed=0)
+    m.fit(X, np.zeros((60, 4)), epochs=1, verbose=0)
+    before = (m.params.copy(), m.optimizer.t, m.predict(X), m.get_rng_state())
+    huge = fp.Dense(2**30)
+    with pytest.raises(ValueError, match="memory"):
+        m.add(huge)
+    assert len(m.layers) == 1 and not huge.built and m.optimizer.t == before[1]
+    np.testing.assert_array_equal(m.params, before[0])
+    np.testing.assert_array_equal(m.predict(X), before[2])
+    np.testing.assert_array_equal(m.get_rng_state(), before[3])
+    assert np.shares_memory(m.layers[0].W, m.params)
+    m.fit(X, np.zeros((60, 4)), epochs=1, verbose=0)      # still trains
+    fp.Sequential([huge], input_dim=None)                # and the layer is free
+
+
 # -- unbuilt models -----------------------------------------------------------------------------
 def test_unbuilt_model_refuses_what_needs_weights():
     m = _deferred("float64")

@@ -411,8 +411,8 @@ class Sequential:
                          for l in self._layers]
                 old = dict(self.__dict__)
                 rng_state = self._engine.rng_state
-                self._build_deferred(layers, n_in)
                 try:
+                    self._build_deferred(layers, n_in)
                     self._loss, self._metrics = spec
                     lay, dense, acts = _compile_layers(layers)
                     self._build(lay, dense, acts, self._optimizer, self.seed, self._n_threads)
