@@ -10,6 +10,8 @@ batches, ``z = a_prev @ W + b``, ``a = g(z)``; backward gives ``dz = da * g'(z)`
   dW, db)`` (the signatures and return order of ``fastprop.Dense``)
 - losses: :func:`loss_and_grad`
 - optimizers over flat arrays: :func:`sgd_step`, :func:`adam_step`, ... and schedules
+- normalization: :func:`batchnorm_forward` / :func:`batchnorm_backward`,
+  :func:`layernorm_forward` / :func:`layernorm_backward` (PyTorch semantics)
 - a whole network: :class:`ReferenceModel`
 """
 from fastprop.reference._dense import (DenseCache, activation_backward, activation_forward,
@@ -19,6 +21,8 @@ from fastprop.reference._optim import (adagrad_step, adam_step, adamw_step, clip
                                        cosine_annealing_lr, exponential_lr, global_norm,
                                        init_optimizer_state, rmsprop_step, sgd_step, step_lr)
 from fastprop.reference._model import ReferenceModel
+from fastprop.reference._norm import (NormCache, batchnorm_backward, batchnorm_forward,
+                                      layernorm_backward, layernorm_forward)
 
 __all__ = [
     "activation_forward", "activation_backward", "dense_forward", "dense_backward", "DenseCache",
@@ -26,4 +30,6 @@ __all__ = [
     "softmax", "loss_and_grad", "init_optimizer_state", "global_norm", "clip_grad_norm",
     "sgd_step", "adam_step", "adamw_step", "rmsprop_step", "adagrad_step", "step_lr",
     "exponential_lr", "cosine_annealing_lr", "ReferenceModel",
+    "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
+    "NormCache",
 ]
