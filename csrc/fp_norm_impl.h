@@ -15,20 +15,38 @@ static FP_CLONES void FN(fp_col_sum)(ptrdiff_t n, ptrdiff_t w, const TYPE *x, do
     }
 }
 
+/* Moves the running statistics towards a batch's (PyTorch BatchNorm1d):
+ *   running_mean = (1 - momentum) * running_mean + momentum * mean,
+ *   running_var = (1 - momentum) * running_var + momentum * var  (var: the unbiased variance).
+ * IN stats: 2 * w doubles, mean then unbiased variance (what fp_batchnorm_train_forward leaves
+ * in its work). IN/OUT running_mean, running_var (w,). */
+static void FN(fp_batchnorm_update_running)(ptrdiff_t w, const double *stats, double momentum,
+                                            TYPE *running_mean, TYPE *running_var)
+{
+    ptrdiff_t j;
+    for (j = 0; j < w; j++) {
+        running_mean[j] = (TYPE)((1.0 - momentum) * (double)running_mean[j] +
+                                 momentum * stats[j]);
+        running_var[j] = (TYPE)((1.0 - momentum) * (double)running_var[j] +
+                                momentum * stats[w + j]);
+    }
+}
+
 /* BatchNorm1d forward, training mode, over a batch of n >= 2 rows of width w:
  *   mean_j = sum_i x_ij / n,  var_j = sum_i (x_ij - mean_j)^2 / n  (biased; two passes),
- *   inv_std_j = 1 / sqrt(var_j + eps),  x_hat = (x - mean) * inv_std,  y = x_hat * gamma + beta,
- *   running_mean = (1 - momentum) * running_mean + momentum * mean,
- *   running_var = (1 - momentum) * running_var + momentum * var * n / (n - 1)  (unbiased).
- * OUT x_hat (n, w), inv_std (w,), y (n, w); IN/OUT running_mean, running_var (w,);
- * work: 2 * w doubles. y may alias x (each element is read before it is written); x_hat may not. */
+ *   inv_std_j = 1 / sqrt(var_j + eps),  x_hat = (x - mean) * inv_std,  y = x_hat * gamma + beta.
+ * OUT x_hat (n, w), inv_std (w,), y (n, w); work: 3 * w doubles, left holding the batch mean
+ * and the unbiased batch variance (var * n / (n - 1)) in its first 2 * w. When running_mean / running_var are not
+ * NULL they are updated from them (fp_batchnorm_update_running); a caller that must decide
+ * first (the tape commits them only with an accepted step) passes NULL and updates later.
+ * y may alias x (each element is read before it is written); x_hat may not. */
 static FP_CLONES void FN(fp_batchnorm_train_forward)(
     ptrdiff_t n, ptrdiff_t w, const TYPE *x, const TYPE *gamma, const TYPE *beta,
     TYPE *running_mean, TYPE *running_var, double momentum, double eps, TYPE *x_hat,
     TYPE *inv_std, TYPE *y, double *work)
 {
     ptrdiff_t i, j;
-    double *mean = work, *ssq = work + w;
+    double *mean = work, *ssq = work + w, *is = work + 2 * w;
     FN(fp_col_sum)(n, w, x, mean);
     for (j = 0; j < w; j++) {
         mean[j] /= (double)n;
@@ -42,22 +60,21 @@ static FP_CLONES void FN(fp_batchnorm_train_forward)(
         }
     }
     for (j = 0; j < w; j++) {
-        double var = ssq[j] / (double)n;
-        double unbiased = ssq[j] / (double)(n - 1);
-        running_mean[j] = (TYPE)((1.0 - momentum) * (double)running_mean[j] + momentum * mean[j]);
-        running_var[j] = (TYPE)((1.0 - momentum) * (double)running_var[j] + momentum * unbiased);
-        ssq[j] = 1.0 / sqrt(var + eps);          /* from here on: inv_std in double */
-        inv_std[j] = (TYPE)ssq[j];
+        is[j] = 1.0 / sqrt(ssq[j] / (double)n + eps);
+        inv_std[j] = (TYPE)is[j];
+        ssq[j] /= (double)(n - 1);               /* from here on: the unbiased variance */
     }
     for (i = 0; i < n; i++) {
         const TYPE *xi = x + i * w;
         TYPE *hi = x_hat + i * w, *yi = y + i * w;
         for (j = 0; j < w; j++) {
-            TYPE h = (TYPE)(((double)xi[j] - mean[j]) * ssq[j]);
+            TYPE h = (TYPE)(((double)xi[j] - mean[j]) * is[j]);
             hi[j] = h;
             yi[j] = h * gamma[j] + beta[j];
         }
     }
+    if (running_mean != NULL && running_var != NULL)
+        FN(fp_batchnorm_update_running)(w, work, momentum, running_mean, running_var);
 }
 
 /* BatchNorm1d forward, evaluation mode (running statistics): inv_std_j = 1 / sqrt(rv_j + eps),

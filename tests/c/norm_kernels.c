@@ -24,7 +24,7 @@ static double uniform(double lo, double hi)
         static T x[N], dy[N], xh[N], y[N], dx[N];                                            \
         T g[COLS], b[COLS], rm[COLS], rv[COLS], is[ROWS > COLS ? ROWS : COLS];              \
         T dg[COLS], dbt[COLS];                                                               \
-        double work[2 * COLS];                                                               \
+        double work[3 * COLS];                                                               \
         int i, tr;                                                                           \
         for (i = 0; i < N; i++) {                                                            \
             x[i] = (T)uniform(-5, 9); dy[i] = (T)uniform(-2, 2);                             \

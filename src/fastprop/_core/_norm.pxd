@@ -2,12 +2,19 @@
 # to row-major (n, w) blocks: shared by the Python entry points (_norm.pyx) and a compiled tape
 # node, which calls them from inside its nogil step. Callers guarantee n >= 1 (n >= 2 for
 # BatchNorm training), w >= 1, the buffer sizes in the comments, eps > 0, momentum in [0, 1]
-# and `work` of 2 * w doubles; nothing is checked here. Backward accumulates into dgamma /
-# dbeta (the caller zeroes) and writes dx.
+# and `work` of 2 * w doubles (3 * w for bn_forward); nothing is checked here. Backward
+# accumulates into dgamma / dbeta (the caller zeroes) and writes dx. BatchNorm's training
+# forward leaves the batch mean and unbiased variance in `work`; with NULL running statistics
+# it does not update them, and bn_update_running does it later from `work` (a tape commits
+# them with an accepted step).
 
 from cython cimport floating
 
 cdef extern from "fp_norm.h" nogil:
+    void fp_batchnorm_update_running_f(Py_ssize_t w, const double *stats, double momentum,
+                                       float *running_mean, float *running_var)
+    void fp_batchnorm_update_running_d(Py_ssize_t w, const double *stats, double momentum,
+                                       double *running_mean, double *running_var)
     void fp_batchnorm_train_forward_f(Py_ssize_t n, Py_ssize_t w, const float *x,
                                       const float *gamma, const float *beta, float *running_mean,
                                       float *running_var, double momentum, double eps,
@@ -56,7 +63,8 @@ cdef inline void bn_forward(Py_ssize_t n, Py_ssize_t w, const floating *x,
                                    double *work) noexcept nogil:
     """y := BatchNorm1d(x): batch statistics (and the running ones updated) when training,
     running statistics otherwise. IN x (n, w), gamma, beta (w,). IN/OUT running_mean,
-    running_var (w,) (written only when training). OUT x_hat (n, w), inv_std (w,), y (n, w)."""
+    running_var (w,) (updated only when training and not NULL). OUT x_hat (n, w), inv_std (w,),
+    y (n, w), work (training: the batch mean and unbiased variance)."""
     if training:
         if floating is float:
             fp_batchnorm_train_forward_f(n, w, x, gamma, beta, running_mean, running_var,
@@ -70,6 +78,17 @@ cdef inline void bn_forward(Py_ssize_t n, Py_ssize_t w, const floating *x,
     else:
         fp_batchnorm_eval_forward_d(n, w, x, gamma, beta, running_mean, running_var, eps, x_hat,
                                     inv_std, y, work)
+
+
+cdef inline void bn_update_running(Py_ssize_t w, const double *stats, double momentum,
+                                   floating *running_mean,
+                                   floating *running_var) noexcept nogil:
+    """running = (1 - momentum) * running + momentum * batch, from stats (2 * w doubles: the
+    batch mean then its unbiased variance, as bn_forward leaves them in work)."""
+    if floating is float:
+        fp_batchnorm_update_running_f(w, stats, momentum, running_mean, running_var)
+    else:
+        fp_batchnorm_update_running_d(w, stats, momentum, running_mean, running_var)
 
 
 cdef inline void bn_backward(Py_ssize_t n, Py_ssize_t w, const floating *dy,

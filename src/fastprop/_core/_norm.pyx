@@ -13,7 +13,7 @@ cdef _same(tuple got, tuple want, str name):
 
 
 cdef double *_work(Py_ssize_t w) except NULL:
-    cdef double *work = <double *>PyMem_Malloc(2 * max(w, 1) * sizeof(double))
+    cdef double *work = <double *>PyMem_Malloc(3 * max(w, 1) * sizeof(double))
     if work == NULL:
         raise MemoryError()
     return work
