@@ -36,9 +36,10 @@ static void FN(fp_batchnorm_update_running)(ptrdiff_t w, const double *stats, do
  *   mean_j = sum_i x_ij / n,  var_j = sum_i (x_ij - mean_j)^2 / n  (biased; two passes),
  *   inv_std_j = 1 / sqrt(var_j + eps),  x_hat = (x - mean) * inv_std,  y = x_hat * gamma + beta.
  * OUT x_hat (n, w), inv_std (w,), y (n, w); work: 3 * w doubles, left holding the batch mean
- * and the unbiased batch variance (var * n / (n - 1)) in its first 2 * w. When running_mean / running_var are not
- * NULL they are updated from them (fp_batchnorm_update_running); a caller that must decide
- * first (the tape commits them only with an accepted step) passes NULL and updates later.
+ * and the unbiased batch variance (var * n / (n - 1)) in its first 2 * w. When running_mean /
+ * running_var are not NULL they are updated from them (fp_batchnorm_update_running); a caller
+ * that must decide first (the tape commits them only with an accepted step) passes NULL and
+ * updates later.
  * y may alias x (each element is read before it is written); x_hat may not. */
 static FP_CLONES void FN(fp_batchnorm_train_forward)(
     ptrdiff_t n, ptrdiff_t w, const TYPE *x, const TYPE *gamma, const TYPE *beta,
