@@ -188,3 +188,34 @@ def test_fit_metrics_read_the_output_node():
     assert hist.history["accuracy"][0] == pytest.approx(np.mean(np.argmax(out, 1) == y))
     onehot = np.eye(3)[y]
     assert hist.history["mae"][0] == pytest.approx(np.mean(np.abs(out - onehot)), rel=1e-5)
+
+
+# -- one implementation: a layer on its own runs the model's node code (a one-node tape) --------
+def test_standalone_activation_is_the_models_node_bit_for_bit(dtype):
+    X, _ = _data(11)
+    X = X.astype(dtype)
+    model = fp.Sequential(NETS["act-after-relu"](), dtype=dtype.name)
+    model.forward(X, training=False)
+    h = model._engine.node_buffers(0, 11)[1]
+    a, cache = fp.Activation("tanh").forward(h)
+    np.testing.assert_array_equal(a, model._engine.node_buffers(1, 11)[1])
+    assert model._engine.node_buffers(1, 11)[0] is not None    # z of the node: its input
+    np.testing.assert_array_equal(model._engine.node_buffers(1, 11)[0], h)
+
+
+def test_standalone_dropout_draws_the_models_masks(dtype):
+    # one generator: a Dropout layer on its own with the model's stream state draws the mask
+    # the model's Dropout node draws (before the tape, standalone masks came from NumPy)
+    X, y = _data(13)
+    X = X.astype(dtype)
+    model = fp.Sequential([fp.Dropout(0.4), fp.Dense(5, 3, activation="softmax", seed=0)],
+                          dtype=dtype.name, seed=7)
+    layer = fp.Dropout(0.4)
+    layer._state[...] = model.get_rng_state()
+    a, cache = layer.forward(X, training=True)
+    model.forward(X, training=True)
+    np.testing.assert_array_equal(a, model._engine.node_buffers(0, 13)[1])
+    da = np.random.default_rng(1).standard_normal(a.shape).astype(dtype)
+    assert set(np.unique(cache.mask)) == {0, dtype.type(1 / 0.6)}
+    np.testing.assert_array_equal(cache.mask != 0, a != 0)
+    np.testing.assert_array_equal(layer.backward(da, cache), da * cache.mask)
