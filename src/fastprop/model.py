@@ -2,8 +2,9 @@
 
 All parameters live in one flat buffer (``model.params``) and all gradients in another of the
 same layout (``model.grads``); every Dense layer's ``W``, ``b``, ``dW``, ``db`` are views into
-them. The layer list is compiled into a tape of nodes that the engine (``fastprop._core._engine``) runs
-without the GIL: ``train_step`` is forward, loss, backward and the optimizer update in one call.
+them. The layer list is compiled into a tape of nodes that the engine
+(``fastprop._core._engine``) runs without the GIL: ``train_step`` is forward, loss, backward and
+the optimizer update in one call.
 The same steps are public one by one: ``forward`` keeps the caches, ``backward`` fills the
 gradients, ``apply_gradients`` (or ``optimizer.step(params, grads)``) updates.
 

@@ -428,8 +428,8 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
         for i in range(p.n_dense - 1, -1, -1):
             j = p.dense[i]
             nd = &p.nodes[j]
-            dense_node_gemms(nd, _W(nd, <floating *> params), _W(nd, grads), _dprev(p, j, grads),
-                             n, True)
+            dense_node_gemms(nd, _W(nd, <floating *> params), _W(nd, grads),
+                             _dprev(p, j, grads), n, True)
     _threads_end(&th)
 
 

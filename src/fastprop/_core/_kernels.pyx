@@ -3,7 +3,8 @@
 # per call); only constant-time checks here, then the GIL is released and the node code of the
 # model's tape runs on a one-node tape (a Node on the stack bound to the caller's arrays:
 # _node_dense.pxd, _node_activation.pxd, _node_dropout.pxd), so that fastprop.Dense /
-# Activation / Dropout on their own and inside a Sequential are the same compiled code. Argument checking, dtype policy and output allocation live in fastprop.layers and
+# Activation / Dropout on their own and inside a Sequential are the same compiled code.
+# Argument checking, dtype policy and output allocation live in fastprop.layers and
 # fastprop._validation.
 
 from libc.stddef cimport ptrdiff_t
