@@ -641,7 +641,7 @@ def test_progress_non_tty_one_line_per_epoch(capsys):
 
 
 def test_progress_non_tty_numbers(monkeypatch):
-    monkeypatch.setattr(C, "_now", FakeClock(0.001))     # every clock read advances 1 ms
+    monkeypatch.setattr(C.progress, "_now", FakeClock(0.001))     # every clock read advances 1 ms
     buf = io.StringIO()
     fit(FakeModel(), [ProgressBar(buf)], [{"loss": 1.0}], steps=4, batch_size=25, verbose=0)
     line = buf.getvalue()
@@ -657,7 +657,7 @@ def test_progress_verbose_2_is_line_mode_even_on_a_tty(monkeypatch):
 
 
 def test_progress_tty_live_line(monkeypatch):
-    monkeypatch.setattr(C, "_now", FakeClock(0.05))      # 50 ms per clock read
+    monkeypatch.setattr(C.progress, "_now", FakeClock(0.05))      # 50 ms per clock read
     tty = FakeTTY()
     logs = [{"loss": 0.5, "val_loss": 0.25}, {"loss": 0.25, "val_loss": 0.125}]
     fit(FakeModel(), [ProgressBar(tty)], logs, steps=10, batch_size=8,
@@ -681,7 +681,7 @@ def test_progress_tty_live_line(monkeypatch):
 
 
 def test_progress_tty_throttle_redraws_on_last_batch(monkeypatch):
-    monkeypatch.setattr(C, "_now", FakeClock(1e-4))      # far faster than the redraw interval
+    monkeypatch.setattr(C.progress, "_now", FakeClock(1e-4))      # far faster than the redraw interval
     tty = FakeTTY()
     fit(FakeModel(), [ProgressBar(tty)], [{"loss": 1.0}], steps=50)
     frames = tty.getvalue().split("\r")[1:]
@@ -694,7 +694,7 @@ def test_progress_tty_throttle_redraws_on_last_batch(monkeypatch):
 
 
 def test_progress_tty_messages_get_their_own_line(monkeypatch, capsys):
-    monkeypatch.setattr(C, "_now", FakeClock(0.2))
+    monkeypatch.setattr(C.progress, "_now", FakeClock(0.2))
     tty = FakeTTY()
     monkeypatch.setattr("sys.stdout", tty)
     fit(FakeModel(), [TerminateOnNaN()], [{"loss": 1.0}], steps=4, verbose=1,
@@ -707,7 +707,7 @@ def test_progress_tty_messages_get_their_own_line(monkeypatch, capsys):
 
 
 def test_progress_tty_pads_shorter_redraws(monkeypatch):
-    monkeypatch.setattr(C, "_now", FakeClock(0.2))
+    monkeypatch.setattr(C.progress, "_now", FakeClock(0.2))
     tty = FakeTTY()
     fit(FakeModel(), [ProgressBar(tty)], [{"loss": 1.0}], steps=3,
         batch_losses=[[12345.0, 0.001, 0.001]])
@@ -716,11 +716,11 @@ def test_progress_tty_pads_shorter_redraws(monkeypatch):
 
 
 def test_progress_formats():
-    assert C._fmt_time(0.04) == "0.0s" and C._fmt_time(59.94) == "59.9s"
-    assert C._fmt_time(125) == "2m05s" and C._fmt_time(3725) == "1h02m"
-    assert C._fmt_value(0.12345) == "0.1235" and C._fmt_value(1.5e-5) == "1.5000e-05"
-    assert C._fmt_value(0.0) == "0.0000" and C._fmt_value(float("nan")) == "nan"
-    assert C._fmt_value(3e-4, "lr") == "0.0003"
+    assert C._base._fmt_time(0.04) == "0.0s" and C._base._fmt_time(59.94) == "59.9s"
+    assert C._base._fmt_time(125) == "2m05s" and C._base._fmt_time(3725) == "1h02m"
+    assert C._base._fmt_value(0.12345) == "0.1235" and C._base._fmt_value(1.5e-5) == "1.5000e-05"
+    assert C._base._fmt_value(0.0) == "0.0000" and C._base._fmt_value(float("nan")) == "nan"
+    assert C._base._fmt_value(3e-4, "lr") == "0.0003"
 
 
 def test_progress_validation():

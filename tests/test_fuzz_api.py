@@ -30,12 +30,8 @@ step the child checks:
   reassigns model attributes is exempt from this one: the callback changed the model);
 - the model's parameters are finite.
 
-``fp.load`` of a missing file may raise ``FileNotFoundError``. Not drawn, because they break
-the contract on the code this was written against (reported separately): assigning an
-optimizer-state slot the optimizer does not have (``Adam().state["sum"] = ...``: ``KeyError``;
-slots it has, with wrong sizes, dtypes, strides or values, are drawn), ``fit`` with
-``EarlyStopping(monitor="nope")`` (the ``ValueError`` comes after the first epoch's updates)
-``fit`` with ``ModelCheckpoint("{nope}.fpz")`` (the same) and ``model.save("")``
+``fp.load`` of a missing file may raise ``FileNotFoundError``. Not drawn, because it breaks
+the contract on the code this was written against (reported separately): ``model.save("")``
 (``FileNotFoundError`` on a temporary file). Tolerated (see ``same``): a state slot that a
 failed call created at its initial value.
 
@@ -402,7 +398,10 @@ ASSIGNMENTS = [
     "m.optimizer.state = other.optimizer.state",
     "m.optimizer.state = {k: v.astype(np.float64 if v.dtype == np.float32 else np.float32) "
     "for k, v in m.optimizer.state.items()}",
-    # one slot the optimizer has (a slot it does not have is not drawn: see the module docstring)
+    # a slot the optimizer does not have (ValueError naming it), or has with bad values
+    "m.optimizer.state['sum'] = np.zeros(m.n_params, m.dtype)",
+    "m.optimizer.state['exp_avg'] = np.zeros(m.n_params, m.dtype)",
+    "m.optimizer.state[0] = np.zeros(m.n_params, m.dtype)",
     "for k in sorted(m.optimizer.state)[:1]: m.optimizer.state[k] = np.zeros(3, m.dtype)",
     "for k in sorted(m.optimizer.state)[-1:]: m.optimizer.state[k] = np.zeros(3, np.float16)",
     "for k in sorted(m.optimizer.state)[:1]: "
@@ -448,6 +447,11 @@ MISC = [
     "m.fit(X, y, sample_weight=np.zeros(len(X)), verbose=0)",
     "m.fit(X, y, sample_weight=-w, verbose=0)",
     "m.fit(X, y, callbacks=[C.EarlyStopping(patience=-1)], verbose=0)",
+    "m.fit(X, y, callbacks=[C.EarlyStopping(monitor='nope')], verbose=0)",
+    "m.fit(X, y, callbacks=[C.ReduceLROnPlateau(monitor='nope')], verbose=0)",
+    "m.fit(X, y, callbacks=[C.ModelCheckpoint(os.path.join(TMP, 'b.fpz'), monitor='nope', "
+    "save_best_only=True)], verbose=0)",
+    "m.fit(X, y, callbacks=[C.ModelCheckpoint(os.path.join(TMP, '{nope}.fpz'))], verbose=0)",
     "m.fit(X, y, callbacks=[C.ModelCheckpoint(os.path.join(TMP, '{val_loss:.2f}.fpz'))], "
     "verbose=0)",
     "m.fit(X, y, callbacks=[C.ModelCheckpoint(os.path.join(TMP, 'no', 'such', 'dir', 'x.fpz')"

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+import fastprop as fp
 from fastprop import optim as O
 from fastprop._core import _optim as C
 from fastprop.reference import _optim as R
@@ -219,38 +220,67 @@ def test_threads_give_serial_results(dtype):
 
 # -- the compiled entry point --------------------------------------------------------------------
 def test_hyper_layout():
-    assert C.HYPER_SIZE == len(C.HYPER_INDEX)
-    assert sorted(C.HYPER_INDEX.values()) == list(range(C.HYPER_SIZE))
+    # each kind's block: the shared entries first, then its own, in the kernel's order
+    for name, (hyper_names, state_names) in C.LAYOUT.items():
+        assert hyper_names[:3] == ("lr", "weight_decay", "clip_norm")
+        assert len(set(hyper_names)) == len(hyper_names) and len(set(state_names)) == len(
+            state_names)
+        cls = O.OPTIMIZERS[name]
+        assert cls.kind == C.KINDS[name]
+        assert cls.state_names == state_names and cls._hyper_names == hyper_names
+        assert cls().hyper().shape == (len(hyper_names),)
     opt = O.RMSprop(lr=0.3, alpha=0.8, eps=1e-5, weight_decay=0.2, momentum=0.4, centered=True,
                     clip_norm=2.0)
     h = opt.hyper()
-    assert h.dtype == np.float64 and h.shape == (C.HYPER_SIZE,)
+    names = C.LAYOUT["rmsprop"][0]
+    assert h.dtype == np.float64 and h.shape == (len(names),)
     want = dict(lr=0.3, alpha=0.8, eps=1e-5, weight_decay=0.2, momentum=0.4, centered=1.0,
                 clip_norm=2.0)
-    for key, value in want.items():
-        assert h[C.HYPER_INDEX[key]] == value
-    assert O.Adam().hyper()[C.HYPER_INDEX["clip_norm"]] == 0.0
-    assert C.slots(opt.kind, h) == (True, True, True)
-    assert C.slots(O.SGD().kind, O.SGD().hyper()) == (False, False, False)
-    assert C.slots(O.Adam().kind, O.Adam().hyper()) == (True, True, False)
+    assert dict(zip(names, h)) == want
+    assert O.Adam().hyper()[C.LAYOUT["adam"][0].index("clip_norm")] == 0.0
+    assert C.uses(opt.kind, h) == (True, True, True)
+    assert C.uses(O.SGD().kind, O.SGD().hyper()) == (False,)
+    assert C.uses(O.Adam().kind, O.Adam().hyper()) == (True, True, False)
+    assert C.uses(O.Adagrad().kind, O.Adagrad().hyper()) == (True,)
 
 
 def test_compiled_step_checks():
     h = O.SGD(momentum=0.9).hyper()
     p, g, s = np.zeros(4), np.zeros(4), np.zeros(4)
     with pytest.raises(ValueError, match="kind"):
-        C.step(9, h, p, g, s, None, None, 1)
+        C.step(9, h, p, g, [s], 1)
     with pytest.raises(ValueError, match="hyper"):
-        C.step(0, h[:3].copy(), p, g, s, None, None, 1)
+        C.step(0, h[:3].copy(), p, g, [s], 1)
+    with pytest.raises(ValueError, match="hyper"):      # another kind's block
+        C.step(0, O.Adam().hyper(), p, g, [s], 1)
     with pytest.raises(ValueError, match="grads"):
-        C.step(0, h, p, np.zeros(3), s, None, None, 1)
-    with pytest.raises(ValueError, match="s1 is None"):
-        C.step(0, h, p, g, None, None, None, 1)
-    with pytest.raises(ValueError, match="s1 has length"):
-        C.step(0, h, p, g, np.zeros(3), None, None, 1)
+        C.step(0, h, p, np.zeros(3), [s], 1)
+    with pytest.raises(ValueError, match="state must hold 1"):
+        C.step(0, h, p, g, [s, s], 1)
+    with pytest.raises(ValueError, match=r"state\[0\] is None"):
+        C.step(0, h, p, g, [None], 1)
+    with pytest.raises(ValueError, match=r"state\[0\] has length"):
+        C.step(0, h, p, g, [np.zeros(3)], 1)
     with pytest.raises(ValueError, match="step"):
-        C.step(0, h, p, g, s, None, None, 0)
-    C.step(0, h, np.zeros(0), np.zeros(0), np.zeros(0), None, None, 1)  # empty: nothing to do
+        C.step(0, h, p, g, [s], 0)
+    with pytest.raises(ValueError, match=r"state\[2\] is None"):   # amsgrad needs the third
+        C.step(C.KINDS["adam"], O.Adam(amsgrad=True).hyper(), p, g, [s, s.copy(), None], 1)
+    assert (p == 0).all() and (s == 0).all()
+    C.step(0, h, np.zeros(0), np.zeros(0), [np.zeros(0)], 1)  # empty: nothing to do
+
+
+def test_engine_refuses_fewer_state_pointers_than_the_kind_declares():
+    # the engine's count of state pointers is checked in C: too few -> refused, nothing written
+    m = fp.Sequential([fp.Dense(3, 2)], loss="mse", optimizer=O.Adam(), dtype="float64", seed=0)
+    m.grads[...] = 0.5
+    before = m.params.copy()
+    kind, hyper, state = m._opt_args()
+    assert state.shape == (3,) and state[2] == 0 and state[0] == m.optimizer.state[
+        "exp_avg"].ctypes.data
+    assert not m._engine.apply_update(kind, hyper, state[:2].copy(), 1)
+    np.testing.assert_array_equal(m.params, before)
+    assert m._engine.apply_update(kind, hyper, state, 1)
+    assert not np.array_equal(m.params, before)
 
 
 # -- the public classes --------------------------------------------------------------------------
@@ -342,7 +372,7 @@ def test_lr_property_and_schedule_epoch():
     assert opt.lr == opt.base_lr == 0.1
     assert [opt.schedule_epoch(e) for e in range(5)] == [0.1, 0.1, 0.05, 0.05, 0.025]
     assert opt.lr == 0.025 and opt.base_lr == 0.1
-    assert opt.hyper()[C.HYPER_INDEX["lr"]] == 0.025
+    assert opt.hyper()[opt._hyper_names.index("lr")] == 0.025
     opt.lr = 0.2                                  # a new base for the schedule
     assert opt.lr == opt.base_lr == 0.2
     assert opt.schedule_epoch(2) == 0.1
@@ -660,10 +690,9 @@ def test_nonfinite_gradients_are_refused_by_the_compiled_step_and_by_step():
     # nothing written); the public step raises (test_step_refuses_gradients_that_are_not_finite)
     p = np.zeros(3)
     opt = O.SGD(lr=0.1)
-    assert not C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), None, None,
-                      None, 1)
+    assert not C.step(opt.kind, opt.hyper(), p, np.array([np.nan, np.inf, 1.0]), [None], 1)
     assert (p == 0).all()
-    assert C.step(opt.kind, opt.hyper(), p, np.array([0.5, -1.0, 1.0]), None, None, None, 1)
+    assert C.step(opt.kind, opt.hyper(), p, np.array([0.5, -1.0, 1.0]), [None], 1)
     np.testing.assert_allclose(p, [-0.05, 0.1, -0.1])
     assert math.isnan(C.global_norm(np.array([np.nan, 1.0])))
     with pytest.raises(ValueError, match="grads"):

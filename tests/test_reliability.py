@@ -82,7 +82,7 @@ def test_state_assignment_checks_dtype_and_copies_in_place():
     before = opt.state["exp_avg"]
     with pytest.raises(TypeError, match="float32"):
         opt.state["exp_avg"] = np.zeros(m.n_params)            # float64 in a float32 model
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="Adam has no state 'momentum_buffer'"):
         opt.state["momentum_buffer"] = np.zeros(m.n_params, np.float32)
     with pytest.raises(TypeError):
         del opt.state["exp_avg"]

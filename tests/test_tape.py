@@ -219,3 +219,16 @@ def test_standalone_dropout_draws_the_models_masks(dtype):
     assert set(np.unique(cache.mask)) == {0, dtype.type(1 / 0.6)}
     np.testing.assert_array_equal(cache.mask != 0, a != 0)
     np.testing.assert_array_equal(layer.backward(da, cache), da * cache.mask)
+
+
+def test_keras_style_add_of_an_activation_node():
+    # model.add(Activation) after a relu Dense: a node of its own, same numbers as the list
+    X, y = _data(9)
+    m = fp.Sequential([fp.Dense(5, 7, activation="relu", seed=0)], dtype="float64")
+    m.add(fp.Activation("tanh"))
+    m.add(fp.Dense(3, activation="softmax", seed=1))
+    assert [node[0] for node in m._engine.nodes] == [K["Dense"], K["Activation"], K["Dense"]]
+    ref_loss, ref_grads, ref_out = _reference(m.layers, X, y)
+    np.testing.assert_allclose(m.predict(X), ref_out, rtol=1e-12)
+    m.forward(X, training=False)
+    np.testing.assert_allclose(m.backward(y), ref_grads, rtol=1e-10, atol=1e-14)

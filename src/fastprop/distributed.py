@@ -237,8 +237,8 @@ class _Stepper:
         loss, correct = float(buf[n]), float(buf[n + 1])
         refused = not np.isfinite(loss)
         if not refused:
-            kind, hyper, s1, s2, s3 = model._opt_args()
-            refused = not engine.apply_update(kind, hyper, s1, s2, s3, t)
+            kind, hyper, state = model._opt_args()
+            refused = not engine.apply_update(kind, hyper, state, t)
         return loss, correct, refused
 
 

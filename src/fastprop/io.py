@@ -781,6 +781,8 @@ def _build(header, where):
         model = _MODEL_CLASS[0].from_config(header["config"])
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(where, f"invalid model config ({type(exc).__name__}: {exc})") from None
+    if not getattr(model, "built", True):     # a layer width left to infer: no file has it
+        raise _fail(where, "invalid model config (a layer's input width is missing)")
     arrays = header["arrays"]
     if model.params.dtype != np.dtype(header["dtype"]):
         raise _fail(where, f"config builds a {model.params.dtype} model, header says "

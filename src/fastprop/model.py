@@ -13,7 +13,6 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
-import operator
 import sys
 import threading
 import warnings
@@ -26,7 +25,7 @@ from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
-from fastprop.layers import LAYERS, Activation, Dense, Dropout, Layer
+from fastprop.layers import LAYERS, Activation, Dense, Dropout, Layer, _base
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
@@ -40,7 +39,17 @@ def _fixed(name, doc):
         raise AttributeError(f"Sequential.{name} is fixed when the model is made (the compiled "
                              f"plan is built from it); build a new model, e.g. from "
                              f"model.get_config()")
-    return property(operator.attrgetter("_" + name), refuse, doc=doc)
+    key = "_" + name
+
+    def get(self):
+        try:
+            return self.__dict__[key]
+        except KeyError:
+            if self.__dict__.get("_pending") is not None:
+                raise ValueError(self._unbuilt_message(name)) from None
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute "
+                                 f"{name!r}") from None
+    return property(get, refuse, doc=doc)
 
 
 # the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
@@ -48,10 +57,9 @@ def _fixed(name, doc):
 _COMPILED = (Dense, Dropout, Activation)
 
 
-def _compile_layers(layers):
-    """Check a layer list; return (layers, dense layers, compiled activation of each Dense).
-
-    TypeError names a layer the compiled tape cannot run; ValueError a broken chain."""
+def _check_layer_kinds(layers):
+    """``layers`` (a layer or a list) as a list; TypeError names a layer the compiled tape
+    cannot run. The chain is not checked (see _compile_layers)."""
     if isinstance(layers, Layer):
         layers = [layers]
     if not isinstance(layers, (list, tuple)):
@@ -72,6 +80,14 @@ def _compile_layers(layers):
             if getattr(cls, method) is not getattr(base, method):
                 raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
                                 f"{method}, which the compiled tape would bypass")
+    return list(layers)
+
+
+def _compile_layers(layers):
+    """Check a layer list; return (layers, dense layers, compiled activation of each Dense).
+
+    TypeError names a layer the compiled tape cannot run; ValueError a broken chain."""
+    layers = _check_layer_kinds(layers)
     dense = [layer for layer in layers if isinstance(layer, Dense)]
     if not dense:
         raise ValueError("layers must contain at least one Dense layer")
@@ -79,10 +95,11 @@ def _compile_layers(layers):
         raise ValueError("the last layer must be Dense or Activation (a Dropout after the output "
                          "layer would drop predictions)")
     for prev, nxt in zip(dense, dense[1:]):
-        if nxt.n_in != prev.n_out:
+        if nxt.n_in is not None and nxt.n_in != prev.n_out:
             raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
                              f"but the next {nxt!r} takes n_in={nxt.n_in}")
-    held = [layer for layer in layers if layer.n_params or layer.n_state]
+    held = [layer for layer in layers
+            if layer.n_params or layer.n_state or isinstance(layer, Dense)]
     if len(set(map(id, held))) != len(held):       # a parameter-free layer may repeat
         raise ValueError("layers holds the same layer twice; use separate layers")
     acts = []      # each Dense's compiled activation: an Activation after an identity Dense fused
@@ -132,6 +149,27 @@ def _tape(layers, acts, offsets):
             nodes.append((_engine.NODE_KINDS["Activation"], width, width,
                           ACTIVATIONS[layer.activation], 0.0, -1, -1))
     return nodes
+
+
+def _input_width(layers, n_in):
+    """The input width of ``layers`` given ``n_in`` (None: unknown), inferred from the first
+    built Dense when ``n_in`` is None; ValueError when ``n_in`` contradicts a built Dense.
+    No layer is changed."""
+    width, what = n_in, "the input width"
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Dense):
+            continue
+        if layer.n_in is not None:
+            if width is not None and width != layer.n_in:
+                raise ValueError(f"layers[{i}] {layer!r} takes n_in={layer.n_in}, but "
+                                 f"{what} is {width}")
+            if width is None and n_in is None:
+                # a deferred Dense before it has no width to take
+                if any(isinstance(l, Dense) and l.n_in is None for l in layers[:i]):
+                    return None
+                return layer.n_in
+        width, what = layer.n_out, "the previous layer's width"
+    return n_in
 
 
 def _own(*arrays):
@@ -185,11 +223,11 @@ class Sequential:
 
     Parameters
     ----------
-    layers : list of Layer
-        In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out``. The layers
-        are compiled into a tape of nodes (one per layer; an Activation right after a Dense
-        whose activation is ``identity`` is fused into that Dense's node, a Dropout of rate 0
-        is left out).
+    layers : list of Layer, optional
+        In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out`` (a
+        Keras-style ``Dense(n_out)`` takes it from there). The layers are compiled into a tape
+        of nodes (one per layer; an Activation right after a Dense whose activation is
+        ``identity`` is fused into that Dense's node, a Dropout of rate 0 is left out).
         Their current parameters are copied into the model (cast to ``dtype``) and become views
         into the model's flat buffers (``W``, ``b`` into ``params``, ``dW``, ``db`` into
         ``grads``; state buffers into ``state``). ``model.layers`` is a tuple of them
@@ -213,6 +251,20 @@ class Sequential:
     metrics : list of str, optional
         Extra metrics reported by ``fit`` (History) and ``evaluate``: ``accuracy``
         (classification losses report it anyway), ``mae``, ``mse`` (see :meth:`compile`).
+    input_dim : int, optional
+        The input width, for models whose first Dense is Keras-style ``Dense(n_out)``.
+
+    Notes
+    -----
+    Keras-style building: ``Sequential()`` (no layers) then :meth:`add`, and layers made with
+    one width (``Dense(64)``). The model is compiled as soon as every width is known (from
+    the first layer made with two widths, or ``input_dim``); until then it is *unbuilt*, and
+    its first ``fit`` / ``predict`` / ``evaluate`` / ``train_step`` / ``forward`` /
+    ``compute_gradients`` (from the width of ``X``) or :meth:`build` builds it. An unbuilt
+    model has layers, optimizer and :meth:`get_config` (``n_in`` None for the layers not built
+    yet; ``from_config`` makes an unbuilt model again); its :meth:`summary`, parameters,
+    :meth:`get_weights`, ``save``, ``to_bytes``, pickle and ``copy.deepcopy`` raise
+    ``ValueError`` (there are no weights to save: build it first).
 
     Examples
     --------
@@ -227,14 +279,44 @@ class Sequential:
     (32, 3)
     """
 
-    def __init__(self, layers, loss=None, optimizer=None, dtype="float32", seed=None,
-                 n_threads=None, metrics=None):
-        layers, dense, acts = _compile_layers(layers)
+    def __init__(self, layers=None, loss=None, optimizer=None, dtype="float32", seed=None,
+                 n_threads=None, metrics=None, input_dim=None):
+        empty = layers is None
+        layers = [] if empty else _check_layer_kinds(layers)
         self._dtype = V.as_dtype(dtype)
-        out_act = _output_activation(layers, acts)
-        self._loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
-        check_loss_activation(self.loss, out_act)
-        self._metrics = _check_metrics(metrics, self._loss)
+        if input_dim is not None:
+            input_dim = V.check_size(input_dim, "input_dim")
+        n_in = _input_width(layers, input_dim)
+        if empty or n_in is None:
+            # Keras-style: compiled once every width is known
+            seed = V.check_seed(seed)
+            if n_threads is not None:
+                n_threads = V.check_size(n_threads, "n_threads")
+            if not empty:         # a list given: complete (Sequential() is filled by add)
+                self._check_spec(layers, loss, metrics)
+            opt = get_optimizer(optimizer if optimizer is not None else "adam")
+            opt._attach(self)
+            try:
+                for layer in layers:
+                    layer._claim(self)
+            except BaseException:
+                opt._detach(self)
+                for layer in layers:
+                    layer._release(self)
+                raise
+            self._optimizer, self._layers, self.seed = opt, tuple(layers), seed
+            self._pending = {"input_dim": input_dim, "loss": loss, "metrics": metrics,
+                             "n_threads": n_threads}
+            self._lock = threading.RLock()
+            self._fwd = self._step_args = None
+            self.stop_training = False
+            self.history = None
+            return
+        self._pending = None
+        self._loss_arg = loss        # None: the default of the output activation, after add
+        self._loss, self._metrics = self._check_spec(layers, loss, metrics)
+        self._build_deferred(layers, n_in)
+        layers, dense, acts = _compile_layers(layers)
         opt = get_optimizer(optimizer if optimizer is not None else "adam")
         opt._attach(self)     # before anything else: an optimizer of another model is refused
         try:
@@ -244,6 +326,196 @@ class Sequential:
             for layer in layers:
                 layer._release(self)
             raise
+
+    # -- Keras-style building ------------------------------------------------------------------
+    @staticmethod
+    def _check_spec(layers, loss, metrics):
+        """The checks of a complete layer list that need no widths: the chain's kinds, the
+        loss against the output activation, the metrics. Returns (canonical loss, metrics)."""
+        layers, _, acts = _compile_layers(layers)
+        out_act = _output_activation(layers, acts)
+        loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
+        check_loss_activation(loss, out_act)
+        return loss, _check_metrics(metrics, loss)
+
+    @staticmethod
+    def _build_deferred(layers, n_in):
+        """Build the Keras-style Dense layers of a checked list for the input width ``n_in``."""
+        width = n_in
+        for layer in layers:
+            if isinstance(layer, Dense):
+                width = layer.build(width)
+
+    @property
+    def built(self):
+        """Whether the model is compiled (every width known; see :meth:`build`)."""
+        return self._pending is None
+
+    def build(self, n_in):
+        """Build an unbuilt model for inputs of width ``n_in`` (Keras' ``model.build``).
+
+        Every check of the constructor runs first (a failed build changes nothing). On a
+        built model, ``n_in`` must be its input width (nothing changes).
+
+        Raises
+        ------
+        ValueError
+            ``n_in`` contradicts ``input_dim`` or a layer made with two widths; the layers
+            are incomplete (no Dense yet, or a Dropout last).
+        """
+        n_in = V.check_size(n_in, "n_in")
+        if self._pending is None:
+            if n_in != self.n_in:
+                raise ValueError(f"the model is built for n_in={self.n_in}, got n_in={n_in}")
+            return
+        with self._lock:
+            pending = self._pending
+            if pending["input_dim"] is not None and n_in != pending["input_dim"]:
+                raise ValueError(f"n_in={n_in} contradicts the model's input_dim="
+                                 f"{pending['input_dim']}")
+            self._finish(n_in)
+
+    def _finish(self, n_in):
+        """Compile a pending model for the input width ``n_in`` (checked first)."""
+        pending, layers = self._pending, list(self._layers)
+        if not layers:
+            raise ValueError("the model has no layers yet: add some with model.add(layer)")
+        _input_width(layers, n_in)
+        loss, metrics = self._check_spec(layers, pending["loss"], pending["metrics"])
+        opt = self._optimizer
+        self._build_deferred(layers, n_in)
+        layers, dense, acts = _compile_layers(layers)
+        old = {k: self.__dict__[k] for k in ("_loss", "_metrics") if k in self.__dict__}
+        self._loss, self._metrics, self._loss_arg = loss, metrics, pending["loss"]
+        self._pending = None
+        try:
+            self._build(layers, dense, acts, opt, self.seed, pending["n_threads"])
+        except BaseException:
+            self.__dict__.update(old)
+            self._pending = pending
+            raise
+
+    def _build_from(self, X, name="X"):
+        """Build a pending model from the width of the data ``X``."""
+        self.build(V.as_array(X, name, self.dtype, ndim=2).shape[1])
+
+    def add(self, layer):
+        """Append a layer (Keras' ``model.add``).
+
+        On a built model, the compiled model is rebuilt with the constructor's checks: the
+        existing layers keep their parameters (the optimizer's state starts over when the
+        number of parameters changes; the dropout stream continues). A Keras-style
+        ``Dense(n_out)`` takes its input width from the layer before it. While the layers are
+        incomplete (no Dense yet, or a Dropout last, as in ``add(Dense(64))``,
+        ``add(Dropout(0.5))`` before the output layer) the model waits unbuilt. A failed call
+        changes nothing.
+
+        Parameters
+        ----------
+        layer : Layer
+            A Dense, Dropout or Activation (or a registered subclass) of no other live model.
+
+        Returns
+        -------
+        self
+        """
+        _check_layer_kinds([layer])
+        if any(layer is l for l in self._layers):
+            raise ValueError(f"{layer!r} is already in this model; use a separate layer")
+        layers = list(self._layers) + [layer]
+        complete = any(isinstance(l, Dense) for l in layers) and not isinstance(layer, Dropout)
+        with self._lock:
+            if self._pending is None:
+                n_in = self.n_in
+                _input_width(layers, n_in)      # the chain: ValueError, nothing changed
+                if complete:
+                    spec = self._check_spec(layers, self._loss_arg, self._metrics)
+            else:
+                n_in = _input_width(layers, self._pending["input_dim"])
+                if complete:
+                    self._check_spec(layers, self._pending["loss"], self._pending["metrics"])
+            layer._claim(self)
+            if self._pending is None and not complete:
+                # built -> waiting for the output layer: the layers keep their arrays (views
+                # into the old buffers), the optimizer its state until the rebuild
+                self._pending = {"input_dim": n_in, "loss": self._loss_arg,
+                                 "metrics": list(self._metrics), "n_threads": self._n_threads}
+                self._layers = tuple(layers)
+                self._fwd = None
+                return self
+            if self._pending is None:
+                saved = [({n: l._get_array(n) for n in {**l.param_shapes, **l.state_shapes}},
+                          {n: getattr(l, "d" + n, None) for n in l.param_shapes})
+                         for l in self._layers]
+                old = dict(self.__dict__)
+                rng_state = self._engine.rng_state
+                try:
+                    self._build_deferred(layers, n_in)
+                    self._loss, self._metrics = spec
+                    lay, dense, acts = _compile_layers(layers)
+                    self._build(lay, dense, acts, self._optimizer, self.seed, self._n_threads)
+                    self._engine.rng_state = rng_state
+                except BaseException:
+                    self.__dict__.clear()
+                    self.__dict__.update(old)
+                    for l, (values, grads) in zip(self._layers, saved):
+                        l._set_arrays(values, grads)
+                    layer._release(self)
+                    raise
+                return self
+            self._layers = tuple(layers)
+            if complete and n_in is not None:
+                try:
+                    self._finish(n_in)
+                except BaseException:
+                    self._layers = self._layers[:-1]
+                    layer._release(self)
+                    raise
+        return self
+
+    # -- weights, Keras order ---------------------------------------------------------------
+    def _weight_arrays(self):
+        """(label, array) of every layer's parameters then state buffers, layer by layer."""
+        if self._pending is not None:
+            raise ValueError(self._unbuilt_message("weights"))
+        return [(f"layers[{i}].{name}", arr) for i, layer in enumerate(self._layers)
+                for name, arr in layer._weights()]
+
+    def get_weights(self):
+        """Copies of the weights in Keras order: per layer its parameters then its state
+        buffers, in declaration order (Dense: ``W`` (n_in, n_out), ``b`` (n_out,); kinds with
+        ``gamma``, ``beta``, ``running_mean``, ``running_var`` in that order).
+
+        Returns
+        -------
+        list of ndarray
+            New arrays of the model's dtype. ValueError on an unbuilt model.
+        """
+        with self._lock:
+            return [arr.copy() for _, arr in self._weight_arrays()]
+
+    def set_weights(self, weights):
+        """Copy ``weights`` (as :meth:`get_weights` returns them) into the model.
+
+        Every array is checked before anything is written: the count, each shape, real
+        numbers, finite; cast to the model's dtype. ValueError / TypeError name the entry; a
+        failed call changes nothing. The optimizer state is kept (as Keras does)."""
+        with self._lock:
+            _base.assign_weights(self._weight_arrays(), weights, self.dtype)
+            self._fwd = None
+
+    def _require_built(self, what):
+        if self._pending is not None:
+            raise ValueError(self._unbuilt_message(what) + " (an unbuilt model has no weights; "
+                             "its get_config() can be kept instead)")
+
+    def _unbuilt_message(self, what):
+        return (f"{what}: this model has not yet been built (the input width is unknown). "
+                f"Build it with model.build(n_in), Sequential(..., input_dim=n_in), a first "
+                f"layer with two widths (Dense(n_in, n_out)), or a first fit / predict / "
+                f"evaluate / train_step on data" + ("" if self._layers and not isinstance(
+                    self._layers[-1], Dropout) else "; it also needs its output layer "
+                    "(model.add(Dense(...)))"))
 
     def _build(self, layers, dense, acts, opt, seed, n_threads):
         self._optimizer = opt
@@ -345,6 +617,8 @@ class Sequential:
         Every argument is checked before anything changes: an unknown name raises
         ``ValueError`` naming the argument, and the model stays as it was.
         """
+        if self._pending is not None:
+            return self._compile_pending(optimizer, loss, metrics)
         new_loss = self._loss if loss is None else canonical_loss(loss)
         check_loss_activation(new_loss, _output_activation(self._layers, self._acts))
         new_metrics = _check_metrics(self._metrics if metrics is None else metrics, new_loss)
@@ -357,7 +631,27 @@ class Sequential:
             if opt is not None:
                 self.optimizer = opt     # may refuse (another model's): nothing changed yet
             self._engine, self._loss, self._metrics = engine, new_loss, new_metrics
+            if loss is not None:
+                self._loss_arg = new_loss
             self._fwd = None
+        return self
+
+    def _compile_pending(self, optimizer, loss, metrics):
+        """compile of an unbuilt model: checked now as far as the layers allow, kept for the
+        build."""
+        pending = self._pending
+        loss = pending["loss"] if loss is None else canonical_loss(loss)
+        metrics = pending["metrics"] if metrics is None else metrics
+        layers = list(self._layers)
+        if any(isinstance(l, Dense) for l in layers) and not isinstance(layers[-1], Dropout):
+            self._check_spec(layers, loss, metrics)
+        elif metrics is not None:
+            _check_metrics(metrics, "mse" if loss is None else loss)
+        opt = None if optimizer is None else get_optimizer(optimizer)
+        with self._lock:
+            if opt is not None:
+                self.optimizer = opt
+            pending["loss"], pending["metrics"] = loss, metrics
         return self
 
     @property
@@ -375,7 +669,8 @@ class Sequential:
         with self._lock:
             opt._attach(self)
             try:
-                opt._setup(self.n_params, self.dtype)
+                if self._pending is None:      # an unbuilt model sets it up when built
+                    opt._setup(self.n_params, self.dtype)
             except BaseException:
                 opt._detach(self)
                 raise
@@ -384,10 +679,17 @@ class Sequential:
 
     @property
     def n_in(self):
+        """The input width (None while an unbuilt model cannot infer it)."""
+        if self._pending is not None:
+            return _input_width(list(self._layers), self._pending["input_dim"])
         return self._dense[0].n_in
 
     @property
     def n_out(self):
+        """The output width (None while an unbuilt model has no Dense)."""
+        if self._pending is not None:
+            dense = [l for l in self._layers if isinstance(l, Dense)]
+            return dense[-1].n_out if dense else None
         return self._dense[-1].n_out
 
     @property
@@ -398,11 +700,16 @@ class Sequential:
         multiply-adds always run on one thread. Set it to 1 inside worker pools to avoid
         oversubscription. The count is kept as given, but the engine uses at most the CPUs
         this process may use (``RuntimeWarning`` the first time a count is capped)."""
+        if self._pending is not None:
+            return self._pending["n_threads"]
         return self._n_threads
 
     @n_threads.setter
     def n_threads(self, value):
         n = None if value is None else V.check_size(value, "n_threads")
+        if self._pending is not None:      # set on the engine when the model is built
+            self._pending["n_threads"] = n
+            return
         self._engine.n_threads = 0 if n is None else _threads.capped(n, "n_threads")
         self._n_threads = n
 
@@ -412,11 +719,18 @@ class Sequential:
 
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)
+        if self._pending is not None:
+            return (f"Sequential([{inner}], optimizer={self.optimizer!r}, "
+                    f"dtype={self.dtype.name!r}, unbuilt)")
         return (f"Sequential([{inner}], loss={self.loss!r}, optimizer={self.optimizer!r}, "
                 f"dtype={self.dtype.name!r})")
 
     def summary(self, file=None):
-        """Print the layers, their output shapes and parameter counts; return the text."""
+        """Print the layers, their output shapes and parameter counts; return the text.
+
+        ValueError on an unbuilt model (as Keras): build it first (:meth:`build`)."""
+        if self._pending is not None:
+            raise ValueError(self._unbuilt_message("summary()"))
         rows = [("#", "layer", "output shape", "activation", "params")]
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
@@ -449,7 +763,7 @@ class Sequential:
         return y_dense, labels, w
 
     def _opt_args(self):
-        """(kind, hyper, s1, s2, s3) for the compiled update (cached by the optimizer)."""
+        """(kind, hyper, state) for the compiled update (cached by the optimizer)."""
         return self._optimizer._engine_args(self._n_params, self._dtype)
 
     # -- training, one batch -----------------------------------------------------------------
@@ -483,6 +797,8 @@ class Sequential:
         dtype, diverged weights): ValueError, no update.
         """
         if comm is not None:
+            if self._pending is not None:
+                self._build_from(X)
             from fastprop import distributed
             return distributed.train_step(self, X, y, sample_weight, comm)
         if sample_weight is None:
@@ -493,6 +809,9 @@ class Sequential:
                 t = opt.t + 1
                 args = opt._args      # the optimizer drops it when an attribute changes
                 if args is None or args is not self._step_args:
+                    if self._pending is not None:     # (an unbuilt model's _step_args: None)
+                        self._build_from(X)
+                        t = opt.t + 1
                     args = self._step_args = opt._engine_args(self._n_params, self._dtype)
                 loss = self._engine.train_step_checked(X, y, *args, t)
                 if loss is not None:
@@ -505,13 +824,15 @@ class Sequential:
                     # tenth of a tiny step
                     opt.__dict__["t"] = t
                     return loss
+        if self._pending is not None:
+            self._build_from(X)
         X = self._X(X)
         y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
         with self._lock:
-            kind, hyper, s1, s2, s3 = self._opt_args()
+            kind, hyper, state = self._opt_args()
             t = self._optimizer.t + 1
             loss = self._engine.train_step(X, y_dense, labels, w, None, kind, hyper,
-                                           s1, s2, s3, t)
+                                           state, t)
             self._fwd = None
             if self._engine.last_refused:
                 _raise_refused(loss)
@@ -525,6 +846,8 @@ class Sequential:
         With ``training=True`` dropout is active (drawing from the model's stream exactly as
         :meth:`train_step` does). Returns a copy of the network output (n, n_out).
         """
+        if self._pending is not None:
+            self._build_from(X)
         X = V.as_array(X, "X", self.dtype, ndim=2, width=self.n_in,
                        width_name="the model's n_in", copy=True)   # the cache is ours
         with self._lock:
@@ -582,6 +905,8 @@ class Sequential:
         float
             The batch loss of the forward pass.
         """
+        if self._pending is not None:
+            self._build_from(X)
         X = self._X(X)
         if normalizer is None:
             y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
@@ -601,10 +926,11 @@ class Sequential:
         or so large that the update or the optimizer state could overflow, raise ``ValueError``
         and change nothing (parameters, optimizer state and step count). With ``clip_norm`` the
         gradients are clipped in place first."""
+        self._require_built("apply_gradients")
         with self._lock:
-            kind, hyper, s1, s2, s3 = self._opt_args()
+            kind, hyper, state = self._opt_args()
             t = self.optimizer.t + 1
-            if not self._engine.apply_update(kind, hyper, s1, s2, s3, t):
+            if not self._engine.apply_update(kind, hyper, state, t):
                 raise ValueError("model.grads are not finite or too large for the update (the "
                                  "loss or the backward pass overflowed, or the weights "
                                  "diverged); nothing was updated")
@@ -618,6 +944,8 @@ class Sequential:
         memory (default 1,024 rows at a time: fewer, larger GEMMs). With an mpi4py ``comm``
         (collective), each rank gets the outputs of its own X, and bad input on one rank
         raises on every rank."""
+        if self._pending is not None:
+            self._build_from(X)
         if comm is not None:
             from fastprop import distributed
             return distributed.predict(self, X, batch_size, comm)
@@ -674,6 +1002,8 @@ class Sequential:
         (cross-entropy) or of outputs on the right side of 0.5 (binary cross-entropy);
         sample weights apply to the loss only. With an mpi4py ``comm`` (collective), each
         rank passes its shard (maybe empty) and every rank gets the scores of their union."""
+        if self._pending is not None:
+            self._build_from(X)
         if comm is not None:
             from fastprop import distributed
             return distributed.evaluate(self, X, y, sample_weight, comm)
@@ -763,6 +1093,8 @@ class Sequential:
         the completed epochs, and the files of the callbacks closed; saving right after gives
         a valid checkpoint of that state.
         """
+        if self._pending is not None:
+            self._build_from(X)
         if comm is not None:
             from fastprop import distributed
             if class_weight is not None or initial_epoch is not None or self._metrics or \
@@ -887,11 +1219,11 @@ class Sequential:
                         cbs.on_train_batch_begin(b0)   # chunk is 1 when a callback has it
                         if per_batch:
                             opt.schedule_batch(opt.iteration)
-                        kind, hyper, s1, s2, s3 = self._opt_args()
+                        kind, hyper, state = self._opt_args()
                         t = opt.t
                         try:
                             engine.train_batches(X, y_dense, labels, w, order, batch_size, b0,
-                                                 k, kind, hyper, s1, s2, s3, t + 1,
+                                                 k, kind, hyper, state, t + 1,
                                                  losses[b0:], corrects[b0:], refused[b0:])
                         finally:
                             # a signal (Ctrl-C) stops the loop between two batches: the
@@ -953,7 +1285,17 @@ class Sequential:
 
     # -- state, save / load ------------------------------------------------------------------
     def get_config(self):
-        """JSON-serialisable architecture, loss, dtype and optimizer configuration."""
+        """JSON-serialisable architecture, loss, dtype and optimizer configuration.
+
+        Of an unbuilt model: the layers' configs (``n_in`` None where not inferred yet), the
+        loss given (maybe None), ``input_dim`` and the ``metrics`` given; ``from_config`` makes
+        an unbuilt model of it."""
+        if self._pending is not None:
+            p = self._pending
+            return {"layers": [layer.get_config() for layer in self.layers], "loss": p["loss"],
+                    "dtype": self.dtype.name, "optimizer": self.optimizer.get_config(),
+                    "input_dim": p["input_dim"],
+                    "metrics": None if p["metrics"] is None else list(p["metrics"])}
         config = {"layers": [layer.get_config() for layer in self.layers], "loss": self.loss,
                   "dtype": self.dtype.name, "optimizer": self.optimizer.get_config()}
         if self._metrics:     # absent: none (as in 0.1.0 files)
@@ -983,12 +1325,14 @@ class Sequential:
                 raise ValueError(f"config['layers'][{i}]: {e}") from None
         opt = optimizer_from_config(config["optimizer"])
         return cls(layers, loss=config["loss"], optimizer=opt, dtype=dtype,
-                   metrics=config.get("metrics"))
+                   metrics=config.get("metrics"), input_dim=config.get("input_dim"))
 
     def get_rng_state(self):
+        self._require_built("get_rng_state")
         return np.array([self._engine.rng_state], dtype=np.uint64)
 
     def set_rng_state(self, state):
+        self._require_built("set_rng_state")
         state = np.asarray(state)
         if state.shape != (1,) or state.dtype != np.uint64:
             raise ValueError(f"rng state must be a uint64 array of shape (1,), got "
@@ -998,19 +1342,23 @@ class Sequential:
     def save(self, path):
         """Save architecture, parameters, optimizer state and RNG state to one file (no pickle;
         written atomically). ``path`` is a path (a symlink saves to its target) or a binary
-        file object. Load it with :func:`fastprop.load`; see :func:`fastprop.io.save`."""
+        file object. Load it with :func:`fastprop.load`; see :func:`fastprop.io.save`. An unbuilt model
+        has no weights to save: ValueError (build it first, or keep :meth:`get_config`)."""
+        self._require_built("save")
         with self._lock:
             io.save(self, path)
 
     def to_bytes(self):
         """The model file :meth:`save` writes, as ``bytes``; :func:`fastprop.from_bytes`
         reads it back."""
+        self._require_built("to_bytes")
         with self._lock:
             return io.to_bytes(self)
 
     # pickle and deepcopy go through the model file format (no pickled code or objects) and
     # carry the one runtime setting the file does not hold, n_threads
     def __getstate__(self):
+        self._require_built("pickle")
         with self._lock:
             return {"fastprop_model": io.to_bytes(self), "n_threads": self.n_threads}
 
@@ -1026,6 +1374,7 @@ class Sequential:
             layer._claim(self)
 
     def __deepcopy__(self, memo):
+        self._require_built("copy.deepcopy")
         with self._lock:
             other = io.from_bytes(io.to_bytes(self))
             other.n_threads = self.n_threads

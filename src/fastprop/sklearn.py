@@ -61,7 +61,7 @@ from fastprop import _validation as V
 from fastprop._core import _optim as _optim_core
 from fastprop.activations import ACTIVATIONS, ALIASES, canonical_name
 from fastprop.layers import Dense
-from fastprop.lbfgs import LBFGS
+from fastprop.optim import LBFGS
 from fastprop.model import Sequential
 from fastprop.optim import OPTIMIZERS, SGD, Adam, Optimizer, optimizer_from_config
 
@@ -599,13 +599,14 @@ class _FastpropEstimator(BaseEstimator):
         one_batch = batch_size >= n
         best_params = None
         stop = False
-        eps_at = _optim_core.HYPER_INDEX["eps"]
+        eps_at = opt._hyper_names.index("eps") if is_adam else None
         engine.ensure_capacity(batch_size)
         for epoch in range(1 if incremental else s.max_iter):
             opt.schedule_epoch(epoch)
             # the optimizer's compiled arguments, once per epoch (the rate changes between
             # epochs only); a private copy of the hyperparameters for Adam's per-step epsilon
-            kind, hyper, s1, s2, s3 = opt._engine_args(model.n_params, model.dtype)
+            kind, hyper, state_ptrs = opt._engine_args(model.n_params, model.dtype)
+            state_arrays = opt._state_arrays()
             hyper = hyper.copy()
             order = model._permutation(n) if s.shuffle and not one_batch else \
                 np.arange(n, dtype=np.int64)
@@ -614,8 +615,8 @@ class _FastpropEstimator(BaseEstimator):
                 idx = order[start:start + batch_size]
                 bsum = float(idx.size if w is None else np.sum(w[idx], dtype=np.float64))
                 t = opt.t + 1
-                loss = engine.train_step(Xm, y_dense, labels, w, idx, kind, hyper, s1, s2,
-                                         s3, t, False) * loss_scale
+                loss = engine.train_step(Xm, y_dense, labels, w, idx, kind, hyper, state_ptrs,
+                                         t, False) * loss_scale
                 if grad_scale != 1.0:
                     grads *= grad_scale
                 if alpha:
@@ -631,7 +632,7 @@ class _FastpropEstimator(BaseEstimator):
                 # gradients, or one that could overflow the parameters or the state) is a
                 # diverged fit, as in scikit-learn: _fit raises and discards this copy.
                 if not np.isfinite(loss) or not V.all_finite(grads) or \
-                        not _optim_core.step(kind, hyper, params, grads, s1, s2, s3, t):
+                        not _optim_core.step(kind, hyper, params, grads, state_arrays, t):
                     state["loss"] = np.nan
                     params[...] = np.nan        # the copy is discarded by _fit
                     return

@@ -34,7 +34,7 @@ from fastprop._core._node_activation cimport (activation_node_forward,
                                               activation_node_backward)
 from fastprop._core._loss cimport loss_and_grad
 from fastprop._core._optim cimport (optimizer_step, update_is_safe, OPT_SGD, H_LR,
-                                    H_MOMENTUM, H_WEIGHT_DECAY, H_CLIP_NORM)
+                                    SGD_MOMENTUM, H_WEIGHT_DECAY, H_CLIP_NORM)
 
 cnp.import_array()
 
@@ -303,8 +303,8 @@ cdef double _loss_grad(Tape *p, const floating *y, const long long *labels, cons
 
 cdef double _step(Tape *p, const floating *X, const floating *y, const long long *labels,
                   const floating *w, floating *params, floating *grads, Py_ssize_t n_params,
-                  int n, int opt_kind, const double *hyper, floating *s1, floating *s2,
-                  floating *s3, long long t, bint update) noexcept nogil:
+                  int n, int opt_kind, const double *hyper, floating **state, int n_state,
+                  long long t, bint update) noexcept nogil:
     """Forward, loss, backward and (if update) the optimizer, for one batch; returns the loss
     of the forward pass. With update, a step whose loss or gradients are not finite, or whose
     update or optimizer state could overflow, changes no parameter and no optimizer state and
@@ -318,19 +318,20 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     loss = _loss_grad(p, y, labels, w, n, True)
     if update and not isfinite(loss):
         p.refused = True
-    elif update and opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and \
+    elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
         if update:
-            p.refused = not _update(params, grads, n_params, opt_kind, hyper, s1, s2, s3, t)
+            p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
+                                    t)
     _threads_end(&th)
     return loss
 
 
 cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int opt_kind,
-                  const double *hyper, floating *s1, floating *s2, floating *s3,
+                  const double *hyper, floating **state, int n_state,
                   long long t) noexcept nogil:
     """The optimizer update from grads, applied whole or refused (returns False, nothing
     written). One vectorized pass over the gradients (0.2 % of the large net's step), and one
@@ -338,9 +339,9 @@ cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int op
     or so large that the update or the optimizer's state could overflow (a v of inf would
     freeze that parameter for good); see update_is_safe. NaN compares false: refused."""
     cdef double gmax = _max_abs(grads, n_params)
-    if not update_is_safe(opt_kind, hyper, params, grads, s1, s2, n_params, t, gmax):
+    if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
-    optimizer_step(opt_kind, hyper, params, grads, s1, s2, s3, n_params, t)
+    optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
     return True
 
 
@@ -435,6 +436,11 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
 
 cdef inline void *_ptr(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray> arr)
+
+
+cdef inline int _len(object arr):
+    """Length of a 1-D array (0 for None): the count of an array of state pointers."""
+    return 0 if arr is None else <int> cnp.PyArray_DIMS(<cnp.ndarray> arr)[0]
 
 
 cdef class Engine:
@@ -610,7 +616,7 @@ cdef class Engine:
             return False
         return ndim == 1 or cnp.PyArray_DIMS(a)[1] == cols
 
-    def train_step_checked(self, X, y, int opt_kind, hyper, s1, s2, s3, long long t):
+    def train_step_checked(self, X, y, int opt_kind, hyper, state, long long t):
         """Fast path of Sequential.train_step for inputs already in the engine's layout:
         X an (n, n_in) C-contiguous array of the model dtype; y int64 labels (n,) for
         cross-entropy, or (n, k) targets of the model dtype ((n,) when k == 1). Checks in C
@@ -636,9 +642,8 @@ cdef class Engine:
         cdef void *px = _ptr(X)
         cdef void *py = _ptr(y)
         cdef const double *h = <const double *> _ptr(hyper)
-        cdef void *q1 = _ptr(s1)
-        cdef void *q2 = _ptr(s2)
-        cdef void *q3 = _ptr(s3)
+        cdef void **qs = <void **> _ptr(state)
+        cdef int ns = _len(state)
         cdef double loss = 0
         if n > self.capacity:     # rare: check first, so that bad input never grows the workspace
             with nogil:
@@ -652,7 +657,7 @@ cdef class Engine:
             ok = self._inputs_ok(px, py, n)
             if ok:
                 loss = self._run_nogil(px, NULL if labels else py, py if labels else NULL,
-                                       NULL, NULL, n, opt_kind, h, q1, q2, q3, t, True)
+                                       NULL, NULL, n, opt_kind, h, qs, ns, t, True)
         return loss if ok else None
 
     cdef bint _inputs_ok(self, const void *px, const void *py, Py_ssize_t n) noexcept nogil:
@@ -677,7 +682,7 @@ cdef class Engine:
         return ok
 
     def train_batches(self, X, y, labels, w, order, int batch_size, int first, int count,
-                      int opt_kind, hyper, s1, s2, s3, long long t, double[::1] losses_out,
+                      int opt_kind, hyper, state, long long t, double[::1] losses_out,
                       double[::1] correct_out, unsigned char[::1] refused_out):
         """Batches first .. first + count - 1 of an epoch as consecutive training steps t,
         t + 1, ...: batch b is rows order[b * batch_size:(b + 1) * batch_size] of X / y /
@@ -694,9 +699,8 @@ cdef class Engine:
         cdef void *pl = _ptr(labels)
         cdef void *pw = _ptr(w)
         cdef const double *h = <const double *> _ptr(hyper)
-        cdef void *q1 = _ptr(s1)
-        cdef void *q2 = _ptr(s2)
-        cdef void *q3 = _ptr(s3)
+        cdef void **qs = <void **> _ptr(state)
+        cdef int ns = _len(state)
         cdef int i
         self.batches_done = 0
         if count > losses_out.shape[0] or count > correct_out.shape[0] or \
@@ -706,22 +710,23 @@ cdef class Engine:
             start = <Py_ssize_t> (first + i) * batch_size
             stop = start + batch_size if start + batch_size < n_total else n_total
             losses_out[i] = self._run(px, py, pl, pw, pi + start, <int> (stop - start),
-                                      opt_kind, h, q1, q2, q3, t + i, True)
+                                      opt_kind, h, qs, ns, t + i, True)
             correct_out[i] = self.last_correct
             refused_out[i] = self.last_refused
             self.batches_done = i + 1
             PyErr_CheckSignals()
 
-    def train_step(self, X, y, labels, w, idx, int opt_kind, hyper, s1, s2, s3, long long t,
+    def train_step(self, X, y, labels, w, idx, int opt_kind, hyper, state, long long t,
                    bint update=True):
         """One training step on X (n, n_in) or, when idx is given, on the rows idx of X / y /
         labels / w (gathered in C). Returns the loss of the forward pass. Arrays are validated
-        C-contiguous arrays of the model dtype (labels int64, idx int64; hyper float64 of the
-        layout in _optim.pxd)."""
+        C-contiguous arrays of the model dtype (labels int64, idx int64; hyper float64, the
+        optimizer's block in _optim.pxd; state a uintp array of the addresses of the
+        optimizer's state arrays in its declared order, 0 where unused, or None)."""
         cdef int n = idx.shape[0] if idx is not None else X.shape[0]
         return self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w), <const int64_t *> _ptr(idx),
-                         n, opt_kind, <const double *> _ptr(hyper), _ptr(s1), _ptr(s2),
-                         _ptr(s3), t, update)
+                         n, opt_kind, <const double *> _ptr(hyper), <void **> _ptr(state),
+                         _len(state), t, update)
 
     def compute_gradients(self, X, y, labels, w, idx, double normalizer):
         """Gradients only: forward (training mode), loss and backward of X (n, n_in) or, when
@@ -738,48 +743,46 @@ cdef class Engine:
         self.p.norm = normalizer if normalizer > 0 else 0
         try:
             loss = self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w),
-                             <const int64_t *> _ptr(idx), n, 0, NULL, NULL, NULL, NULL, 0,
-                             False)
+                             <const int64_t *> _ptr(idx), n, 0, NULL, NULL, 0, 0, False)
         finally:
             self.p.norm = 0
         return loss
 
-    def apply_update(self, int opt_kind, hyper, s1, s2, s3, long long t):
+    def apply_update(self, int opt_kind, hyper, state, long long t):
         """Update only: the optimizer step t from grads, with the refusal rule of a fused step
         (see _update). Returns True when applied; False (last_refused set) when nothing
         changed. Arrays as for train_step."""
         cdef void *pp = self.pdata
         cdef void *pg = self.gdata
         cdef const double *h = <const double *> _ptr(hyper)
-        cdef void *q1 = _ptr(s1)
-        cdef void *q2 = _ptr(s2)
-        cdef void *q3 = _ptr(s3)
+        cdef void **qs = <void **> _ptr(state)
+        cdef int ns = _len(state)
         cdef bint ok
         cdef unsigned int csr
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
                 ok = _update[double](<double *> pp, <double *> pg, self.n_params, opt_kind, h,
-                                     <double *> q1, <double *> q2, <double *> q3, t)
+                                     <double **> qs, ns, t)
             else:
                 ok = _update[float](<float *> pp, <float *> pg, self.n_params, opt_kind, h,
-                                    <float *> q1, <float *> q2, <float *> q3, t)
+                                    <float **> qs, ns, t)
             fp_ftz_end(csr)
         self.last_refused = not ok
         return ok
 
     cdef double _run(self, void *px, void *py, void *pl, void *pw, const int64_t *pi, int n,
-                     int opt_kind, const double *h, void *q1, void *q2, void *q3, long long t,
+                     int opt_kind, const double *h, void **qs, int ns, long long t,
                      bint update) except? -1.0:
         cdef double loss
         if n > self.capacity:
             self.ensure_capacity(n)
         with nogil:
-            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, q1, q2, q3, t, update)
+            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update)
         return loss
 
     cdef double _run_nogil(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
-                           int n, int opt_kind, const double *h, void *q1, void *q2, void *q3,
+                           int n, int opt_kind, const double *h, void **qs, int ns,
                            long long t, bint update) noexcept nogil:
         """One step on a workspace of capacity >= n (rows pi of the inputs when pi != NULL)."""
         cdef void *pp = self.pdata
@@ -795,16 +798,15 @@ cdef class Engine:
         if self.is_double:
             loss = _step[double](&self.p, <double *> px, <double *> py, <long long *> pl,
                                  <double *> pw, <double *> pp, <double *> pg,
-                                 self.n_params, n, opt_kind, h, <double *> q1,
-                                 <double *> q2, <double *> q3, t, update)
+                                 self.n_params, n, opt_kind, h, <double **> qs, ns, t,
+                                 update)
             if self.count_correct:
                 self.last_correct = _count_correct[double](&self.p, <double *> py,
                                                            <long long *> pl, n)
         else:
             loss = _step[float](&self.p, <float *> px, <float *> py, <long long *> pl,
                                 <float *> pw, <float *> pp, <float *> pg, self.n_params,
-                                n, opt_kind, h, <float *> q1, <float *> q2, <float *> q3,
-                                t, update)
+                                n, opt_kind, h, <float **> qs, ns, t, update)
             if self.count_correct:
                 self.last_correct = _count_correct[float](&self.p, <float *> py,
                                                           <long long *> pl, n)

@@ -3,8 +3,9 @@
 # Shared by the Python entry point (_optim.pyx) and the whole-model engine, which calls
 # optimizer_step from inside its nogil train step. Semantics and defaults are torch.optim's
 # (single-tensor CPU path), checked against it in tests/test_optim.py. Callers guarantee n >= 0
-# contiguous values per buffer, `hyper` of N_HYPER doubles, and every state slot that
-# optimizer_slots() asks for; nothing is checked here.
+# contiguous values per buffer, `hyper` of optimizer_size(kind, False) doubles, and the
+# optimizer_size(kind, True) state pointers, each non-NULL where optimizer_uses() sets its bit;
+# nothing else is checked here.
 #
 # The per-element loops are C (csrc/fp_optim_impl.h), cloned for AVX-512 / AVX2 / SSE2
 # (FP_CLONES): compiled here, Cython's inline loops got baseline 16-byte vectors only, and
@@ -34,33 +35,88 @@ cdef enum:
     OPT_ADAGRAD = 4
     N_OPT_KINDS = 5
 
-# Layout of `hyper` (doubles). Flags are 0.0 / 1.0. Entries a kind does not use are ignored.
+# Each optimizer declares its own layout here, in one block: its hyperparameter block (doubles;
+# flags 0.0 / 1.0) and its state (flat arrays of the parameters' dtype, by position). Every block
+# starts with the entries all optimizers share; _optim.pyx exports the names (LAYOUT), which
+# fastprop.optim reads: no Python file restates a position.
 cdef enum:
     H_LR = 0              # learning rate (the current one, after any schedule)
-    H_MOMENTUM = 1        # SGD, RMSprop
-    H_DAMPENING = 2       # SGD
-    H_NESTEROV = 3        # SGD flag
-    H_WEIGHT_DECAY = 4    # L2 added to the gradient; AdamW: decoupled (p *= 1 - lr * wd)
-    H_BETA1 = 5           # Adam, AdamW
-    H_BETA2 = 6           # Adam, AdamW
-    H_EPS = 7             # Adam, AdamW, RMSprop, Adagrad
-    H_ALPHA = 8           # RMSprop smoothing constant
-    H_CENTERED = 9        # RMSprop flag
-    H_AMSGRAD = 10        # Adam, AdamW flag
-    H_CLIP_NORM = 11      # global-norm clipping of grads before the update; <= 0: off
-    H_LR_DECAY = 12       # Adagrad
-    H_INITIAL_ACCUMULATOR_VALUE = 13   # Adagrad; used when the state is allocated, not here
-    N_HYPER = 14          # length of `hyper`
+    H_WEIGHT_DECAY = 1    # L2 added to the gradient; AdamW: decoupled (p *= 1 - lr * wd)
+    H_CLIP_NORM = 2       # global-norm clipping of grads before the update; <= 0: off
+    N_H_COMMON = 3
 
-# Bits of optimizer_slots(): which of s1, s2, s3 a kind reads and writes.
-#   SGD      s1 momentum_buffer (momentum != 0)
-#   Adam(W)  s1 exp_avg, s2 exp_avg_sq, s3 max_exp_avg_sq (amsgrad)
-#   RMSprop  s1 square_avg, s2 momentum_buffer (momentum > 0), s3 grad_avg (centered)
-#   Adagrad  s1 sum (starts at initial_accumulator_value)
+# SGD: state momentum_buffer (momentum != 0)
 cdef enum:
-    SLOT_1 = 1
-    SLOT_2 = 2
-    SLOT_3 = 4
+    SGD_MOMENTUM = N_H_COMMON
+    SGD_DAMPENING
+    SGD_NESTEROV          # flag
+    SGD_N_HYPER
+    SGD_MOMENTUM_BUFFER = 0
+    SGD_N_STATE
+
+# Adam, AdamW: state exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad)
+cdef enum:
+    ADAM_BETA1 = N_H_COMMON
+    ADAM_BETA2
+    ADAM_EPS
+    ADAM_AMSGRAD          # flag
+    ADAM_N_HYPER
+    ADAM_EXP_AVG = 0
+    ADAM_EXP_AVG_SQ
+    ADAM_MAX_EXP_AVG_SQ
+    ADAM_N_STATE
+
+# RMSprop: state square_avg, momentum_buffer (momentum > 0), grad_avg (centered)
+cdef enum:
+    RMSPROP_ALPHA = N_H_COMMON   # smoothing constant
+    RMSPROP_EPS
+    RMSPROP_MOMENTUM
+    RMSPROP_CENTERED      # flag
+    RMSPROP_N_HYPER
+    RMSPROP_SQUARE_AVG = 0
+    RMSPROP_MOMENTUM_BUFFER
+    RMSPROP_GRAD_AVG
+    RMSPROP_N_STATE
+
+# Adagrad: state sum (starts at initial_accumulator_value)
+cdef enum:
+    ADAGRAD_LR_DECAY = N_H_COMMON
+    ADAGRAD_EPS
+    ADAGRAD_INITIAL_ACCUMULATOR_VALUE   # used when the state is allocated, not here
+    ADAGRAD_N_HYPER
+    ADAGRAD_SUM = 0
+    ADAGRAD_N_STATE
+
+
+cdef inline int optimizer_size(int kind, bint state) noexcept nogil:
+    """The number of state arrays `kind` declares (state: some unused under some options, NULL
+    there), or the length of its hyperparameter block (not state); 0 for an unknown kind."""
+    if kind == OPT_SGD:
+        return SGD_N_STATE if state else SGD_N_HYPER
+    if kind == OPT_ADAM or kind == OPT_ADAMW:
+        return ADAM_N_STATE if state else ADAM_N_HYPER
+    if kind == OPT_RMSPROP:
+        return RMSPROP_N_STATE if state else RMSPROP_N_HYPER
+    if kind == OPT_ADAGRAD:
+        return ADAGRAD_N_STATE if state else ADAGRAD_N_HYPER
+    return 0
+
+
+cdef inline int optimizer_uses(int kind, const double *hyper) noexcept nogil:
+    """Bit mask of the state arrays (bit i: state i) that `kind` with `hyper` reads and
+    writes; the others may be NULL."""
+    if kind == OPT_SGD:
+        return (1 << SGD_MOMENTUM_BUFFER) if hyper[SGD_MOMENTUM] != 0 else 0
+    if kind == OPT_ADAM or kind == OPT_ADAMW:
+        return ((1 << ADAM_EXP_AVG) | (1 << ADAM_EXP_AVG_SQ)
+                | ((1 << ADAM_MAX_EXP_AVG_SQ) if hyper[ADAM_AMSGRAD] != 0 else 0))
+    if kind == OPT_RMSPROP:
+        return ((1 << RMSPROP_SQUARE_AVG)
+                | ((1 << RMSPROP_MOMENTUM_BUFFER) if hyper[RMSPROP_MOMENTUM] > 0 else 0)
+                | ((1 << RMSPROP_GRAD_AVG) if hyper[RMSPROP_CENTERED] != 0 else 0))
+    if kind == OPT_ADAGRAD:
+        return 1 << ADAGRAD_SUM
+    return 0
 
 
 cdef extern from "fp_optim.h" nogil:
@@ -103,9 +159,8 @@ cdef inline double _max_abs(const floating *x, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline bint update_is_safe(int kind, const double *h, const floating *params,
-                                const floating *grads, const floating *s1,
-                                const floating *s2, Py_ssize_t n, long long step,
-                                double gmax) noexcept nogil:
+                                const floating *grads, floating **state, int n_state,
+                                Py_ssize_t n, long long step, double gmax) noexcept nogil:
     """True when optimizer_step cannot make a parameter or a state value NaN / inf.
 
     A conservative bound from max |params|, max |grads| (gmax, before clipping: clipping only
@@ -116,23 +171,25 @@ cdef inline bint update_is_safe(int kind, const double *h, const floating *param
     max|p| plus lr times the ratio is not below 1e37 (float32; 1e306 for float64), or eps is
     under the dtype's smallest normal number (the kernels flush denormals to zero: 0 / 0). A
     refused step changes nothing; a step of finite, reasonably scaled numbers is never
-    refused."""
+    refused. Also refused: fewer state arrays (n_state) than `kind` declares."""
     cdef double limit = 1e37 if floating is float else 1e306
     cdef double tiny = 1.2e-38 if floating is float else 2.3e-308
-    cdef double lr = h[H_LR], wd = h[H_WEIGHT_DECAY], mu = h[H_MOMENTUM], eps = h[H_EPS]
+    cdef double lr = h[H_LR], wd = h[H_WEIGHT_DECAY], mu, eps
     cdef double P = _max_abs(params, n), D, B, M, shrink = 1.0, ratio, t1
-    if not (P < limit and gmax < limit):
+    if n_state < optimizer_size(kind, True) or not (P < limit and gmax < limit):
         return False
     if kind == OPT_SGD:
+        mu = h[SGD_MOMENTUM]
         D = gmax + wd * P
         if mu == 0:
             ratio = D
         else:
-            B = _max_abs(s1, n)
-            t1 = 1.0 if step <= 1 else 1.0 - h[H_DAMPENING]
+            B = _max_abs(state[SGD_MOMENTUM_BUFFER], n)
+            t1 = 1.0 if step <= 1 else 1.0 - h[SGD_DAMPENING]
             B = (0.0 if step <= 1 else mu * B) + (t1 if t1 > 0 else -t1) * D
-            ratio = D + mu * B if h[H_NESTEROV] != 0 else B
+            ratio = D + mu * B if h[SGD_NESTEROV] != 0 else B
     elif kind == OPT_ADAM or kind == OPT_ADAMW:
+        eps = h[ADAM_EPS]
         if kind == OPT_ADAMW:
             shrink = 1.0 - lr * wd
             shrink = shrink if shrink > 0 else -shrink
@@ -141,41 +198,29 @@ cdef inline bint update_is_safe(int kind, const double *h, const floating *param
             D = gmax + wd * P
         if not (eps >= tiny and D * D < limit):
             return False
-        M = _max_abs(s1, n)
+        M = _max_abs(state[ADAM_EXP_AVG], n)
         M = M if M > D else D
-        t1 = 1.0 - pow(h[H_BETA1], <double> step)
+        t1 = 1.0 - pow(h[ADAM_BETA1], <double> step)
         if not (t1 > 0 and lr / t1 < limit):     # the step size, stored in the dtype
             return False
         ratio = M / eps / t1
     elif kind == OPT_RMSPROP:
+        eps, mu = h[RMSPROP_EPS], h[RMSPROP_MOMENTUM]
         D = gmax + wd * P
         if not (eps >= tiny and D * D < limit):
             return False
         ratio = D / eps
         if mu > 0:
-            ratio = mu * _max_abs(s2, n) + ratio
+            ratio = mu * _max_abs(state[RMSPROP_MOMENTUM_BUFFER], n) + ratio
     elif kind == OPT_ADAGRAD:
+        eps = h[ADAGRAD_EPS]
         D = gmax + wd * P
-        if not (eps >= tiny and D * D + _max_abs(s1, n) < limit):
+        if not (eps >= tiny and D * D + _max_abs(state[ADAGRAD_SUM], n) < limit):
             return False
-        ratio = 1.0 / (1.0 + (step - 1) * h[H_LR_DECAY])
+        ratio = 1.0 / (1.0 + (step - 1) * h[ADAGRAD_LR_DECAY])
     else:
         return False
     return D < limit and ratio < limit and shrink * P + lr * ratio < limit
-
-
-cdef inline int optimizer_slots(int kind, const double *hyper) noexcept nogil:
-    """Bit mask of the state slots (SLOT_1 | SLOT_2 | SLOT_3) that `kind` with `hyper` uses."""
-    if kind == OPT_SGD:
-        return SLOT_1 if hyper[H_MOMENTUM] != 0 else 0
-    if kind == OPT_ADAM or kind == OPT_ADAMW:
-        return SLOT_1 | SLOT_2 | (SLOT_3 if hyper[H_AMSGRAD] != 0 else 0)
-    if kind == OPT_RMSPROP:
-        return (SLOT_1 | (SLOT_2 if hyper[H_MOMENTUM] > 0 else 0)
-                | (SLOT_3 if hyper[H_CENTERED] != 0 else 0))
-    if kind == OPT_ADAGRAD:
-        return SLOT_1
-    return 0
 
 
 cdef inline double l2_norm(const floating *g, Py_ssize_t n) noexcept nogil:
@@ -210,32 +255,35 @@ cdef inline double clip_by_global_norm(floating *g, Py_ssize_t n,
     return norm
 
 
-cdef inline void sgd_step(const double *h, floating *p, const floating *g, floating *buf,
+cdef inline void sgd_step(const double *h, floating *p, const floating *g, floating **state,
                           Py_ssize_t n, long long step) noexcept nogil:
     """d = g + wd p;  b = d (first step) or mu b + (1 - dampening) d;
     p -= lr * (d + mu b if nesterov else b)   (no momentum: p -= lr d)."""
-    cdef double keep = 0.0 if step <= 1 else h[H_MOMENTUM]   # the buffer starts as the gradient
-    cdef double take = 1.0 if step <= 1 else 1.0 - h[H_DAMPENING]
+    cdef double keep = 0.0 if step <= 1 else h[SGD_MOMENTUM]   # the buffer starts as g
+    cdef double take = 1.0 if step <= 1 else 1.0 - h[SGD_DAMPENING]
+    cdef floating *buf = state[SGD_MOMENTUM_BUFFER]
     if floating is float:
-        fp_sgd_f(p, g, buf, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY], keep, take,
-                 h[H_NESTEROV] != 0)
+        fp_sgd_f(p, g, buf, n, h[H_LR], h[SGD_MOMENTUM], h[H_WEIGHT_DECAY], keep, take,
+                 h[SGD_NESTEROV] != 0)
     else:
-        fp_sgd_d(p, g, buf, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY], keep, take,
-                 h[H_NESTEROV] != 0)
+        fp_sgd_d(p, g, buf, n, h[H_LR], h[SGD_MOMENTUM], h[H_WEIGHT_DECAY], keep, take,
+                 h[SGD_NESTEROV] != 0)
 
 
 cdef inline void adam_step(const double *h, bint decoupled, floating *p, const floating *g,
-                           floating *m, floating *v, floating *vmax, Py_ssize_t n,
-                           long long step) noexcept nogil:
+                           floating **state, Py_ssize_t n, long long step) noexcept nogil:
     """Adam (decoupled=False: d = g + wd p) or AdamW (decoupled: p *= 1 - lr wd; d = g):
     m += (1 - b1)(d - m);  v = b2 v + (1 - b2) d^2;  vmax = max(vmax, v) (amsgrad);
     p -= lr / (1 - b1^t) * m / (sqrt(v or vmax) / sqrt(1 - b2^t) + eps)."""
-    cdef double lr = h[H_LR], b1 = h[H_BETA1], b2 = h[H_BETA2], eps = h[H_EPS]
+    cdef double lr = h[H_LR], b1 = h[ADAM_BETA1], b2 = h[ADAM_BETA2], eps = h[ADAM_EPS]
     cdef double wd = 0.0 if decoupled else h[H_WEIGHT_DECAY]
     cdef double shrink = 1.0 - lr * h[H_WEIGHT_DECAY] if decoupled else 1.0
     cdef double step_size = lr / (1.0 - pow(b1, <double> step))
     cdef double bc2_sqrt = sqrt(1.0 - pow(b2, <double> step))
-    cdef bint amsgrad = h[H_AMSGRAD] != 0
+    cdef bint amsgrad = h[ADAM_AMSGRAD] != 0
+    cdef floating *m = state[ADAM_EXP_AVG]
+    cdef floating *v = state[ADAM_EXP_AVG_SQ]
+    cdef floating *vmax = state[ADAM_MAX_EXP_AVG_SQ]
     # per-element math in the buffers' type, as torch does: float32 fills twice the vector
     # lanes of float64; the C kernel is cloned for AVX-512 / AVX2 (csrc/fp_optim.h)
     if floating is float:
@@ -247,48 +295,54 @@ cdef inline void adam_step(const double *h, bint decoupled, floating *p, const f
                   1.0 / bc2_sqrt, eps, amsgrad)
 
 
-cdef inline void rmsprop_step(const double *h, floating *p, const floating *g, floating *sq,
-                              floating *buf, floating *gavg, Py_ssize_t n) noexcept nogil:
+cdef inline void rmsprop_step(const double *h, floating *p, const floating *g,
+                              floating **state, Py_ssize_t n) noexcept nogil:
     """d = g + wd p;  sq = alpha sq + (1 - alpha) d^2;  gavg += (1 - alpha)(d - gavg) (centered);
     r = d / (sqrt(sq - gavg^2 if centered else sq) + eps);
     b = mu b + r, p -= lr b (momentum > 0)  or  p -= lr r."""
+    cdef floating *sq = state[RMSPROP_SQUARE_AVG]
+    cdef floating *buf = state[RMSPROP_MOMENTUM_BUFFER]
+    cdef floating *gavg = state[RMSPROP_GRAD_AVG]
     if floating is float:
-        fp_rmsprop_f(p, g, sq, buf, gavg, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY],
-                     h[H_ALPHA], h[H_EPS], h[H_CENTERED] != 0)
+        fp_rmsprop_f(p, g, sq, buf, gavg, n, h[H_LR], h[RMSPROP_MOMENTUM], h[H_WEIGHT_DECAY],
+                     h[RMSPROP_ALPHA], h[RMSPROP_EPS], h[RMSPROP_CENTERED] != 0)
     else:
-        fp_rmsprop_d(p, g, sq, buf, gavg, n, h[H_LR], h[H_MOMENTUM], h[H_WEIGHT_DECAY],
-                     h[H_ALPHA], h[H_EPS], h[H_CENTERED] != 0)
+        fp_rmsprop_d(p, g, sq, buf, gavg, n, h[H_LR], h[RMSPROP_MOMENTUM], h[H_WEIGHT_DECAY],
+                     h[RMSPROP_ALPHA], h[RMSPROP_EPS], h[RMSPROP_CENTERED] != 0)
 
 
-cdef inline void adagrad_step(const double *h, floating *p, const floating *g, floating *acc,
-                              Py_ssize_t n, long long step) noexcept nogil:
+cdef inline void adagrad_step(const double *h, floating *p, const floating *g,
+                              floating **state, Py_ssize_t n, long long step) noexcept nogil:
     """d = g + wd p;  acc += d^2;  p -= lr / (1 + (t - 1) lr_decay) * d / (sqrt(acc) + eps)."""
-    cdef double clr = h[H_LR] / (1.0 + (step - 1) * h[H_LR_DECAY])
+    cdef double clr = h[H_LR] / (1.0 + (step - 1) * h[ADAGRAD_LR_DECAY])
+    cdef floating *acc = state[ADAGRAD_SUM]
     if floating is float:
-        fp_adagrad_f(p, g, acc, n, clr, h[H_WEIGHT_DECAY], h[H_EPS])
+        fp_adagrad_f(p, g, acc, n, clr, h[H_WEIGHT_DECAY], h[ADAGRAD_EPS])
     else:
-        fp_adagrad_d(p, g, acc, n, clr, h[H_WEIGHT_DECAY], h[H_EPS])
+        fp_adagrad_d(p, g, acc, n, clr, h[H_WEIGHT_DECAY], h[ADAGRAD_EPS])
 
 
 cdef inline void optimizer_step(int kind, const double *hyper, floating *params,
-                                floating *grads, floating *s1, floating *s2, floating *s3,
-                                Py_ssize_t n, long long step) noexcept nogil:
+                                floating *grads, floating **state, Py_ssize_t n,
+                                long long step) noexcept nogil:
     """One update of `params` (n values) by optimizer `kind`, torch.optim semantics.
 
-    hyper : N_HYPER doubles, layout H_* above.  step : 1-based step number after increment.
+    hyper : `kind`'s block (optimizer_size(kind, False) doubles, its layout above).
+    step : 1-based step number after increment.
     IN/OUT params; grads (clipped in place when hyper[H_CLIP_NORM] > 0, never weight-decayed);
-    s1, s2, s3 state (see optimizer_slots; NULL where unused). Unknown kinds do nothing."""
+    state: optimizer_size(kind, True) pointers to `kind`'s state arrays in its declared order,
+    NULL where optimizer_uses says unused. Unknown kinds do nothing."""
     if n <= 0:
         return
     if hyper[H_CLIP_NORM] > 0:
         clip_by_global_norm(grads, n, hyper[H_CLIP_NORM])
     if kind == OPT_SGD:
-        sgd_step(hyper, params, grads, s1, n, step)
+        sgd_step(hyper, params, grads, state, n, step)
     elif kind == OPT_ADAM:
-        adam_step(hyper, False, params, grads, s1, s2, s3, n, step)
+        adam_step(hyper, False, params, grads, state, n, step)
     elif kind == OPT_ADAMW:
-        adam_step(hyper, True, params, grads, s1, s2, s3, n, step)
+        adam_step(hyper, True, params, grads, state, n, step)
     elif kind == OPT_RMSPROP:
-        rmsprop_step(hyper, params, grads, s1, s2, s3, n)
+        rmsprop_step(hyper, params, grads, state, n)
     elif kind == OPT_ADAGRAD:
-        adagrad_step(hyper, params, grads, s1, n, step)
+        adagrad_step(hyper, params, grads, state, n, step)

@@ -59,12 +59,41 @@ def get_layer_class(name):
     return LAYERS[name]
 
 
+def assign_weights(targets, weights, dtype=None):
+    """Check ``weights`` against ``targets`` (a list of (label, array)) and copy them in.
+
+    Count, shapes, real and finite values are checked for every entry before any is written
+    (``dtype``: the cast of all, else each target's own dtype)."""
+    if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list of arrays, got {type(weights).__name__}")
+    if len(weights) != len(targets):
+        raise ValueError(f"weights must hold {len(targets)} arrays "
+                         f"({', '.join(t[0] for t in targets) or 'none'}), got {len(weights)}")
+    checked = []
+    for i, ((label, arr), w) in enumerate(zip(targets, weights)):
+        v = V.as_array(w, f"weights[{i}] ({label})", dtype or arr.dtype, ndim=arr.ndim,
+                       allow_empty=arr.size == 0)
+        if v.shape != arr.shape:
+            raise ValueError(f"weights[{i}] ({label}) must have shape {arr.shape}, got "
+                             f"{v.shape}")
+        checked.append(v)
+    for (_, arr), v in zip(targets, checked):
+        arr[...] = v
+
+
 class Layer:
     """Base of every layer kind (the layer protocol).
 
     Subclasses implement :meth:`build`, :meth:`forward`, :meth:`backward` and
     :meth:`get_config`, declare their parameters with :meth:`add_param` and their state with
     :meth:`add_state` inside ``build``, and are registered with :func:`register_layer`.
+
+    Building: a kind whose parameters depend on the input width (Keras-style
+    ``Dense(n_out)``) reports ``built`` False until :meth:`build` is called with that width;
+    a model calls it once the width is known (the previous layer, ``input_dim``, the data).
+    :meth:`get_weights` / :meth:`set_weights` read the declared parameters then the state
+    buffers, in declaration order. ``trainable = False`` (freezing) is not implemented yet and
+    raises ``NotImplementedError``.
 
     A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
     a live model holds to a second model raises ``ValueError`` (make a new layer, or
@@ -169,6 +198,48 @@ class Layer:
     def states(self):
         """The state arrays, in declaration order."""
         return [self._get_array(n) for n in self._specs()[1]]
+
+    def _weights(self):
+        """(name, array) of the parameters then the state buffers, in declaration order."""
+        params, states = self._specs()
+        return [(n, self._get_array(n)) for n in list(params) + list(states)]
+
+    @property
+    def built(self):
+        """Whether the layer's parameters exist (kinds built when made, or with nothing to
+        build, are always built; a Keras-style ``Dense(n_out)`` is built with its width)."""
+        return True
+
+    def get_weights(self):
+        """Copies of the parameters then the state buffers, in declaration order (Keras'
+        ``layer.get_weights``)."""
+        if not self.built:
+            raise ValueError(f"{self!r} is not built yet (its input width is unknown): call "
+                             f"build(n_in) or use it in a model first")
+        return [arr.copy() for _, arr in self._weights()]
+
+    def set_weights(self, weights):
+        """Copy ``weights`` (as :meth:`get_weights` returns them) into the layer; count,
+        shapes and finiteness checked before anything is written (inside a model, this
+        writes into the model's buffers)."""
+        if not self.built:
+            raise ValueError(f"{self!r} is not built yet (its input width is unknown): call "
+                             f"build(n_in) or use it in a model first")
+        assign_weights([(f"{type(self).__name__}.{n}", a) for n, a in self._weights()],
+                       weights)
+
+    @property
+    def trainable(self):
+        """Always True: freezing layers is not implemented yet (see the README)."""
+        return True
+
+    @trainable.setter
+    def trainable(self, value):
+        if value is not True:
+            raise NotImplementedError(
+                f"{type(self).__name__}.trainable = {value!r}: freezing layers is not "
+                f"implemented yet (every layer's parameters are trained); a frozen layer would "
+                f"otherwise be silently trained")
 
     @property
     def n_params(self):

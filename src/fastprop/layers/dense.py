@@ -41,6 +41,10 @@ class DenseCache:
                 f"dtype={self.z.dtype.name})")
 
 
+#: the default of ``n_out``: given one width, Dense(n_out) (Keras style)
+_ONE_WIDTH = object()
+
+
 @register_layer
 class Dense(Layer):
     """Fully connected layer: ``z = a_prev @ W + b``, ``a = activation(z)``.
@@ -48,7 +52,14 @@ class Dense(Layer):
     Parameters
     ----------
     n_in, n_out : int
-        Input and output widths, >= 1.
+        Input and output widths, >= 1. With one width (``Dense(64)``, Keras style) it is
+        ``n_out`` and the input width is inferred when the layer is built: from the previous
+        layer or ``input_dim`` in a :class:`~fastprop.Sequential`, from the data at the
+        model's first ``fit`` / ``predict`` / ``evaluate`` / ``train_step``, by
+        ``model.build(n_in)`` or ``layer.build(n_in)``, or by a first standalone
+        :meth:`forward`. Until then ``n_in`` is None and ``W``, ``b`` do not exist; once built,
+        the weights are those ``Dense(n_in, n_out, seed=seed)`` draws (an int seed; a
+        Generator is drawn from at build time, not when the layer is made).
     activation : str, default "identity"
         One of ``identity`` (``linear``), ``relu``, ``leaky_relu``, ``elu``, ``gelu``,
         ``sigmoid``, ``tanh``, ``softplus``, ``silu`` (``swish``), ``softmax``.
@@ -77,43 +88,60 @@ class Dense(Layer):
     ((4, 2), (4, 3), (3, 2), (2,))
     """
 
-    def __init__(self, n_in, n_out, activation="identity", init=None, dtype="float32",
-                 seed=None):
-        self._n_in = V.check_size(n_in, "n_in")
+    def __init__(self, n_in, n_out=_ONE_WIDTH, activation="identity", init=None,
+                 dtype="float32", seed=None):
+        if n_out is _ONE_WIDTH:           # Dense(n_out): the input width comes at build
+            n_in, n_out = None, n_in
+        self._n_in = None if n_in is None else V.check_size(n_in, "n_in")
         self._n_out = V.check_size(n_out, "n_out")
         self._activation = canonical_name(activation)
         self.init = canonical_init(init if init is not None else default_init(self.activation))
-        dtype = V.as_dtype(dtype)
-        # the initializer draws float64, then casts: both exist for a moment
-        V.check_alloc(self.n_in * self.n_out + self.n_out, 8 + dtype.itemsize,
-                      f"Dense({self.n_in}, {self.n_out})")
+        self._dtype = V.as_dtype(dtype)
         if seed is not None and not isinstance(seed, np.random.Generator):
             seed = V.check_seed(seed)
-        self._build_args = (dtype, np.random.default_rng(seed))
-        self.build(self.n_in)
-        del self._build_args
+        self._rng = np.random.default_rng(seed)    # drawn from at build
         self.dW = None
         self.db = None
+        if self._n_in is not None:
+            self.build(self._n_in)
+
+    @property
+    def built(self):
+        """Whether ``W`` and ``b`` exist (the input width is known)."""
+        return "_W" in self.__dict__
 
     def build(self, n_in):
-        """Declare ``W`` (n_in, n_out) and ``b`` (n_out,); return ``n_out``."""
-        if n_in != self._n_in:
-            raise ValueError(f"Dense({self._n_in}, {self._n_out}) takes n_in={self._n_in}, "
-                             f"got an input of width {n_in}")
-        dtype, rng = self._build_args
-        self._W = self.add_param("W", (self.n_in, self.n_out), init=self.init, dtype=dtype,
-                                 rng=rng)
-        self._b = self.add_param("b", (self.n_out,), init="zeros", dtype=dtype)
+        """Declare ``W`` (n_in, n_out) and ``b`` (n_out,) and draw ``W``; return ``n_out``.
+
+        A layer made with ``Dense(n_out)`` takes any width ``n_in >= 1`` (once); a built layer
+        only its own ``n_in`` (ValueError otherwise; building it again changes nothing)."""
+        if self.built:
+            if n_in != self._n_in:
+                raise ValueError(f"Dense({self._n_in}, {self._n_out}) takes n_in="
+                                 f"{self._n_in}, got an input of width {n_in}")
+            return self._n_out
+        n_in = V.check_size(n_in, "n_in")
+        # the initializer draws float64, then casts: both exist for a moment
+        V.check_alloc(n_in * self.n_out + self.n_out, 8 + self._dtype.itemsize,
+                      f"Dense({n_in}, {self.n_out})")
+        W = self.add_param("W", (n_in, self.n_out), init=self.init, dtype=self._dtype,
+                           rng=self._rng)
+        b = self.add_param("b", (self.n_out,), init="zeros", dtype=self._dtype)
+        object.__setattr__(self, "_n_in", n_in)
+        self._W, self._b = W, b
+        del self._rng
         return self.n_out
 
     def get_config(self):
-        """``{"type": "Dense", "n_in", "n_out", "activation", "init"}``."""
+        """``{"type": "Dense", "n_in", "n_out", "activation", "init"}`` (``n_in`` None while
+        the width is not inferred yet)."""
         return {"type": type(self).__name__, "n_in": self.n_in, "n_out": self.n_out,
                 "activation": self.activation, "init": self.init}
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
-        """A Dense layer (zero weights) from :meth:`get_config` output."""
+        """A Dense layer (zero weights; unbuilt when ``n_in`` is None) from :meth:`get_config`
+        output."""
         if set(config) != {"type", "n_in", "n_out", "activation", "init"}:
             raise ValueError(f"a Dense config has the keys type, n_in, n_out, activation, "
                              f"init; got {sorted(config)}")
@@ -125,7 +153,7 @@ class Dense(Layer):
     # -- the shape of the block: fixed (a model's compiled plan is built from them) -----------
     @property
     def n_in(self):
-        """Input width (read-only)."""
+        """Input width (read-only); None until the layer is built."""
         return self._n_in
 
     @property
@@ -147,7 +175,7 @@ class Dense(Layer):
     # -- parameters ------------------------------------------------------------------------
     @property
     def dtype(self):
-        return self._W.dtype
+        return self._W.dtype if self.built else self._dtype
 
     @property
     def W(self):
@@ -198,6 +226,8 @@ class Dense(Layer):
             Pass it to :meth:`backward`.
         """
         dtype = self.dtype
+        if not self.built:         # Keras: the first call builds the layer from its input
+            self.build(V.as_array(a_prev, "a_prev", dtype, ndim=2).shape[1])
         a_prev = V.as_array(a_prev, "a_prev", dtype, ndim=2, width=self.n_in,
                             width_name="n_in", copy=True)
         n = a_prev.shape[0]
@@ -250,5 +280,6 @@ class Dense(Layer):
         return da_prev, dW, db
 
     def __repr__(self):
-        return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r}, "
+        widths = f"{self.n_out}" if self.n_in is None else f"{self.n_in}, {self.n_out}"
+        return (f"Dense({widths}, activation={self.activation!r}, "
                 f"init={self.init!r}, dtype={self.dtype.name!r})")
