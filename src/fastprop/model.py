@@ -34,7 +34,7 @@ from fastprop.optim import get_optimizer, optimizer_from_config
 __all__ = ["Sequential", "gradcheck"]
 
 def _fixed(name, doc):
-    """A read-only property over ``self._<name>``: these attributes define the compiled plan."""
+    """A read-only property over ``self._<name>``: these attributes define the compiled tape."""
     def refuse(self, value):
         raise AttributeError(f"Sequential.{name} is fixed when the model is made (the compiled "
                              f"plan is built from it); build a new model, e.g. from "
@@ -231,7 +231,7 @@ class Sequential:
         Their current parameters are copied into the model (cast to ``dtype``) and become views
         into the model's flat buffers (``W``, ``b`` into ``params``, ``dW``, ``db`` into
         ``grads``; state buffers into ``state``). ``model.layers`` is a tuple of them
-        (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled plan is
+        (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled tape is
         built from them). A layer belongs to one model: a layer of another live model raises
         ``ValueError``; a kind the compiled model cannot run raises ``TypeError`` naming it.
     loss : str, optional
@@ -599,7 +599,7 @@ class Sequential:
             :attr:`optimizer` setter does). None keeps the current one.
         loss : str, optional
             A loss name or alias (as for the constructor); it must suit the output activation.
-            The compiled plan is rebuilt for it (weights, optimizer state and the dropout
+            The compiled tape is rebuilt for it (weights, optimizer state and the dropout
             stream kept). None keeps the current one.
         metrics : list of str, optional
             ``accuracy`` (``acc``), ``mae`` (``mean_absolute_error``), ``mse``
