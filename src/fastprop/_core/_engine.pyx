@@ -235,14 +235,22 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
         if nd.kind == NODE_DENSE:
             dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
                                 _dprev(p, i, grads), n, i == p.L - 1, False)
-        elif not nd.need_dprev:
-            continue
-        elif nd.kind == NODE_DROPOUT:
-            if training:
-                dropout_node_backward(nd, <floating *> NULL, n)
-        elif nd.kind == NODE_ACTIVATION:
-            if i < p.L - 1:
-                activation_node_backward(nd, <floating *> NULL, n)
+        else:
+            _backward_no_params(p, nd, i, grads, n, training)
+
+
+cdef inline void _backward_no_params(Tape *p, Node *nd, int i, floating *like, int n,
+                                     bint training) noexcept nogil:
+    """Backward of node i when it has no parameters (Dropout, Activation): in place on the
+    delta it receives, when a node before it needs da_prev. ``like`` only picks the dtype."""
+    if not nd.need_dprev:
+        return
+    if nd.kind == NODE_DROPOUT:
+        if training:
+            dropout_node_backward(nd, <floating *> NULL, n)
+    elif nd.kind == NODE_ACTIVATION:
+        if i < p.L - 1:
+            activation_node_backward(nd, <floating *> NULL, n)
 
 
 cdef inline double _max_abs(const floating *x, ptrdiff_t n) noexcept nogil:
@@ -270,14 +278,8 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
         nd = &p.nodes[i]
         if nd.kind == NODE_DENSE:
             dense_node_delta(nd, _W(nd, params), _dprev(p, i, params), n, i == p.L - 1)
-        elif not nd.need_dprev:
-            continue
-        elif nd.kind == NODE_DROPOUT:
-            if training:
-                dropout_node_backward(nd, <floating *> NULL, n)
-        elif nd.kind == NODE_ACTIVATION:
-            if i < p.L - 1:
-                activation_node_backward(nd, <floating *> NULL, n)
+        else:
+            _backward_no_params(p, nd, i, params, n, training)
     for i in range(p.n_dense):
         nd = &p.nodes[p.dense[i]]
         dmax = _max_abs(<floating *> nd.g, <ptrdiff_t> n * nd.n_out)
