@@ -1153,10 +1153,10 @@ def test_duplicate_layer_object_is_rejected_and_layer_untouched():
     with pytest.raises(ValueError, match="twice"):
         fp.Sequential([d, d])
     np.testing.assert_array_equal(d.W, W)
-    # the same Dropout object twice is harmless: rates combine
+    # the same Dropout object twice is harmless: two Dropout nodes of the tape
     drop = fp.Dropout(0.5)
     m = fp.Sequential([fp.Dense(4, 4), drop, drop, fp.Dense(4, 2)])
-    assert m._drops == [0.0, 0.75]
+    assert [node[4] for node in m._engine.nodes] == [0.0, 0.5, 0.5, 0.0]
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [
@@ -1353,12 +1353,12 @@ def test_gradcheck_subset_and_dropout_model():
 
 
 class _WrongBackwardEngine(fp_model._engine.Engine):
-    """The compiled engine with a perturbed analytic gradient (the grads buffer is the 9th
-    constructor argument)."""
+    """The compiled engine with a perturbed analytic gradient (the grads buffer is the 4th
+    constructor argument: nodes, loss, params, grads, ...)."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self._g = args[8]
+        self._g = args[3]
 
     def backward(self, *args):
         loss = super().backward(*args)

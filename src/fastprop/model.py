@@ -2,8 +2,9 @@
 
 All parameters live in one flat buffer (``model.params``) and all gradients in another of the
 same layout (``model.grads``); every Dense layer's ``W``, ``b``, ``dW``, ``db`` are views into
-them. The layer list is compiled into a plan that the engine (``fastprop._core._engine``) runs
-without the GIL: ``train_step`` is forward, loss, backward and the optimizer update in one call.
+them. The layer list is compiled into a tape of nodes that the engine
+(``fastprop._core._engine``) runs without the GIL: ``train_step`` is forward, loss, backward and
+the optimizer update in one call.
 The same steps are public one by one: ``forward`` keeps the caches, ``backward`` fills the
 gradients, ``apply_gradients`` (or ``optimizer.step(params, grads)``) updates.
 
@@ -33,7 +34,7 @@ from fastprop.optim import get_optimizer, optimizer_from_config
 __all__ = ["Sequential", "gradcheck"]
 
 def _fixed(name, doc):
-    """A read-only property over ``self._<name>``: these attributes define the compiled plan."""
+    """A read-only property over ``self._<name>``: these attributes define the compiled tape."""
     def refuse(self, value):
         raise AttributeError(f"Sequential.{name} is fixed when the model is made (the compiled "
                              f"plan is built from it); build a new model, e.g. from "
@@ -101,18 +102,53 @@ def _compile_layers(layers):
             if layer.n_params or layer.n_state or isinstance(layer, Dense)]
     if len(set(map(id, held))) != len(held):       # a parameter-free layer may repeat
         raise ValueError("layers holds the same layer twice; use separate layers")
-    acts = []
+    acts = []      # each Dense's compiled activation: an Activation after an identity Dense fused
     for i, layer in enumerate(layers):
         if isinstance(layer, Dense):
             acts.append(layer.activation)
-        elif isinstance(layer, Activation):
-            if i == 0 or not isinstance(layers[i - 1], Dense) or \
-                    layers[i - 1].activation != "identity":
-                raise ValueError(f"layers[{i}]: an Activation must follow a Dense layer whose "
-                                 f"activation is 'identity' (the model fuses it into that "
-                                 f"layer's compiled block)")
+        elif isinstance(layer, Activation) and _fuses(layers, i):
             acts[-1] = layer.activation
     return list(layers), dense, acts
+
+
+def _fuses(layers, i):
+    """layers[i] is an Activation the tape compiler fuses into the identity Dense before it."""
+    return i > 0 and isinstance(layers[i], Activation) and isinstance(layers[i - 1], Dense) \
+        and layers[i - 1].activation == "identity"
+
+
+def _output_activation(layers, acts):
+    """The activation of the network output: the last Activation node's, else the last
+    Dense's (compiled) one."""
+    last = layers[-1]
+    if isinstance(last, Activation) and not _fuses(layers, len(layers) - 1):
+        return last.activation
+    return acts[-1]
+
+
+def _tape(layers, acts, offsets):
+    """The node list the engine runs (see ``_core/_node.pxd``): per layer
+    (kind, n_in, n_out, activation code, rate, parameter offset, state offset), an Activation
+    after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of the
+    parameter-free kinds follow the chain."""
+    nodes, d, width = [], 0, None
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dense):
+            nodes.append((_engine.NODE_KINDS["Dense"], layer.n_in, layer.n_out,
+                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1))
+            width, d = layer.n_out, d + 1
+            continue
+        if width is None:             # a parameter-free kind before the first Dense
+            width = next(x for x in layers if isinstance(x, Dense)).n_in
+        if isinstance(layer, Dropout):
+            if layer.rate == 0:       # the identity: no node, no mask drawn
+                continue
+            nodes.append((_engine.NODE_KINDS["Dropout"], width, width, 0, float(layer.rate),
+                          -1, -1))
+        elif not _fuses(layers, i):
+            nodes.append((_engine.NODE_KINDS["Activation"], width, width,
+                          ACTIVATIONS[layer.activation], 0.0, -1, -1))
+    return nodes
 
 
 def _input_width(layers, n_in):
@@ -189,12 +225,13 @@ class Sequential:
     ----------
     layers : list of Layer, optional
         In order; each Dense's ``n_in`` must equal the previous Dense's ``n_out`` (a
-        Keras-style ``Dense(n_out)`` takes it from there); an
-        Activation follows a Dense whose activation is ``identity`` (it is fused into it).
+        Keras-style ``Dense(n_out)`` takes it from there). The layers are compiled into a tape
+        of nodes (one per layer; an Activation right after a Dense whose activation is
+        ``identity`` is fused into that Dense's node, a Dropout of rate 0 is left out).
         Their current parameters are copied into the model (cast to ``dtype``) and become views
         into the model's flat buffers (``W``, ``b`` into ``params``, ``dW``, ``db`` into
         ``grads``; state buffers into ``state``). ``model.layers`` is a tuple of them
-        (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled plan is
+        (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled tape is
         built from them). A layer belongs to one model: a layer of another live model raises
         ``ValueError``; a kind the compiled model cannot run raises ``TypeError`` naming it.
     loss : str, optional
@@ -295,9 +332,10 @@ class Sequential:
     def _check_spec(layers, loss, metrics):
         """The checks of a complete layer list that need no widths: the chain's kinds, the
         loss against the output activation, the metrics. Returns (canonical loss, metrics)."""
-        acts = _compile_layers(layers)[2]
-        loss = canonical_loss(loss if loss is not None else _default_loss(acts[-1]))
-        check_loss_activation(loss, acts[-1])
+        layers, _, acts = _compile_layers(layers)
+        out_act = _output_activation(layers, acts)
+        loss = canonical_loss(loss if loss is not None else _default_loss(out_act))
+        check_loss_activation(loss, out_act)
         return loss, _check_metrics(metrics, loss)
 
     @staticmethod
@@ -491,15 +529,6 @@ class Sequential:
         self._dense = dense
         self._acts = acts         # the compiled activation of each Dense (Activation fused in)
 
-        # input dropout of each dense layer: consecutive Dropouts combine (keep rates multiply)
-        drops, keep = [], 1.0
-        for layer in layers:
-            if isinstance(layer, Dropout):
-                keep *= 1.0 - layer.rate
-            elif isinstance(layer, Dense):
-                drops.append(1.0 - keep)
-                keep = 1.0
-
         # flat buffers: every layer's parameters in declaration order (W[0], b[0], W[1], ...),
         # every layer's state buffers likewise in model.state
         offsets, off, n_state = [], 0, 0
@@ -531,7 +560,6 @@ class Sequential:
                 s_off += size
             layer._set_arrays(values, grads)
         self._offsets = offsets
-        self._drops = drops
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self._engine = self._make_engine(self.loss, rng)
         self.optimizer._setup(self.n_params, self.dtype)
@@ -543,14 +571,10 @@ class Sequential:
         self.history = None
 
     def _make_engine(self, loss, rng):
-        """The compiled plan of these layers with ``loss`` (canonical, checked) and the
+        """The compiled tape of these layers with ``loss`` (canonical, checked) and the
         dropout stream at ``rng``."""
-        dense, offsets = self._dense, self._offsets
-        return _engine.Engine(
-            [d.n_in for d in dense], [d.n_out for d in dense],
-            [ACTIVATIONS[a] for a in self._acts], self._drops,
-            [o[0] for o in offsets], [o[1] for o in offsets], loss_code(loss),
-            self.params, self.grads, rng, V.check_alloc)
+        return _engine.Engine(_tape(self._layers, self._acts, self._offsets), loss_code(loss),
+                              self.params, self.grads, rng, V.check_alloc)
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -575,7 +599,7 @@ class Sequential:
             :attr:`optimizer` setter does). None keeps the current one.
         loss : str, optional
             A loss name or alias (as for the constructor); it must suit the output activation.
-            The compiled plan is rebuilt for it (weights, optimizer state and the dropout
+            The compiled tape is rebuilt for it (weights, optimizer state and the dropout
             stream kept). None keeps the current one.
         metrics : list of str, optional
             ``accuracy`` (``acc``), ``mae`` (``mean_absolute_error``), ``mse``
@@ -596,7 +620,7 @@ class Sequential:
         if self._pending is not None:
             return self._compile_pending(optimizer, loss, metrics)
         new_loss = self._loss if loss is None else canonical_loss(loss)
-        check_loss_activation(new_loss, self._acts[-1])
+        check_loss_activation(new_loss, _output_activation(self._layers, self._acts))
         new_metrics = _check_metrics(self._metrics if metrics is None else metrics, new_loss)
         opt = None if optimizer is None else get_optimizer(optimizer)
         with self._lock:
@@ -829,7 +853,7 @@ class Sequential:
         with self._lock:
             self._engine.forward(X, bool(training))
             self._fwd = (X, X.shape[0], bool(training))
-            return self._engine.layer_buffers(len(self._dense) - 1, X.shape[0])[1].copy()
+            return self._engine.output_buffer(X.shape[0]).copy()
 
     @property
     def caches(self):
@@ -943,8 +967,8 @@ class Sequential:
         """(loss, accuracy or None) of validated arrays, in inference mode (and the outputs,
         with ``outputs``)."""
         z, a = self._outputs(X)
-        loss = _closs.loss_and_grad(loss_code(self.loss), ACTIVATIONS[self._acts[-1]],
-                                    z, a, y_dense, labels, w)
+        out_act = ACTIVATIONS[_output_activation(self._layers, self._acts)]
+        loss = _closs.loss_and_grad(loss_code(self.loss), out_act, z, a, y_dense, labels, w)
         acc = self._accuracy(a, y_dense, labels)
         return (loss, acc, a) if outputs else (loss, acc)
 
@@ -1210,7 +1234,7 @@ class Sequential:
                         if errors:    # chunk is 1: the outputs of batch b0, before its update
                             start = b0 * batch_size
                             rows = order[start:start + int(sizes[b0])]
-                            a = engine.layer_buffers(len(self._dense) - 1, rows.size)[1]
+                            a = engine.output_buffer(rows.size)
                             err_sums[b0] = _error_sums(
                                 a, None if y_dense is None else y_dense[rows],
                                 None if labels is None else labels[rows])[:2]

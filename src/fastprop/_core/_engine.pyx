@@ -1,18 +1,20 @@
-# The whole-model engine: a model's layer list compiled into a Plan (sizes, activation codes,
-# dropout rates, offsets into the flat parameter buffer, workspace pointers), run by one nogil
-# function per call: forward through every layer, loss, backward, optimizer update. Python
+# The whole-model engine: a model's layers compiled into a tape, a list of nodes (kind, widths,
+# offsets into the flat parameter / state buffers, workspace pointers, attributes; `_node.pxd`),
+# run by one forward loop and one backward loop that dispatch on the node kind to the kind's
+# own unit (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`). One nogil
+# function per call: forward through every node, loss, backward, optimizer update. Python
 # touches nothing per layer.
 #
 # Memory: parameters and gradients are two flat buffers owned by the model (each layer's W, b,
-# dW, db are views into them). The workspace (z, a, delta, dropout buffers of every layer, and
-# the gathered minibatch) is one byte buffer sized for the largest batch seen so far; a
-# steady-state step allocates nothing. Backward keeps one delta buffer per layer: the
-# activation derivative is applied in place (dz overwrites da), and the output layer's delta is
-# written directly by the fused loss kernel.
+# dW, db are views into them). The workspace (every node's output, delta and own workspace,
+# and the gathered minibatch) is one byte buffer sized for the largest batch seen so far; a
+# steady-state step allocates nothing. Backward keeps one delta buffer per Dense node; the
+# width-preserving kinds (Dropout, Activation) share the previous node's and run in place. The
+# output node's delta is written directly by the fused loss kernel.
 #
-# predict() uses its own per-call scratch (malloc'd inside nogil), never the shared workspace,
-# so several threads may predict with one model at once. Training calls share the workspace:
-# the model serializes them with a lock.
+# predict() uses its own per-call scratch (malloc'd inside nogil) and a private copy of each
+# node, never the shared workspace, so several threads may predict with one model at once.
+# Training calls share the workspace: the model serializes them with a lock.
 
 from libc.stdint cimport uint64_t, int64_t
 from libc.math cimport isfinite
@@ -23,14 +25,21 @@ from cython cimport floating
 cimport numpy as cnp
 import numpy as np
 
-from fastprop._core._dense cimport (dense_forward, dense_backward, act_forward, FP_IDENTITY)
+from fastprop._core._dense cimport FP_IDENTITY
+from fastprop._core._node cimport Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION
+from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
+                                         dense_node_delta, dense_node_sgd, dense_node_gemms)
+from fastprop._core._node_dropout cimport dropout_node_forward, dropout_node_backward
+from fastprop._core._node_activation cimport (activation_node_forward,
+                                              activation_node_backward)
 from fastprop._core._loss cimport loss_and_grad
 from fastprop._core._optim cimport (optimizer_step, update_is_safe, OPT_SGD, H_LR,
                                     SGD_MOMENTUM, H_WEIGHT_DECAY, H_CLIP_NORM)
-from fastprop._core._blas cimport gemm, axpy
-from fastprop._core._dense cimport act_backward, colsum_add
 
 cnp.import_array()
+
+# the node kinds, read by the tape compiler (fastprop.model) from here: defined once
+NODE_KINDS = {"Dense": NODE_DENSE, "Dropout": NODE_DROPOUT, "Activation": NODE_ACTIVATION}
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -38,12 +47,6 @@ cdef extern from "Python.h":
 cdef extern from "fp_math.h" nogil:
     unsigned int fp_ftz_begin()
     void fp_ftz_end(unsigned int state)
-    void fp_dropout_forward_f(const float *x, float *out, float *mask, ptrdiff_t n, double rate,
-                              uint64_t *state)
-    void fp_dropout_forward_d(const double *x, double *out, double *mask, ptrdiff_t n,
-                              double rate, uint64_t *state)
-    void fp_mul_inplace_f(float *x, const float *y, ptrdiff_t n)
-    void fp_mul_inplace_d(double *x, const double *y, ptrdiff_t n)
     void fp_gather_rows_f(const float *src, const int64_t *idx, float *out, ptrdiff_t n,
                           ptrdiff_t cols)
     void fp_gather_rows_d(const double *src, const int64_t *idx, double *out, ptrdiff_t n,
@@ -65,20 +68,13 @@ cdef extern from "fp_loss.h" nogil:
         FP_BINARY_CROSS_ENTROPY
 
 
-cdef struct Plan:
-    int L               # number of dense layers
-    int *n_in
-    int *n_out
-    int *act
-    double *drop        # dropout rate on each dense layer's input (0: none)
-    Py_ssize_t *w_off   # offsets of W[l], b[l] in the flat buffers (in elements)
-    Py_ssize_t *b_off
+cdef struct Tape:
+    # The tape: the model's node list (see _node.pxd) and what a call shares
+    int L               # number of nodes
+    Node *nodes
+    int n_dense         # the Dense nodes, in order (their node indices)
+    int *dense
     int loss
-    char **z            # workspace, per layer: z (n, n_out), a (n, n_out; = z for identity),
-    char **a
-    char **g            # delta (n, n_out): da, then dz in place
-    char **d            # dropped input (n, n_in) and its mask, NULL without dropout
-    char **m
     char *xb            # gathered minibatch: inputs, dense targets, labels, sample weights
     char *yb
     char *lb
@@ -87,7 +83,6 @@ cdef struct Plan:
     bint refused        # the last step changed nothing: its loss or gradients were not finite
     double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
-
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -133,7 +128,7 @@ cdef long _in_flight = 0
 cdef int _saved_threads = 1
 
 
-cdef inline void _threads_begin(Threads *th, Plan *p, int n) noexcept nogil:
+cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
     """Pick the BLAS threads of a whole call over n samples: one thread when every layer is
     under _thread_work_min multiply-adds, the configured count otherwise. Once per call, not
     per layer: switching OpenBLAS between 1 and 2 threads inside a step cost more than it saved
@@ -151,8 +146,9 @@ cdef inline void _threads_begin(Threads *th, Plan *p, int n) noexcept nogil:
     th.orig = _saved_threads
     fp_spin_unlock(&_threads_lock)
     th.full = p.n_threads if p.n_threads > 0 else th.orig
-    for l in range(p.L):
-        if <long long> n * p.n_in[l] * p.n_out[l] >= _thread_work_min:
+    for l in range(p.n_dense):
+        if <long long> n * p.nodes[p.dense[l]].n_in * p.nodes[p.dense[l]].n_out >= \
+                _thread_work_min:
             want = th.full
     current = _get_threads()
     if want != current:
@@ -171,21 +167,6 @@ cdef inline void _threads_end(Threads *th) noexcept nogil:
     fp_spin_unlock(&_threads_lock)
 
 
-cdef inline void _dropout(const floating *x, floating *out, floating *mask, ptrdiff_t n,
-                          double rate, uint64_t *state) noexcept nogil:
-    if floating is float:
-        fp_dropout_forward_f(x, out, mask, n, rate, state)
-    else:
-        fp_dropout_forward_d(x, out, mask, n, rate, state)
-
-
-cdef inline void _mul(floating *x, const floating *y, ptrdiff_t n) noexcept nogil:
-    if floating is float:
-        fp_mul_inplace_f(x, y, n)
-    else:
-        fp_mul_inplace_d(x, y, n)
-
-
 cdef inline void _gather(const floating *src, const int64_t *idx, floating *out, ptrdiff_t n,
                          ptrdiff_t cols) noexcept nogil:
     if floating is float:
@@ -194,45 +175,82 @@ cdef inline void _gather(const floating *src, const int64_t *idx, floating *out,
         fp_gather_rows_d(src, idx, out, n, cols)
 
 
-cdef inline const floating *_layer_input(Plan *p, int l, const floating *X,
-                                         bint training) noexcept nogil:
-    if training and p.drop[l] > 0:
-        return <floating *> p.d[l]
-    if l == 0:
-        return X
-    return <floating *> p.a[l - 1]
+cdef inline void _bind(Tape *p, const void *X, bint training) noexcept nogil:
+    """Each node's input: X for the first, the previous node's output after; in inference a
+    Dropout node passes its input through (its a is its x)."""
+    cdef int i
+    cdef Node *nd
+    cdef char *cur = <char *> X
+    for i in range(p.L):
+        nd = &p.nodes[i]
+        nd.x = cur
+        if nd.kind == NODE_DROPOUT and not training:
+            continue
+        cur = nd.a
 
 
-cdef void _forward(Plan *p, const floating *X, const floating *params, int n,
+cdef inline Node *_out(Tape *p) noexcept nogil:
+    return &p.nodes[p.L - 1]
+
+
+cdef inline floating *_W(Node *nd, floating *params) noexcept nogil:
+    return params + nd.p_off
+
+
+cdef inline floating *_b(Node *nd, floating *params) noexcept nogil:
+    return params + nd.p_off + <Py_ssize_t> nd.n_in * nd.n_out
+
+
+cdef inline floating *_dprev(Tape *p, int i, floating *dummy) noexcept nogil:
+    """Where node i's backward writes its input's delta (the previous node's g), or NULL
+    when no node before it has parameters."""
+    return <floating *> p.nodes[i - 1].g if p.nodes[i].need_dprev else NULL
+
+
+cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
                    bint training) noexcept nogil:
-    """Every layer's z and a into the workspace (dropout applied when training)."""
-    cdef int l
-    cdef const floating *a_in = X
-    for l in range(p.L):
-        if training and p.drop[l] > 0:
-            _dropout(a_in, <floating *> p.d[l], <floating *> p.m[l],
-                     <ptrdiff_t> n * p.n_in[l], p.drop[l], &p.rng)
-            a_in = <floating *> p.d[l]
-        dense_forward(a_in, params + p.w_off[l], params + p.b_off[l], p.act[l], n,
-                      p.n_in[l], p.n_out[l], <floating *> p.z[l], <floating *> p.a[l])
-        a_in = <floating *> p.a[l]
+    """Every node's output into the workspace, in order (dropout masks drawn when training)."""
+    cdef int i
+    cdef Node *nd
+    _bind(p, X, training)
+    for i in range(p.L):
+        nd = &p.nodes[i]
+        if nd.kind == NODE_DENSE:
+            dense_node_forward(nd, _W(nd, <floating *> params), _b(nd, <floating *> params), n)
+        elif nd.kind == NODE_DROPOUT:
+            if training:
+                dropout_node_forward(nd, <floating *> NULL, n, &p.rng)
+        elif nd.kind == NODE_ACTIVATION:
+            activation_node_forward(nd, <floating *> NULL, n)
 
 
-cdef void _backward(Plan *p, const floating *X, const floating *params, floating *grads,
-                    int n, bint training) noexcept nogil:
-    """grads := every layer's dW, db (overwritten, so no zeroing pass), given the output
-    layer's dz in p.g[L-1]."""
-    cdef int l, act
-    cdef floating *da_prev
-    for l in range(p.L - 1, -1, -1):
-        act = FP_IDENTITY if l == p.L - 1 else p.act[l]   # the loss already gave dz
-        da_prev = NULL if l == 0 else <floating *> p.g[l - 1]
-        dense_backward(_layer_input(p, l, X, training), params + p.w_off[l],
-                       <floating *> p.z[l], <floating *> p.a[l], <floating *> p.g[l], act, n,
-                       p.n_in[l], p.n_out[l], <floating *> p.g[l], grads + p.w_off[l],
-                       grads + p.b_off[l], da_prev, False)
-        if da_prev != NULL and training and p.drop[l] > 0:
-            _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * p.n_in[l])
+cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
+                    bint training) noexcept nogil:
+    """grads := every parameter's gradient (overwritten, so no zeroing pass), given the output
+    node's dz in its g (the loss's fused output: the last node's activation is done)."""
+    cdef int i
+    cdef Node *nd
+    for i in range(p.L - 1, -1, -1):
+        nd = &p.nodes[i]
+        if nd.kind == NODE_DENSE:
+            dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
+                                _dprev(p, i, grads), n, i == p.L - 1, False)
+        else:
+            _backward_no_params(p, nd, i, grads, n, training)
+
+
+cdef inline void _backward_no_params(Tape *p, Node *nd, int i, floating *like, int n,
+                                     bint training) noexcept nogil:
+    """Backward of node i when it has no parameters (Dropout, Activation): in place on the
+    delta it receives, when a node before it needs da_prev. ``like`` only picks the dtype."""
+    if not nd.need_dprev:
+        return
+    if nd.kind == NODE_DROPOUT:
+        if training:
+            dropout_node_backward(nd, <floating *> NULL, n)
+    elif nd.kind == NODE_ACTIVATION:
+        if i < p.L - 1:
+            activation_node_backward(nd, <floating *> NULL, n)
 
 
 cdef inline double _max_abs(const floating *x, ptrdiff_t n) noexcept nogil:
@@ -242,64 +260,50 @@ cdef inline double _max_abs(const floating *x, ptrdiff_t n) noexcept nogil:
         return fp_max_abs_d(x, n)
 
 
-cdef bint _backward_sgd(Plan *p, const floating *X, floating *params, floating *grads,
-                        int n, bint training, double lr) noexcept nogil:
-    """Backward with plain SGD fused in: W += -lr * a_prev.T @ dz as one GEMM per layer with
+cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint training,
+                        double lr) noexcept nogil:
+    """Backward with plain SGD fused in: W += -lr * x.T @ dz as one GEMM per Dense with
     alpha = -lr, beta = 1, and b -= lr * dz.sum(0); the dW pass over the gradient buffer and
     the separate update pass disappear (grads holds db only: dW is never materialized).
 
-    Two phases, so that a step is applied whole or not at all: first every layer's
-    dz := da * g'(z) and da_prev := dz @ W.T with the old weights (each layer keeps its own
-    delta buffer), then, only if no update can overflow, the updates. The bound: every entry
-    of a_prev.T @ dz is at most n * max|a_prev| * max|dz|; the step is refused (returns False,
-    nothing written) when lr times that is not below 1e37 (float32; 1e306 for float64) or any
-    dz or a_prev is not finite."""
-    cdef int l, n_in, n_out
-    cdef floating *dz
-    cdef floating *da_prev
-    cdef floating *db
-    cdef const floating *a_in
+    Two phases, so that a step is applied whole or not at all: first every node's delta with
+    the old weights (each Dense keeps its own delta buffer), then, only if no update can
+    overflow, the updates. The bound: every entry of x.T @ dz is at most
+    n * max|x| * max|dz|; the step is refused (returns False, nothing written) when lr times
+    that is not below 1e37 (float32; 1e306 for float64) or any dz or x is not finite."""
+    cdef int i
+    cdef Node *nd
     cdef double amax, dmax, limit = 1e37 if floating is float else 1e306
-    for l in range(p.L - 1, -1, -1):
-        n_in = p.n_in[l]
-        n_out = p.n_out[l]
-        dz = <floating *> p.g[l]
-        if l < p.L - 1:
-            act_backward(p.act[l], <floating *> p.z[l], <floating *> p.a[l], dz, dz, n, n_out)
-        if l > 0:
-            da_prev = <floating *> p.g[l - 1]
-            gemm(False, True, n, n_in, n_out, <floating> 1, dz, n_out, params + p.w_off[l],
-                 n_out, <floating> 0, da_prev, n_in)
-            if training and p.drop[l] > 0:
-                _mul(da_prev, <floating *> p.m[l], <ptrdiff_t> n * n_in)
-    for l in range(p.L):
-        dmax = _max_abs(<floating *> p.g[l], <ptrdiff_t> n * p.n_out[l])
-        amax = _max_abs(_layer_input(p, l, X, training), <ptrdiff_t> n * p.n_in[l])
+    for i in range(p.L - 1, -1, -1):
+        nd = &p.nodes[i]
+        if nd.kind == NODE_DENSE:
+            dense_node_delta(nd, _W(nd, params), _dprev(p, i, params), n, i == p.L - 1)
+        else:
+            _backward_no_params(p, nd, i, params, n, training)
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        dmax = _max_abs(<floating *> nd.g, <ptrdiff_t> n * nd.n_out)
+        amax = _max_abs(<floating *> nd.x, <ptrdiff_t> n * nd.n_in)
         if not (lr * n * (amax if amax > 1 else 1.0) * dmax < limit):   # NaN / inf: refused
             return False
-    for l in range(p.L - 1, -1, -1):
-        n_in = p.n_in[l]
-        n_out = p.n_out[l]
-        dz = <floating *> p.g[l]
-        gemm(True, False, n_in, n_out, n, <floating> -lr, _layer_input(p, l, X, training),
-             n_in, dz, n_out, <floating> 1, params + p.w_off[l], n_out)
-        db = grads + p.b_off[l]
-        memset(db, 0, n_out * sizeof(floating))
-        colsum_add(dz, db, n, n_out)
-        axpy(n_out, <floating> -lr, db, params + p.b_off[l])
+    for i in range(p.n_dense - 1, -1, -1):
+        nd = &p.nodes[p.dense[i]]
+        dense_node_sgd(nd, _W(nd, params), _b(nd, params), _b(nd, grads), n, lr)
     return True
 
 
-cdef double _loss_grad(Plan *p, const floating *y, const long long *labels, const floating *w,
+cdef double _loss_grad(Tape *p, const floating *y, const long long *labels, const floating *w,
                        int n, bint grad) noexcept nogil:
-    cdef int last = p.L - 1
-    return loss_and_grad(p.loss, p.act[last], <floating *> p.z[last], <floating *> p.a[last],
-                         y, labels, w, n, p.n_out[last],
-                         <floating *> p.g[last] if grad else NULL,
-                         <floating *> p.g[last] if grad else NULL, p.norm)
+    """The loss of the output node, and (grad) dL/dz into its g, where z is the input of its
+    activation: a Dense's z, an Activation node's x."""
+    cdef Node *nd = _out(p)
+    cdef floating *z = <floating *> (nd.z if nd.kind == NODE_DENSE else nd.x)
+    return loss_and_grad(p.loss, nd.act, z, <floating *> nd.a, y, labels, w, n, nd.n_out,
+                         <floating *> nd.g if grad else NULL,
+                         <floating *> nd.g if grad else NULL, p.norm)
 
 
-cdef double _step(Plan *p, const floating *X, const floating *y, const long long *labels,
+cdef double _step(Tape *p, const floating *X, const floating *y, const long long *labels,
                   const floating *w, floating *params, floating *grads, Py_ssize_t n_params,
                   int n, int opt_kind, const double *hyper, floating **state, int n_state,
                   long long t, bint update) noexcept nogil:
@@ -318,9 +322,9 @@ cdef double _step(Plan *p, const floating *X, const floating *y, const long long
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
-        p.refused = not _backward_sgd(p, X, params, grads, n, True, hyper[H_LR])
+        p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
-        _backward(p, X, params, grads, n, True)
+        _backward(p, params, grads, n, True)
         if update:
             p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
@@ -343,13 +347,13 @@ cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int op
     return True
 
 
-cdef double _count_correct(Plan *p, const floating *y, const long long *labels,
+cdef double _count_correct(Tape *p, const floating *y, const long long *labels,
                            int n) noexcept nogil:
-    """Correct predictions in the output layer's a for the batch's targets: samples whose
+    """Correct predictions in the output node's a for the batch's targets: samples whose
     arg-max matches the label (cross-entropy), or outputs on the right side of 0.5 (binary
     cross-entropy). Lets fit report a running training accuracy without a second pass."""
-    cdef int i, j, best, truth, k = p.n_out[p.L - 1]
-    cdef const floating *a = <floating *> p.a[p.L - 1]
+    cdef int i, j, best, truth, k = _out(p).n_out
+    cdef const floating *a = <floating *> _out(p).a
     cdef double correct = 0
     if p.loss == FP_CROSS_ENTROPY:
         for i in range(n):
@@ -369,59 +373,66 @@ cdef double _count_correct(Plan *p, const floating *y, const long long *labels,
     return correct
 
 
-cdef void _predict(Plan *p, const floating *X, const floating *params, int n, int rows,
+cdef void _predict(Tape *p, const floating *X, const floating *params, int n, int rows,
                    floating *buf0, floating *buf1, floating *out_a,
                    floating *out_z) noexcept nogil:
-    """Inference in chunks of `rows` samples through two ping-pong buffers; the output layer
-    writes z to out_z (if not NULL) and a to out_a."""
-    cdef int r0 = 0, nr, l, n_out
-    cdef const floating *a_in
-    cdef floating *zb
-    cdef floating *ab
+    """Inference in chunks of `rows` samples through two ping-pong buffers: a copy of the
+    tape's nodes (so that concurrent calls never share one) bound to them node by node. The
+    output node writes a to out_a and, if out_z is not NULL, the input of its activation
+    (a Dense's z, an Activation node's x) to out_z. Dropout nodes pass through."""
+    cdef int r0 = 0, nr, i, n_in0 = p.nodes[0].n_in
+    cdef floating *cur
+    cdef floating *nxt
+    cdef Node nd
     cdef Threads th
     _threads_begin(&th, p, rows if n > rows else n)
     while r0 < n:
         nr = rows if n - r0 > rows else n - r0
-        a_in = X + <ptrdiff_t> r0 * p.n_in[0]
-        for l in range(p.L):
-            n_out = p.n_out[l]
-            if l == p.L - 1:
-                ab = out_a + <ptrdiff_t> r0 * n_out
-                zb = out_z + <ptrdiff_t> r0 * n_out if out_z != NULL else ab
+        cur = <floating *> (X + <ptrdiff_t> r0 * n_in0)
+        for i in range(p.L):
+            nd = p.nodes[i]
+            if nd.kind == NODE_DROPOUT:
+                continue
+            nd.x = <char *> cur
+            if i == p.L - 1:
+                nxt = out_a + <ptrdiff_t> r0 * nd.n_out
             else:
-                zb = buf0 if l % 2 == 0 else buf1
-                ab = zb
-            dense_forward(a_in, params + p.w_off[l], params + p.b_off[l], p.act[l], nr,
-                          p.n_in[l], n_out, zb, ab)
-            a_in = ab
+                nxt = buf1 if cur == buf0 else buf0
+            nd.a = <char *> nxt
+            if nd.kind == NODE_DENSE:
+                nd.z = <char *> (out_z + <ptrdiff_t> r0 * nd.n_out
+                                 if i == p.L - 1 and out_z != NULL else nxt)
+                dense_node_forward(&nd, _W(&nd, <floating *> params),
+                                   _b(&nd, <floating *> params), nr)
+            elif nd.kind == NODE_ACTIVATION:
+                if i == p.L - 1 and out_z != NULL:
+                    memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, cur,
+                           <size_t> nr * nd.n_out * sizeof(floating))
+                activation_node_forward(&nd, <floating *> NULL, nr)
+            cur = nxt
         r0 += nr
     _threads_end(&th)
 
 
-cdef void _gemms_only(Plan *p, const floating *X, const floating *params, floating *grads,
+cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floating *grads,
                       int n, bint train) noexcept nogil:
     """The GEMMs of a step and nothing else (the speed floor a step is measured against):
-    forward z = a_prev @ W for every layer; with train also dW += a_prev.T @ dz and, except for
-    the first layer, da_prev = dz @ W.T."""
-    cdef int l
-    cdef const floating *a_in
+    forward z = x @ W for every Dense node; with train also dW += x.T @ dz and, where a node
+    before has parameters, da_prev = dz @ W.T."""
+    cdef int i, j
+    cdef Node *nd
     cdef Threads th
     _threads_begin(&th, p, n)
-    for l in range(p.L):
-        a_in = X if l == 0 else <floating *> p.a[l - 1]
-        gemm(False, False, n, p.n_out[l], p.n_in[l], <floating> 1, a_in, p.n_in[l],
-             params + p.w_off[l], p.n_out[l], <floating> 1, <floating *> p.z[l], p.n_out[l])
-    if not train:
-        _threads_end(&th)
-        return
-    for l in range(p.L - 1, -1, -1):
-        a_in = X if l == 0 else <floating *> p.a[l - 1]
-        gemm(True, False, p.n_in[l], p.n_out[l], n, <floating> 1, a_in, p.n_in[l],
-             <floating *> p.g[l], p.n_out[l], <floating> 1, grads + p.w_off[l], p.n_out[l])
-        if l > 0:
-            gemm(False, True, n, p.n_in[l], p.n_out[l], <floating> 1, <floating *> p.g[l],
-                 p.n_out[l], params + p.w_off[l], p.n_out[l], <floating> 0,
-                 <floating *> p.g[l - 1], p.n_in[l])
+    _bind(p, X, True)
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        dense_node_gemms(nd, _W(nd, <floating *> params), NULL, NULL, n, False)
+    if train:
+        for i in range(p.n_dense - 1, -1, -1):
+            j = p.dense[i]
+            nd = &p.nodes[j]
+            dense_node_gemms(nd, _W(nd, <floating *> params), _W(nd, grads),
+                             _dprev(p, j, grads), n, True)
     _threads_end(&th)
 
 
@@ -435,8 +446,8 @@ cdef inline int _len(object arr):
 
 
 cdef class Engine:
-    """Compiled plan of a Sequential model. Private: fastprop.model validates everything."""
-    cdef Plan p
+    """The compiled tape of a Sequential model. Private: fastprop.model validates everything."""
+    cdef Tape p
     cdef readonly bint is_double
     cdef readonly Py_ssize_t capacity, n_params
     cdef public bint count_correct     # fit sets it: each step then counts correct predictions
@@ -449,40 +460,36 @@ cdef class Engine:
     cdef int itemsize, n_in0, k, max_width
 
     def __cinit__(self):
-        memset(&self.p, 0, sizeof(Plan))
+        memset(&self.p, 0, sizeof(Tape))
 
-    def __init__(self, n_in, n_out, act, drop, w_off, b_off, int loss, params, grads,
-                 uint64_t seed, alloc_check=None):
-        """alloc_check(nbytes, 1, name): the caller's check that a workspace of nbytes fits
-        (raises ValueError); given by the Python tier, so the core imports nothing above it."""
-        cdef int L = len(n_in), l
+    def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None):
+        """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off) with kind
+        NODE_DENSE / NODE_DROPOUT / NODE_ACTIVATION (the module's constants), act an
+        activation code, rate a Dropout's rate, p_off / s_off the first element of the node's
+        parameters / state (-1: none). alloc_check(nbytes, 1, name): the caller's check that a
+        workspace of nbytes fits (raises ValueError); given by the Python tier, so the core
+        imports nothing above it."""
+        cdef int L = len(nodes), i, j
+        cdef Node *nd
+        cdef bint seen_params = False
         self.alloc_check = alloc_check
-        self.p.L = L
-        self.p.n_in = <int *> malloc(L * sizeof(int))
-        self.p.n_out = <int *> malloc(L * sizeof(int))
-        self.p.act = <int *> malloc(L * sizeof(int))
-        self.p.drop = <double *> malloc(L * sizeof(double))
-        self.p.w_off = <Py_ssize_t *> malloc(L * sizeof(Py_ssize_t))
-        self.p.b_off = <Py_ssize_t *> malloc(L * sizeof(Py_ssize_t))
-        self.p.z = <char **> malloc(5 * L * sizeof(char *))
-        if self.p.n_in == NULL or self.p.n_out == NULL or self.p.act == NULL or \
-                self.p.drop == NULL or self.p.w_off == NULL or self.p.b_off == NULL or \
-                self.p.z == NULL:
+        self.p.nodes = <Node *> malloc(L * sizeof(Node))
+        self.p.dense = <int *> malloc(L * sizeof(int))
+        if self.p.nodes == NULL or self.p.dense == NULL:
             raise MemoryError()
-        memset(self.p.z, 0, 5 * L * sizeof(char *))
-        self.p.a = self.p.z + L
-        self.p.g = self.p.z + 2 * L
-        self.p.d = self.p.z + 3 * L
-        self.p.m = self.p.z + 4 * L
+        memset(self.p.nodes, 0, L * sizeof(Node))
+        self.p.L = L
         self.max_width = 1
-        for l in range(L):
-            self.p.n_in[l] = n_in[l]
-            self.p.n_out[l] = n_out[l]
-            self.p.act[l] = act[l]
-            self.p.drop[l] = drop[l]
-            self.p.w_off[l] = w_off[l]
-            self.p.b_off[l] = b_off[l]
-            self.max_width = max(self.max_width, n_out[l])
+        for i, spec in enumerate(nodes):
+            nd = &self.p.nodes[i]
+            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off = spec
+            nd.need_dprev = seen_params
+            nd.inplace_grad = nd.kind != NODE_DENSE and i > 0
+            seen_params = seen_params or nd.p_off >= 0
+            if nd.kind == NODE_DENSE:
+                self.p.dense[self.p.n_dense] = i
+                self.p.n_dense += 1
+            self.max_width = max(self.max_width, nd.n_out)
         self.p.loss = loss
         self.p.rng = seed
         self.params, self.grads = params, grads
@@ -491,19 +498,14 @@ cdef class Engine:
         self.is_double = params.dtype == np.float64
         self.itemsize = params.dtype.itemsize
         self.n_params = params.shape[0]
-        self.n_in0 = n_in[0]
-        self.k = n_out[L - 1]
+        self.n_in0 = self.p.nodes[0].n_in
+        self.k = self.p.nodes[L - 1].n_out
         self.capacity = 0
         self.ws = None
 
     def __dealloc__(self):
-        free(self.p.n_in)
-        free(self.p.n_out)
-        free(self.p.act)
-        free(self.p.drop)
-        free(self.p.w_off)
-        free(self.p.b_off)
-        free(self.p.z)
+        free(self.p.nodes)
+        free(self.p.dense)
 
     property n_threads:
         """BLAS threads for large layers (0: whatever the BLAS is set to)."""
@@ -520,6 +522,21 @@ cdef class Engine:
         def __set__(self, uint64_t value):
             self.p.rng = value
 
+    property nodes:
+        """The tape: per node (kind, n_in, n_out, act, rate, p_off, s_off), as given."""
+        def __get__(self):
+            cdef Node *nd
+            out = []
+            for i in range(self.p.L):
+                nd = &self.p.nodes[i]
+                out.append((nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off))
+            return out
+
+    property dense_nodes:
+        """The node index of each Dense node, in order."""
+        def __get__(self):
+            return [self.p.dense[i] for i in range(self.p.n_dense)]
+
     def permutation(self, Py_ssize_t n):
         """A uniformly random permutation of 0 .. n-1 (int64) from the model's stream."""
         out = np.empty(n, dtype=np.int64)
@@ -529,11 +546,15 @@ cdef class Engine:
         return out
 
     def ensure_capacity(self, Py_ssize_t n):
-        """Size the workspace for batches of up to n samples (grows, never shrinks)."""
+        """Size the workspace for batches of up to n samples (grows, never shrinks): per node
+        its output a (a Dense's z, which is a for identity), its delta g (its own for a Dense,
+        the previous node's for the width-preserving kinds, whose backward runs in place) and
+        its own workspace (a Dropout's mask); then the gathered minibatch."""
         if n <= self.capacity:
             return
-        cdef int L = self.p.L, l
+        cdef int L = self.p.L, i
         cdef Py_ssize_t off = 0, sz = self.itemsize
+        cdef Node *nd
         offsets = []
 
         def take(Py_ssize_t nbytes):
@@ -542,36 +563,40 @@ cdef class Engine:
             off += (nbytes + 63) // 64 * 64   # 64-byte aligned sub-buffers
             return start
 
-        for l in range(L):
-            zo = take(n * self.p.n_out[l] * sz)
-            ao = zo if self.p.act[l] == FP_IDENTITY else take(n * self.p.n_out[l] * sz)
-            go = take(n * self.p.n_out[l] * sz)
-            do = mo = -1
-            if self.p.drop[l] > 0:
-                do = take(n * self.p.n_in[l] * sz)
-                mo = take(n * self.p.n_in[l] * sz)
-            offsets.append((zo, ao, go, do, mo))
+        for i in range(L):
+            nd = &self.p.nodes[i]
+            zo = wo = go = -1
+            if nd.kind == NODE_DENSE:
+                zo = take(n * nd.n_out * sz)
+                ao = zo if nd.act == FP_IDENTITY else take(n * nd.n_out * sz)
+            else:
+                ao = take(n * nd.n_out * sz)
+            if nd.kind == NODE_DROPOUT:
+                wo = take(n * nd.n_in * sz)
+            if not nd.inplace_grad:
+                go = take(n * nd.n_out * sz)
+            offsets.append((zo, ao, go, wo))
         xo = take(n * self.n_in0 * sz)
         yo = take(n * self.k * sz)
         lo = take(n * 8)
-        wo = take(n * sz)
+        wbo = take(n * sz)
         if self.alloc_check is not None:       # a ValueError, not an OOM kill
             self.alloc_check(off + 64, 1, f"the workspace for batches of {n} samples (z, a, "
                                           f"delta of every layer)")
         ws = np.empty(off + 64, dtype=np.uint8)
         cdef char *base = <char *> cnp.PyArray_DATA(ws)
         base += (64 - (<size_t> base) % 64) % 64
-        for l in range(L):
-            zo, ao, go, do, mo = offsets[l]
-            self.p.z[l] = base + <Py_ssize_t> zo
-            self.p.a[l] = base + <Py_ssize_t> ao
-            self.p.g[l] = base + <Py_ssize_t> go
-            self.p.d[l] = NULL if do < 0 else base + <Py_ssize_t> do
-            self.p.m[l] = NULL if mo < 0 else base + <Py_ssize_t> mo
+        for i in range(L):
+            nd = &self.p.nodes[i]
+            zo, ao, go, wo = offsets[i]
+            nd.z = NULL if zo < 0 else base + <Py_ssize_t> zo
+            nd.a = base + <Py_ssize_t> ao
+            nd.w = NULL if wo < 0 else base + <Py_ssize_t> wo
+            nd.g = self.p.nodes[i - 1].g if go < 0 else base + <Py_ssize_t> go
         self.p.xb = base + <Py_ssize_t> xo
         self.p.yb = base + <Py_ssize_t> yo
         self.p.lb = base + <Py_ssize_t> lo
-        self.p.wb = base + <Py_ssize_t> wo
+        self.p.wb = base + <Py_ssize_t> wbo
         self.ws = ws
         self.capacity = n
 
@@ -829,7 +854,7 @@ cdef class Engine:
             fp_ftz_end(csr)
 
     def backward(self, X, y, labels, w, bint training):
-        """After forward(X): loss, then grads := dL/dparams (zeroed first). Returns the loss."""
+        """After forward(X, training): loss, then grads := dL/dparams. Returns the loss."""
         cdef int n = X.shape[0]
         cdef void *px = _ptr(X)
         cdef void *py = _ptr(y)
@@ -843,16 +868,15 @@ cdef class Engine:
         with nogil:
             csr = fp_ftz_begin()
             _threads_begin(&th, &self.p, n)
+            _bind(&self.p, px, training)
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
-                _backward[double](&self.p, <double *> px, <double *> pp, <double *> pg, n,
-                                  training)
+                _backward[double](&self.p, <double *> pp, <double *> pg, n, training)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
-                _backward[float](&self.p, <float *> px, <float *> pp, <float *> pg, n,
-                                 training)
+                _backward[float](&self.p, <float *> pp, <float *> pg, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)
         return loss
@@ -876,17 +900,35 @@ cdef class Engine:
                 _gemms_only[float](&self.p, <float *> px, <float *> pp, <float *> pg, n, train)
             fp_ftz_end(csr)
 
-    def layer_buffers(self, int l, int n):
-        """Views (z, a, delta) of layer l's workspace for the first n samples (read-only)."""
+    def node_buffers(self, int i, int n):
+        """Views (z, a, delta) of node i's workspace for the first n samples (read-only): z is
+        the input of the node's activation (a Dense's z; an Activation's x; a Dropout's x),
+        after a forward pass in training mode (in inference a Dropout's a is its x)."""
         dt = np.float64 if self.is_double else np.float32
+        cdef Node *nd = &self.p.nodes[i]
         out = []
-        for ptr in (<size_t> self.p.z[l], <size_t> self.p.a[l], <size_t> self.p.g[l]):
+        for ptr in (<size_t> (nd.z if nd.kind == NODE_DENSE else nd.x), <size_t> nd.a,
+                    <size_t> nd.g):
+            if ptr == 0:
+                out.append(None)
+                continue
             off = ptr - <size_t> cnp.PyArray_DATA(self.ws)
-            v = self.ws[off:off + n * self.p.n_out[l] * self.itemsize].view(dt)
-            v = v.reshape(n, self.p.n_out[l])
+            if off < 0 or off >= self.ws.nbytes:     # the caller's X (first node's input)
+                out.append(None)
+                continue
+            v = self.ws[off:off + n * nd.n_out * self.itemsize].view(dt)
+            v = v.reshape(n, nd.n_out)
             v.flags.writeable = False
             out.append(v)
         return out
+
+    def layer_buffers(self, int l, int n):
+        """node_buffers of the l-th Dense node."""
+        return self.node_buffers(self.p.dense[l], n)
+
+    def output_buffer(self, int n, bint training=True):
+        """The network output of the last forward pass (n, n_out), a read-only view."""
+        return self.node_buffers(self.p.L - 1, n)[1]
 
     def predict_checked(self, X, int rows):
         """Fast path of Sequential.predict: for an (n, n_in) C-contiguous, aligned, native,

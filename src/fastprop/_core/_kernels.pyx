@@ -1,17 +1,23 @@
 # Per-call entry points of the compiled core: one activation, one dense layer forward or
-# backward. Typed memoryview signatures are the contract (C-contiguous, one dtype per call);
-# only constant-time checks here, then the GIL is released and the C-level block in _dense.pxd
-# runs. Argument checking, dtype policy and output allocation live in fastprop.layers and
+# backward, one dropout. Typed memoryview signatures are the contract (C-contiguous, one dtype
+# per call); only constant-time checks here, then the GIL is released and the node code of the
+# model's tape runs on a one-node tape (a Node on the stack bound to the caller's arrays:
+# _node_dense.pxd, _node_activation.pxd, _node_dropout.pxd), so that fastprop.Dense /
+# Activation / Dropout on their own and inside a Sequential are the same compiled code.
+# Argument checking, dtype policy and output allocation live in fastprop.layers and
 # fastprop._validation.
 
 from libc.stddef cimport ptrdiff_t
 from cython cimport floating
 cimport numpy as cnp
 from libc.stdint cimport uint64_t
-from fastprop._core._dense cimport (act_forward, act_backward, dense_forward as _fwd,
-                                    dense_backward as _bwd, FP_IDENTITY, FP_RELU, FP_LEAKY_RELU,
-                                    FP_ELU, FP_GELU, FP_SIGMOID, FP_TANH, FP_SOFTPLUS, FP_SILU,
-                                    FP_SOFTMAX)
+from libc.string cimport memset, memcpy
+from fastprop._core._dense cimport (FP_IDENTITY, FP_RELU, FP_LEAKY_RELU, FP_ELU, FP_GELU,
+                                    FP_SIGMOID, FP_TANH, FP_SOFTPLUS, FP_SILU, FP_SOFTMAX)
+from fastprop._core._node cimport Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION
+from fastprop._core._node_dense cimport dense_node_forward, dense_node_backward
+from fastprop._core._node_activation cimport activation_node_forward, activation_node_backward
+from fastprop._core._node_dropout cimport dropout_node_forward, dropout_node_backward
 
 
 cnp.import_array()
@@ -33,10 +39,6 @@ ACTIVATION_TABLE = (
 )
 
 cdef extern from "fp_math.h" nogil:
-    void fp_dropout_forward_f(const float *x, float *out, float *mask, ptrdiff_t n, double rate,
-                              uint64_t *state)
-    void fp_dropout_forward_d(const double *x, double *out, double *mask, ptrdiff_t n,
-                              double rate, uint64_t *state)
     int fp_all_finite_f(const float *x, ptrdiff_t n)
     int fp_all_finite_d(const double *x, ptrdiff_t n)
     float fp_expf(float x)
@@ -89,13 +91,30 @@ def _same(tuple got, tuple want, str name):
         raise ValueError(f"{name} has shape {got}, expected {want}")
 
 
+cdef inline void _one_node(Node *nd, int kind, int n_in, int n_out, int act, double rate,
+                           const void *x, void *z, void *a, void *g, void *w) noexcept nogil:
+    """A one-node tape: nd bound to the caller's arrays."""
+    memset(nd, 0, sizeof(Node))
+    nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate = kind, n_in, n_out, act, rate
+    nd.p_off = nd.s_off = -1
+    nd.x, nd.z, nd.a, nd.g, nd.w = <char *> x, <char *> z, <char *> a, <char *> g, <char *> w
+
+
+cdef inline void _copy(void *dst, const void *src, size_t nbytes) noexcept nogil:
+    if dst != src:
+        memcpy(dst, src, nbytes)
+
+
 def activation_forward(int act, const floating[:, ::1] z, floating[:, ::1] a_out):
     """a_out := g(z). IN z (n, m). OUT a_out (n, m); may be z's buffer."""
     _same((a_out.shape[0], a_out.shape[1]), (z.shape[0], z.shape[1]), "a_out")
+    cdef Node nd
     if z.shape[0] == 0 or z.shape[1] == 0:
         return
     with nogil:
-        act_forward(act, &z[0, 0], &a_out[0, 0], z.shape[0], z.shape[1])
+        _one_node(&nd, NODE_ACTIVATION, z.shape[1], z.shape[1], act, 0, &z[0, 0], NULL,
+                  &a_out[0, 0], NULL, NULL)
+        activation_node_forward(&nd, &a_out[0, 0], z.shape[0])
 
 
 def activation_backward(int act, const floating[:, ::1] z, const floating[:, ::1] a,
@@ -106,10 +125,14 @@ def activation_backward(int act, const floating[:, ::1] z, const floating[:, ::1
     _same((a.shape[0], a.shape[1]), shape, "a")
     _same((da.shape[0], da.shape[1]), shape, "da")
     _same((dz_out.shape[0], dz_out.shape[1]), shape, "dz_out")
+    cdef Node nd
     if z.shape[0] == 0 or z.shape[1] == 0:
         return
-    with nogil:
-        act_backward(act, &z[0, 0], &a[0, 0], &da[0, 0], &dz_out[0, 0], z.shape[0], z.shape[1])
+    with nogil:     # the node runs in place on its delta: dz_out := da first
+        _copy(&dz_out[0, 0], &da[0, 0], z.shape[0] * z.shape[1] * sizeof(floating))
+        _one_node(&nd, NODE_ACTIVATION, z.shape[1], z.shape[1], act, 0, &z[0, 0], NULL,
+                  <void *> &a[0, 0], &dz_out[0, 0], NULL)
+        activation_node_backward(&nd, &dz_out[0, 0], z.shape[0])
 
 
 def dense_forward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
@@ -122,10 +145,13 @@ def dense_forward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
     _same((b.shape[0],), (n_out,), "b")
     _same((z_out.shape[0], z_out.shape[1]), (n, n_out), "z_out")
     _same((a_out.shape[0], a_out.shape[1]), (n, n_out), "a_out")
+    cdef Node nd
     if n == 0:
         return
     with nogil:
-        _fwd(&a_prev[0, 0], &W[0, 0], &b[0], act, n, n_in, n_out, &z_out[0, 0], &a_out[0, 0])
+        _one_node(&nd, NODE_DENSE, n_in, n_out, act, 0, &a_prev[0, 0], &z_out[0, 0],
+                  &a_out[0, 0], NULL, NULL)
+        dense_node_forward(&nd, &W[0, 0], &b[0], n)
 
 
 def dense_backward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
@@ -151,11 +177,15 @@ def dense_backward(const floating[:, ::1] a_prev, const floating[:, ::1] W,
         _same((da_prev_out.shape[0], da_prev_out.shape[1]), (n, n_in), "da_prev_out")
         if n > 0:
             dap = &da_prev_out[0, 0]
+    cdef Node nd
     if n == 0:
         return
-    with nogil:
-        _bwd(&a_prev[0, 0], &W[0, 0], &z[0, 0], &a[0, 0], &da[0, 0], act, n, n_in, n_out,
-             &dz_out[0, 0], &dW_out[0, 0], &db_out[0], dap, accumulate)
+    with nogil:     # the node runs in place on its delta: dz_out := da first
+        _copy(&dz_out[0, 0], &da[0, 0], <size_t> n * n_out * sizeof(floating))
+        _one_node(&nd, NODE_DENSE, n_in, n_out, act, 0, &a_prev[0, 0], <void *> &z[0, 0],
+                  <void *> &a[0, 0], &dz_out[0, 0], NULL)
+        dense_node_backward(&nd, &W[0, 0], &dW_out[0, 0], &db_out[0], dap, n, False,
+                            accumulate)
 
 
 def dropout_forward(const floating[:, ::1] x, floating[:, ::1] out, floating[:, ::1] mask,
@@ -169,12 +199,23 @@ def dropout_forward(const floating[:, ::1] x, floating[:, ::1] out, floating[:, 
     _same((state.shape[0],), (1,), "state")
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"rate must be in [0, 1), got {rate}")
+    cdef Node nd
     if x.shape[0] == 0 or x.shape[1] == 0:
         return
     with nogil:
-        if floating is float:
-            fp_dropout_forward_f(&x[0, 0], &out[0, 0], &mask[0, 0], x.shape[0] * x.shape[1],
-                                 rate, &state[0])
-        else:
-            fp_dropout_forward_d(&x[0, 0], &out[0, 0], &mask[0, 0], x.shape[0] * x.shape[1],
-                                 rate, &state[0])
+        _one_node(&nd, NODE_DROPOUT, x.shape[1], x.shape[1], 0, rate, &x[0, 0], NULL,
+                  &out[0, 0], NULL, &mask[0, 0])
+        dropout_node_forward(&nd, &out[0, 0], x.shape[0], &state[0])
+
+
+def dropout_backward(const floating[:, ::1] mask, floating[:, ::1] da):
+    """da := da * mask in place (the Dropout node's backward).
+    IN mask (n, m) from dropout_forward. IN / OUT da (n, m)."""
+    cdef Node nd
+    _same((da.shape[0], da.shape[1]), (mask.shape[0], mask.shape[1]), "da")
+    if da.shape[0] == 0 or da.shape[1] == 0:
+        return
+    with nogil:
+        _one_node(&nd, NODE_DROPOUT, da.shape[1], da.shape[1], 0, 0, NULL, NULL, NULL,
+                  &da[0, 0], <void *> &mask[0, 0])
+        dropout_node_backward(&nd, &da[0, 0], da.shape[0])

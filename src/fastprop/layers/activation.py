@@ -24,10 +24,11 @@ class ActivationCache:
 class Activation(Layer):
     """An activation on its own: ``a = g(a_prev)``, element-wise (softmax: row-wise).
 
-    It runs the same compiled activation kernels as :class:`~fastprop.Dense`. In a
-    :class:`~fastprop.Sequential` it must follow a Dense layer whose own activation is
-    ``identity``: the model fuses it into that layer's compiled GEMM + bias + activation
-    (the same numbers as ``Dense(..., activation=name)``).
+    It runs the compiled Activation node of the model's tape (a one-node tape). In a
+    :class:`~fastprop.Sequential` it may go anywhere: it runs as a node of its own, except
+    right after a Dense layer whose own activation is ``identity``, where the tape compiler
+    fuses it into that layer's GEMM + bias + activation (the same numbers as
+    ``Dense(..., activation=name)``).
 
     Parameters
     ----------

@@ -80,12 +80,18 @@ class ReferenceModel:
         """A reference twin of a fastprop ``Sequential`` (same weights, loss, optimizer).
 
         Walks ``model.layers`` by kind name (the registry's names): ``Dense`` adds a layer,
-        ``Activation`` sets the previous Dense layer's activation (the model fuses it there),
-        ``Dropout`` is the identity (the reference does not model dropout). A registered
-        subclass maps to the built-in kind it derives from. TypeError for any other kind."""
+        ``Activation`` right after an identity Dense sets that layer's activation (the model
+        fuses it there), ``Dropout`` is the identity (the reference does not model dropout). A
+        registered subclass maps to the built-in kind it derives from. TypeError for any other
+        kind, and for an Activation the model runs as a node of its own (elsewhere)."""
         sizes, acts = [], []
+        prev = None
         for i, layer in enumerate(model.layers):
             kind = _kind_of(layer)
+            if kind == "Activation" and not (prev == "Dense" and acts[-1] == "identity"):
+                raise TypeError(f"the reference has no twin for layers[{i}] (an Activation "
+                                f"not right after an identity Dense)")
+            prev = kind
             if kind == "Dense":
                 if not sizes:
                     sizes.append(layer.n_in)

@@ -1,0 +1,33 @@
+# The node of the compiled tape: one entry of a model's node list, run by the engine's forward
+# and backward loops (`_engine.pyx`), which dispatch on `kind` to the kind's own unit
+# (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`). A kind's unit reads only
+# its node and the buffers the engine hands it.
+#
+# Room for later kinds (see DEVELOPERS.md, "add a layer kind"): `s_off` indexes the model's
+# flat `state` buffer (a BatchNorm's running statistics), `w` is the node's own workspace
+# (sized by the engine from `w_per_row` elements per sample), and the engine's `training` flag
+# is passed to every forward. A Python layer (issue 11) is a kind the compiled loops stop at:
+# the tape is then run as compiled segments [0, i) and (i, L) around node i, the Python layer
+# reading node i - 1's `a` and writing its own `a` / the previous node's `g`.
+
+cdef enum:
+    NODE_DENSE = 0          # z := x @ W + b, a := g(z); params W (n_in, n_out), b (n_out,)
+    NODE_DROPOUT = 1        # a := x * mask (training), a is x (inference); n_in == n_out
+    NODE_ACTIVATION = 2     # a := g(x); n_in == n_out
+
+
+cdef struct Node:
+    int kind
+    int n_in
+    int n_out
+    int act                 # Dense: its (fused) activation code; Activation: its code
+    double rate             # Dropout: the drop probability
+    Py_ssize_t p_off        # first element of the node's parameters in params / grads (-1)
+    Py_ssize_t s_off        # first element of its state in the model's state buffer (-1)
+    bint need_dprev         # backward writes the input's delta (a node before has params)
+    bint inplace_grad       # g is the previous node's g (width-preserving kinds)
+    char *x                 # the input (n, n_in), bound at the start of each call
+    char *z                 # Dense: pre-activation (n, n_out) (== a for identity)
+    char *a                 # the output (n, n_out)
+    char *g                 # the delta of the output (n, n_out): da, then dz in place
+    char *w                 # the node's own workspace (Dropout: its mask (n, n_in))
