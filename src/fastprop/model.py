@@ -1414,7 +1414,8 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     """Central finite-difference check of every parameter gradient, in float64.
 
     Works on a float64 copy of ``model`` (the model itself is untouched), in inference mode
-    (dropout off). For each parameter block (each layer's W and b) the relative error is
+    (dropout off, BatchNorm on its running statistics). For each parameter block (each
+    layer's W and b, gamma and beta) the relative error is
     ``||g - g_fd|| / max(||g|| + ||g_fd||, 1e-30)`` between the analytic gradient ``g`` and
     the central difference ``g_fd = (L(p + eps) - L(p - eps)) / (2 eps)``.
 
@@ -1438,6 +1439,7 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     config["dtype"] = "float64"
     m = Sequential.from_config(config)
     m.params[...] = model.params
+    m.state[...] = model.state
     X = m._X(X)
     y_dense, labels, w = m._targets(y, X.shape[0], sample_weight)
 
@@ -1449,9 +1451,12 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     g = m.grads.copy()
     rng = np.random.default_rng(seed)
     worst = 0.0
-    blocks = []
-    for (wo, bo), d in zip(m._offsets, m._dense):
-        blocks += [(wo, bo), (bo, bo + d.n_out)]
+    blocks, off = [], 0           # every parameter array (W, b; gamma, beta), in layer order
+    for layer in m.layers:
+        for shape in layer.param_shapes.values():
+            size = int(np.prod(shape))
+            blocks.append((off, off + size))
+            off += size
     for start, stop in blocks:
         idx = np.arange(start, stop)
         if max_params is not None and idx.size > max_params:
