@@ -1,6 +1,7 @@
 """BatchNorm and LayerNorm as nodes of the compiled tape: inside Sequential (train_step, fit,
 predict, evaluate, save / load, pickle, EarlyStopping), against PyTorch over several Adam steps
 in float32 and float64, running statistics as model state the optimizer never touches."""
+import io
 import pickle
 
 import numpy as np
@@ -183,3 +184,14 @@ def test_gradcheck_of_a_model_with_norm_nodes():
     X, y = _data(n=8)
     model.train_step(X, y)             # running statistics away from 0 / 1
     assert fp.gradcheck(model, X, y) < 1e-6
+
+
+def test_summary_and_clear_refusals_elsewhere():
+    model = _model(np.dtype(np.float32))
+    text = model.summary(file=io.StringIO())
+    assert "BatchNorm" in text and "state 24" in text and "LayerNorm" in text
+    X, y = _data(n=6)
+    with pytest.raises(TypeError, match="BatchNorm"):
+        fp.trace(model, X, y)
+    with pytest.raises(TypeError, match="BatchNorm"):
+        fp.reference.ReferenceModel.from_model(model)

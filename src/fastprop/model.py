@@ -754,6 +754,10 @@ class Sequential:
                              f"{layer.n_params:,}"))
             elif isinstance(layer, Activation):
                 rows.append((str(i), "Activation", "same", layer.activation, "0"))
+            elif isinstance(layer, _NORMS):
+                extra = f"state {layer.n_state}" if layer.n_state else "-"
+                rows.append((str(i), type(layer).__name__, "same", extra,
+                             f"{layer.n_params:,}"))
             else:
                 rows.append((str(i), f"Dropout({layer.rate:g})", "same", "-", "0"))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
