@@ -1,15 +1,17 @@
 # The whole-model engine: a model's layers compiled into a tape, a list of nodes (kind, widths,
 # offsets into the flat parameter / state buffers, workspace pointers, attributes; `_node.pxd`),
 # run by one forward loop and one backward loop that dispatch on the node kind to the kind's
-# own unit (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`). One nogil
-# function per call: forward through every node, loss, backward, optimizer update. Python
+# own unit (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`, `_node_norm.pxd`).
+# One nogil function per call: forward through every node, loss, backward, optimizer update,
+# then (an accepted step) BatchNorm's running statistics into the model's state buffer. Python
 # touches nothing per layer.
 #
 # Memory: parameters and gradients are two flat buffers owned by the model (each layer's W, b,
 # dW, db are views into them). The workspace (every node's output, delta and own workspace,
 # and the gathered minibatch) is one byte buffer sized for the largest batch seen so far; a
 # steady-state step allocates nothing. Backward keeps one delta buffer per Dense node; the
-# width-preserving kinds (Dropout, Activation) share the previous node's and run in place. The
+# width-preserving kinds (Dropout, Activation, BatchNorm, LayerNorm) share the previous node's
+# and run in place. The
 # output node's delta is written directly by the fused loss kernel.
 #
 # predict() uses its own per-call scratch (malloc'd inside nogil) and a private copy of each
