@@ -193,5 +193,20 @@ def test_summary_and_clear_refusals_elsewhere():
     X, y = _data(n=6)
     with pytest.raises(TypeError, match="BatchNorm"):
         fp.trace(model, X, y)
-    with pytest.raises(TypeError, match="BatchNorm"):
-        fp.reference.ReferenceModel.from_model(model)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_reference_model_twin(training):
+    model = _model(np.dtype(np.float64))
+    X, y = _data(n=10)
+    model.train_step(X, y)             # running statistics away from 0 / 1
+    ref = fp.reference.ReferenceModel.from_model(model)
+    assert [type(t).__name__ for t in ref.layers] == \
+        ["Dense", "BatchNorm", "Dense", "LayerNorm", "Activation", "Dense"]
+    X, y = _data(n=10, seed=5)
+    assert_close(model.predict(X), ref.predict(X), np.float64, rtol=1e-12)
+    loss = ref.loss_and_gradients(X, labels=y, training=training)
+    model.forward(X, training=training)
+    grads = model.backward(y)
+    assert_close(model.last_loss, loss, np.float64, rtol=1e-12)
+    assert_close(grads, ref.grads, np.float64, rtol=1e-10)

@@ -170,10 +170,13 @@ def test_training_dropout_nodes_mask_and_backward_through_the_same_mask():
                                rtol=1e-10, atol=1e-13)
 
 
-def test_reference_model_refuses_an_activation_node_it_cannot_twin():
+def test_reference_model_twins_an_activation_node():
+    # an Activation node has its reference twin (tests/test_reference_layers.py checks more)
     model = fp.Sequential(NETS["act-after-relu"]())
-    with pytest.raises(TypeError, match=r"layers\[1\]"):
-        R.ReferenceModel.from_model(model)
+    ref = R.ReferenceModel.from_model(model)
+    assert [type(t).__name__ for t in ref.layers] == TAPES["act-after-relu"]
+    X = _data(9)[0]
+    np.testing.assert_allclose(ref.predict(X), model.predict(X), rtol=1e-5, atol=1e-6)
     assert R.ReferenceModel.from_model(fp.Sequential(NETS["fused"]())).activations == \
         ["tanh", "softmax"]
 

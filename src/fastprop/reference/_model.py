@@ -1,40 +1,44 @@
 """A whole network in plain NumPy: the reference twin of ``fastprop.Sequential``.
 
-Parameters sit in one flat array with each layer's ``W`` and ``b`` as views, like the compiled
-model, so optimizers update one flat array. Dropout is not modelled (the reference is for
-checking and timing deterministic steps).
+The network is a list of reference layers (:mod:`fastprop.reference._layers`, one twin per
+registered kind). Parameters sit in one flat array with each layer's parameters as views (a
+Dense's ``W`` then ``b``, layer after layer), like the compiled model, so optimizers update one
+flat array.
 """
 import numpy as np
 
 from fastprop.reference import _optim
-from fastprop.reference._dense import dense_backward, dense_forward
+from fastprop.reference._layers import Activation, Dense, Dropout, layer_from
 from fastprop.reference._losses import loss_and_grad
 
 __all__ = ["ReferenceModel"]
-
-_KINDS = ("Dense", "Dropout", "Activation")
-
-
-def _kind_of(layer):
-    """The built-in kind name a layer object is (its class or the nearest base so named)."""
-    for cls in type(layer).__mro__:
-        if cls.__name__ in _KINDS and cls.__module__.startswith("fastprop.layers"):
-            return cls.__name__
-    return type(layer).__name__
 
 _STEPS = {"SGD": _optim.sgd_step, "Adam": _optim.adam_step, "AdamW": _optim.adamw_step,
           "RMSprop": _optim.rmsprop_step, "Adagrad": _optim.adagrad_step}
 
 
+def _tape(twins):
+    """The twins as the compiled tape runs them: an Activation right after an identity Dense
+    is fused into that Dense (the same numbers as ``Dense(..., activation=name)``)."""
+    out = []
+    for twin in twins:
+        if isinstance(twin, Activation) and out and isinstance(out[-1], Dense) \
+                and out[-1].activation == "identity":
+            out[-1].activation = twin.activation
+        else:
+            out.append(twin)
+    return out
+
+
 class ReferenceModel:
-    """Plain-NumPy multilayer perceptron with the conventions of ``fastprop.Sequential``.
+    """Plain-NumPy network with the conventions of ``fastprop.Sequential``.
 
     Parameters
     ----------
     sizes : list of int
-        Widths ``[n_in, n_hidden..., n_out]``.
+        Widths ``[n_in, n_hidden..., n_out]`` of a stack of Dense layers.
     activations : list of str
-        One canonical activation name per layer.
+        One canonical activation name per Dense layer.
     loss : str
         Canonical loss name.
     optimizer : dict
@@ -42,25 +46,56 @@ class ReferenceModel:
     params : ndarray, optional
         Flat initial parameters (layout W[0], b[0], W[1], b[1], ...); zeros if omitted.
     dtype : numpy dtype
+
+    Attributes
+    ----------
+    layers : list of reference layers
+        The network (see :meth:`from_model` for any registered kinds).
+    params, grads : ndarray (n_params,)
+        Flat buffers; every layer's parameters are views of ``params``.
+    W, b, dW, db : lists of ndarray
+        Views per Dense layer.
+    activations : list of str
+        Each Dense layer's activation.
+    rng_state : ndarray (1,) of uint64
+        The dropout stream every Dropout twin draws from (as a model's Dropout layers do).
     """
 
     def __init__(self, sizes, activations, loss, optimizer, params=None, dtype=np.float64):
         self.dtype = np.dtype(dtype)
-        self.activations = list(activations)
+        twins = [Dense(np.zeros((n_in, n_out), self.dtype), np.zeros(n_out, self.dtype), act)
+                 for n_in, n_out, act in zip(sizes[:-1], sizes[1:], activations)]
+        self._setup(twins, loss, optimizer, params)
+
+    def _setup(self, twins, loss, optimizer, params):
+        self.layers = twins
         self.loss = loss
-        n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-        self.params = np.zeros(n, self.dtype) if params is None else \
-            np.array(params, dtype=self.dtype)
+        self.rng_state = np.zeros(1, np.uint64)
+        arrays = [getattr(t, name) for t in twins for name in t.param_names]
+        n = sum(a.size for a in arrays)
+        if params is None:
+            params = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0)
+        self.params = np.array(params, dtype=self.dtype)
         self.grads = np.zeros(n, self.dtype)
-        self.W, self.b, self.dW, self.db = [], [], [], []
+        self._grad_views = []          # per layer, its gradient views in param_names order
         off = 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            for views, arr in ((self.W, self.params), (self.dW, self.grads)):
-                views.append(arr[off:off + n_in * n_out].reshape(n_in, n_out))
-            off += n_in * n_out
-            self.b.append(self.params[off:off + n_out])
-            self.db.append(self.grads[off:off + n_out])
-            off += n_out
+        for t in twins:
+            views = []
+            for name in t.param_names:
+                shape = getattr(t, name).shape
+                size = int(np.prod(shape))
+                setattr(t, name, self.params[off:off + size].reshape(shape))
+                views.append(self.grads[off:off + size].reshape(shape))
+                off += size
+            self._grad_views.append(views)
+            if isinstance(t, Dropout):
+                t.state = self.rng_state
+        dense = [i for i, t in enumerate(twins) if isinstance(t, Dense)]
+        self.W = [twins[i].W for i in dense]
+        self.b = [twins[i].b for i in dense]
+        self.dW = [self._grad_views[i][0] for i in dense]
+        self.db = [self._grad_views[i][1] for i in dense]
+        self.activations = [twins[i].activation for i in dense]
         cfg = dict(optimizer)
         self.opt_name = cfg.pop("name")
         cfg.pop("schedule", None)
@@ -77,61 +112,80 @@ class ReferenceModel:
 
     @classmethod
     def from_model(cls, model):
-        """A reference twin of a fastprop ``Sequential`` (same weights, loss, optimizer).
+        """A reference twin of a built fastprop ``Sequential`` (same weights, loss, optimizer,
+        dropout generator state).
 
-        Walks ``model.layers`` by kind name (the registry's names): ``Dense`` adds a layer,
-        ``Activation`` right after an identity Dense sets that layer's activation (the model
-        fuses it there), ``Dropout`` is the identity (the reference does not model dropout). A
-        registered subclass maps to the built-in kind it derives from. TypeError for any other
-        kind, and for an Activation the model runs as a node of its own (elsewhere)."""
-        sizes, acts = [], []
-        prev = None
+        Each layer becomes its registered reference twin (:func:`layer_from`; a registered
+        subclass maps to the kind it derives from); an Activation right after an identity Dense
+        is fused into that Dense, as the compiled tape does. The Dropout twins share
+        :attr:`rng_state`, a copy of ``model.get_rng_state()``: a training forward pass of the
+        twin draws the masks the model's next training forward pass (``model.forward(X,
+        training=True)``) draws. TypeError for a kind without a reference twin."""
+        twins = []
         for i, layer in enumerate(model.layers):
-            kind = _kind_of(layer)
-            if kind == "Activation" and not (prev == "Dense" and acts[-1] == "identity"):
-                raise TypeError(f"the reference has no twin for layers[{i}] (an Activation "
-                                f"not right after an identity Dense)")
-            prev = kind
-            if kind == "Dense":
-                if not sizes:
-                    sizes.append(layer.n_in)
-                sizes.append(layer.n_out)
-                acts.append(layer.activation)
-            elif kind == "Activation":
-                acts[-1] = layer.activation
-            elif kind != "Dropout":
-                raise TypeError(f"the reference has no twin for layers[{i}] "
-                                f"({type(layer).__name__})")
-        return cls(sizes, acts, model.loss, model.optimizer.get_config(), model.params,
-                   model.dtype)
+            try:
+                twins.append(layer_from(layer))
+            except TypeError as e:
+                raise TypeError(f"layers[{i}]: {e}") from None
+        ref = cls.__new__(cls)
+        ref.dtype = np.dtype(model.dtype)
+        ref._setup(_tape(twins), model.loss, model.optimizer.get_config(), model.params)
+        ref.rng_state[0] = model.get_rng_state()[0]
+        return ref
 
-    def forward(self, X):
-        """Return the list of (z, a) per layer."""
-        return [(c.z, c.a) for c in self._caches(X)]
+    def forward(self, X, training=False, masks=None):
+        """Return the list of ``(z, a)`` per Dense layer (the pairs of ``model.caches``).
 
-    def _caches(self, X):
+        ``training=True`` applies dropout with the masks in ``masks`` (one entry per Dropout
+        layer, None: drawn from :attr:`rng_state`)."""
+        return [(c.z, c.a) for t, c in zip(self.layers, self._caches(X, training, masks))
+                if isinstance(t, Dense)]
+
+    def _caches(self, X, training=False, masks=None):
+        """The cache of every layer's forward call, in order."""
+        masks = iter(masks) if masks is not None else None
         out, a = [], X
-        for W, b, act in zip(self.W, self.b, self.activations):
-            a, cache = dense_forward(a, W, b, act)
+        for twin in self.layers:
+            if isinstance(twin, Dropout):
+                mask = next(masks, None) if masks is not None else None
+                a, cache = twin.forward(a, training, mask=mask)
+            else:
+                a, cache = twin.forward(a, training)
             out.append(cache)
         return out
 
     def predict(self, X):
-        return self.forward(X)[-1][1]
+        """The network output (inference: no dropout)."""
+        return self._caches(X)[-1].a
 
-    def loss_and_gradients(self, X, y=None, labels=None, sample_weight=None):
-        """Forward, loss and backward: fills ``self.grads``; returns the loss."""
-        caches = self._caches(X)
+    def loss_and_gradients(self, X, y=None, labels=None, sample_weight=None, training=False,
+                           masks=None):
+        """Forward, loss and backward: fills ``self.grads``; returns the loss.
+
+        ``training`` and ``masks`` as in :meth:`forward` (``model.forward(X, training)`` then
+        ``model.backward(y)`` is the compiled twin)."""
+        caches = self._caches(X, training, masks)
         out = caches[-1]
-        loss, dz = loss_and_grad(self.loss, self.activations[-1], out.z, out.a, y=y,
+        loss, dz = loss_and_grad(self.loss, out.activation, out.z, out.a, y=y,
                                  labels=labels, sample_weight=sample_weight)
-        # the loss gives the output layer's dz: its block runs from there
-        caches[-1] = out._replace(activation="identity")
+        # the loss gives the output's dz (the input of its activation): backward from there
+        last = len(self.layers) - 1
+        if isinstance(self.layers[-1], Dense):
+            caches[-1] = out._replace(activation="identity")
+        else:                               # an Activation node ends the model
+            last -= 1
+        first_dense = next(i for i, t in enumerate(self.layers) if isinstance(t, Dense))
         da = dz
-        for l in range(len(self.W) - 1, -1, -1):
-            da, dW, db = dense_backward(da, caches[l], need_da_prev=l > 0)
-            self.dW[l][...] = dW
-            self.db[l][...] = db
+        for i in range(last, -1, -1):
+            twin = self.layers[i]
+            if isinstance(twin, Dense):
+                da, *grads = twin.backward(da, caches[i], need_da_prev=i > first_dense)
+            else:
+                da, *grads = twin.backward(da, caches[i])
+            for view, g in zip(self._grad_views[i], grads):
+                view[...] = g
+            if da is None:
+                break
         return loss
 
     def apply_gradients(self):
@@ -141,8 +195,10 @@ class ReferenceModel:
         else:
             _STEPS[self.opt_name](self.params, self.grads, self.state, self.t, **self.hyper)
 
-    def train_step(self, X, y=None, labels=None, sample_weight=None):
-        """Forward, loss, backward and optimizer update; returns the loss before the update."""
-        loss = self.loss_and_gradients(X, y, labels, sample_weight)
+    def train_step(self, X, y=None, labels=None, sample_weight=None, training=False, masks=None):
+        """Forward, loss, backward and optimizer update; returns the loss before the update.
+        ``training=True`` (dropout active, as ``model.train_step``) and ``masks`` as in
+        :meth:`forward`."""
+        loss = self.loss_and_gradients(X, y, labels, sample_weight, training, masks)
         self.apply_gradients()
         return loss

@@ -7,8 +7,10 @@ from collections import namedtuple
 
 import numpy as np
 
+from fastprop.reference._layers import register_reference_layer
+
 __all__ = ["NormCache", "batchnorm_forward", "batchnorm_backward", "layernorm_forward",
-           "layernorm_backward"]
+           "layernorm_backward", "BatchNorm", "LayerNorm"]
 
 #: What the backward passes read: the input ``x`` (float64), the mean and biased variance it
 #: was normalized with (per feature for BatchNorm, per row (n, 1) for LayerNorm), ``eps``,
@@ -95,3 +97,73 @@ def layernorm_backward(dy, gamma, cache):
     dx = _through_stats(dy * np.asarray(gamma, np.float64), xc, cache.var, cache.eps, axis=1)
     t = cache.dtype
     return dx.astype(t), (dy * x_hat).sum(axis=0).astype(t), dy.sum(axis=0).astype(t)
+
+
+@register_reference_layer
+class BatchNorm:
+    """Reference twin of ``fastprop.BatchNorm`` (:func:`batchnorm_forward` /
+    :func:`batchnorm_backward` on its arrays). A training forward call moves ``running_mean`` /
+    ``running_var`` (new arrays each call).
+
+    Parameters
+    ----------
+    gamma, beta, running_mean, running_var : ndarray (width,)
+    momentum, eps : float
+    """
+
+    kind = "BatchNorm"
+    param_names = ("gamma", "beta")
+
+    def __init__(self, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+        self.gamma, self.beta = gamma, beta
+        self.running_mean, self.running_var = running_mean, running_var
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    @classmethod
+    def from_layer(cls, layer):
+        """Twin of a built fastprop ``BatchNorm`` (its arrays copied)."""
+        return cls(*(np.array(a) for a in (layer.gamma, layer.beta, layer.running_mean,
+                                           layer.running_var)), layer.momentum, layer.eps)
+
+    def forward(self, a_prev, training=False):
+        """Return ``(a, cache)``: batch statistics in training, running ones otherwise."""
+        y, cache, (rm, rv) = batchnorm_forward(a_prev, self.gamma, self.beta, self.running_mean,
+                                               self.running_var, self.momentum, self.eps,
+                                               training)
+        self.running_mean, self.running_var = rm, rv
+        return y, cache
+
+    def backward(self, da, cache):
+        """Return ``(da_prev, dgamma, dbeta)``."""
+        return batchnorm_backward(da, self.gamma, cache)
+
+
+@register_reference_layer
+class LayerNorm:
+    """Reference twin of ``fastprop.LayerNorm`` (:func:`layernorm_forward` /
+    :func:`layernorm_backward` on its arrays).
+
+    Parameters
+    ----------
+    gamma, beta : ndarray (width,)
+    eps : float
+    """
+
+    kind = "LayerNorm"
+    param_names = ("gamma", "beta")
+
+    def __init__(self, gamma, beta, eps=1e-5):
+        self.gamma, self.beta, self.eps = gamma, beta, float(eps)
+
+    @classmethod
+    def from_layer(cls, layer):
+        """Twin of a built fastprop ``LayerNorm`` (its arrays copied)."""
+        return cls(np.array(layer.gamma), np.array(layer.beta), layer.eps)
+
+    def forward(self, a_prev, training=False):
+        """Return ``(a, cache)``; ``training`` unused."""
+        return layernorm_forward(a_prev, self.gamma, self.beta, self.eps)
+
+    def backward(self, da, cache):
+        """Return ``(da_prev, dgamma, dbeta)``."""
+        return layernorm_backward(da, self.gamma, cache)

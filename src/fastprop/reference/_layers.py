@@ -1,0 +1,223 @@
+"""Reference layers in plain NumPy: one twin per layer kind of ``fastprop``'s registry.
+
+Each twin has the block's signatures, ``forward(a_prev, training=False) -> (a, cache)`` and
+``backward(da, cache) -> (da_prev, *grads)`` (grads in the order the compiled layer declares its
+parameters), and is registered under the name of the kind it mirrors (``fastprop.LAYERS``), so
+that :func:`layer_from` and :meth:`ReferenceModel.from_model` find it. A new kind adds one class
+decorated with :func:`register_reference_layer`. Nothing here imports fastprop's compiled code:
+a fastprop layer is read through its public attributes only (``W``, ``b``, ``activation``,
+``rate``).
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from fastprop.reference._dense import (DenseCache, activation_backward, activation_forward,
+                                       dense_backward, dense_forward)
+
+__all__ = ["REFERENCE_LAYERS", "register_reference_layer", "layer_from", "dropout_mask",
+           "Dense", "Dropout", "Activation", "DenseCache", "DropoutCache", "ActivationCache"]
+
+#: kind name (the name of ``fastprop``'s registry) -> reference layer class
+REFERENCE_LAYERS = {}
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def register_reference_layer(cls):
+    """Register a reference layer class under its ``kind`` (the fastprop kind it mirrors);
+    usable as a decorator. ValueError if another class has that kind already."""
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"a reference layer class needs a 'kind' name, got {cls!r}")
+    if REFERENCE_LAYERS.get(kind, cls) is not cls:
+        raise ValueError(f"a different reference layer is already registered as {kind!r}")
+    REFERENCE_LAYERS[kind] = cls
+    return cls
+
+
+def _twin_class(layer):
+    """The reference class of ``layer``: its class's name or the nearest base so named."""
+    for cls in type(layer).__mro__:
+        twin = REFERENCE_LAYERS.get(cls.__name__)
+        if twin is not None:
+            return twin
+    return None
+
+
+def layer_from(layer):
+    """The reference twin of a fastprop layer (same parameters, copied; same settings).
+
+    Parameters
+    ----------
+    layer : fastprop layer
+        An object of a registered kind (a subclass maps to the kind it derives from).
+
+    Returns
+    -------
+    reference layer
+
+    Raises
+    ------
+    TypeError
+        No reference layer mirrors the kind of ``layer``.
+    """
+    twin = _twin_class(layer)
+    if twin is None:
+        raise TypeError(f"the reference has no twin for the layer kind {type(layer).__name__} "
+                        f"(registered: {', '.join(sorted(REFERENCE_LAYERS))})")
+    return twin.from_layer(layer)
+
+
+def dropout_mask(shape, rate, state, dtype=np.float64):
+    """The mask fastprop's compiled dropout draws, reproduced in NumPy.
+
+    The compiled kernel draws one uniform ``u`` per entry in row-major order from a splitmix64
+    stream (53-bit doubles) and sets ``mask = (u >= rate) / (1 - rate)`` (the scale rounded to
+    ``dtype``).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (n_samples, width).
+    rate : float in [0, 1)
+    state : ndarray (1,) of uint64
+        The stream's state (a model's ``get_rng_state()``; a standalone layer's own); advanced
+        in place by one step per entry, as the compiled generator does.
+    dtype : numpy dtype
+
+    Returns
+    -------
+    mask : ndarray ``shape`` of ``dtype``
+    """
+    n = int(np.prod(shape))
+    with np.errstate(over="ignore"):
+        z = state[0] + _GOLDEN * np.arange(1, n + 1, dtype=np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+        state[0] = state[0] + _GOLDEN * np.uint64(n)
+    u = (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    dtype = np.dtype(dtype)
+    scale = dtype.type(1.0 / (1.0 - rate))
+    return np.where(u >= rate, scale, dtype.type(0)).astype(dtype).reshape(shape)
+
+
+DropoutCache = namedtuple("DropoutCache", "mask")
+DropoutCache.__doc__ = "The mask (n, width) of one training forward call; None in inference."
+ActivationCache = namedtuple("ActivationCache", "z a activation")
+ActivationCache.__doc__ = "The input ``z`` and output ``a = g(z)`` (n, width), the name."
+
+
+@register_reference_layer
+class Dense:
+    """Reference fully connected layer: ``z = a_prev @ W + b``, ``a = g(z)``.
+
+    Parameters
+    ----------
+    W : ndarray (n_in, n_out)
+    b : ndarray (n_out,)
+    activation : str, default "identity"
+        A canonical activation name.
+    """
+
+    kind = "Dense"
+    param_names = ("W", "b")
+
+    def __init__(self, W, b, activation="identity"):
+        self.W, self.b, self.activation = W, b, activation
+
+    @classmethod
+    def from_layer(cls, layer):
+        """Twin of a fastprop ``Dense`` (its W and b copied)."""
+        return cls(np.array(layer.W), np.array(layer.b), layer.activation)
+
+    def forward(self, a_prev, training=False):
+        """Return ``(a, cache)``: ``a = g(a_prev @ W + b)`` (n, n_out); ``training`` unused."""
+        return dense_forward(a_prev, self.W, self.b, self.activation)
+
+    def backward(self, da, cache, need_da_prev=True):
+        """Return ``(da_prev, dW, db)``: ``dz = da * g'(z)``, ``dW = a_prev.T @ dz`` (n_in,
+        n_out), ``db = dz.sum(0)`` (n_out,), ``da_prev = dz @ W.T`` (n, n_in; None when not
+        ``need_da_prev``)."""
+        return dense_backward(da, cache, need_da_prev)
+
+
+@register_reference_layer
+class Dropout:
+    """Reference inverted dropout: ``a = a_prev * mask`` in training, the identity otherwise.
+
+    The mask is the one given to :meth:`forward`, else drawn by :func:`dropout_mask` from
+    ``state`` (the same draw as the compiled layer from the same generator state).
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    state : ndarray (1,) of uint64, optional
+        The splitmix64 state to draw masks from (advanced in place; several twins may share
+        one array, as a model's Dropout layers share its stream). Without it a training
+        forward call needs an explicit ``mask``.
+    """
+
+    kind = "Dropout"
+    param_names = ()
+
+    def __init__(self, rate, state=None):
+        self.rate = float(rate)
+        self.state = state
+
+    @classmethod
+    def from_layer(cls, layer):
+        """Twin of a fastprop ``Dropout``, drawing from a copy of the standalone layer's
+        generator state (a model's twin shares the model's state instead)."""
+        state = getattr(layer, "_state", None)
+        return cls(layer.rate, None if state is None else np.array(state, dtype=np.uint64))
+
+    def forward(self, a_prev, training=False, mask=None):
+        """Return ``(a, cache)``; in training ``a = a_prev * mask`` (mask (n, width), given or
+        drawn), otherwise ``a = a_prev``. A rate of 0 draws nothing (as the compiled tape)."""
+        if not training or (self.rate == 0 and mask is None):
+            return a_prev, DropoutCache(None)
+        if mask is None:
+            if self.state is None:
+                raise ValueError("a training forward call of a reference Dropout without a "
+                                 "generator state needs mask")
+            mask = dropout_mask(a_prev.shape, self.rate, self.state, a_prev.dtype)
+        return a_prev * mask, DropoutCache(mask)
+
+    def backward(self, da, cache):
+        """Return ``(da_prev,)``: ``da * mask`` (training), ``da`` (inference)."""
+        return (da if cache.mask is None else da * cache.mask,)
+
+
+@register_reference_layer
+class Activation:
+    """Reference activation layer: ``a = g(a_prev)`` (softmax row-wise).
+
+    Parameters
+    ----------
+    activation : str
+        A canonical activation name.
+    """
+
+    kind = "Activation"
+    param_names = ()
+
+    def __init__(self, activation):
+        self.activation = activation
+
+    @classmethod
+    def from_layer(cls, layer):
+        """Twin of a fastprop ``Activation``."""
+        return cls(layer.activation)
+
+    def forward(self, a_prev, training=False):
+        """Return ``(a, cache)`` with ``a = g(a_prev)`` (n, width); ``training`` unused."""
+        a = activation_forward(self.activation, a_prev)
+        return a, ActivationCache(a_prev, a, self.activation)
+
+    def backward(self, da, cache):
+        """Return ``(da_prev,)``: ``da * g'(z)`` (softmax: the Jacobian-vector product)."""
+        return (activation_backward(cache.activation, cache.z, cache.a, da),)
