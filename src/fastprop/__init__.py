@@ -10,8 +10,8 @@ from fastprop._threads import blas_info, get_num_threads, set_num_threads
 from fastprop import callbacks, datasets, distributed, losses, optim, reference
 from fastprop.io import from_bytes, load
 from fastprop.export_onnx import to_onnx
-from fastprop.layers import (Activation, ActivationCache, Dense, DenseCache, Dropout,
-                             DropoutCache, Layer, register_layer)
+from fastprop.layers import (Activation, ActivationCache, BatchNorm, Dense, DenseCache, Dropout,
+                             DropoutCache, Layer, LayerNorm, NormCache, register_layer)
 from fastprop.model import Sequential, gradcheck
 from fastprop.plot import plot_graph, plot_history
 from fastprop.trace import Trace, trace
@@ -26,6 +26,9 @@ __all__ = [
     "DenseCache",
     "Dropout",
     "DropoutCache",
+    "BatchNorm",
+    "LayerNorm",
+    "NormCache",
     "Sequential",
     "gradcheck",
     "trace",

@@ -25,7 +25,8 @@ from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
-from fastprop.layers import LAYERS, Activation, Dense, Dropout, Layer, _base
+from fastprop.layers import (LAYERS, Activation, BatchNorm, Dense, Dropout, Layer, LayerNorm,
+                             _base)
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
@@ -54,7 +55,8 @@ def _fixed(name, doc):
 
 # the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
 # the block (the tape would bypass its forward / backward: refused)
-_COMPILED = (Dense, Dropout, Activation)
+_COMPILED = (Dense, Dropout, Activation, BatchNorm, LayerNorm)
+_NORMS = (BatchNorm, LayerNorm)
 
 
 def _check_layer_kinds(layers):
@@ -67,7 +69,7 @@ def _check_layer_kinds(layers):
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(f"layers[{i}] must be a fastprop layer (Dense, Dropout, "
-                            f"Activation), got {type(layer).__name__}")
+                            f"Activation, BatchNorm, LayerNorm), got {type(layer).__name__}")
         cls = type(layer)
         if LAYERS.get(cls.__name__) is not cls:
             raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
@@ -75,7 +77,8 @@ def _check_layer_kinds(layers):
         base = next((k for k in _COMPILED if isinstance(layer, k)), None)
         if base is None:
             raise TypeError(f"layers[{i}]: the compiled tape has no node for the layer kind "
-                            f"{cls.__name__} (its kinds: Dense, Dropout, Activation)")
+                            f"{cls.__name__} (its kinds: Dense, Dropout, Activation, "
+                            f"BatchNorm, LayerNorm)")
         for method in ("forward", "backward"):
             if getattr(cls, method) is not getattr(base, method):
                 raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
@@ -94,6 +97,10 @@ def _compile_layers(layers):
     if isinstance(layers[-1], Dropout):
         raise ValueError("the last layer must be Dense or Activation (a Dropout after the output "
                          "layer would drop predictions)")
+    if isinstance(layers[-1], _NORMS):
+        raise ValueError(f"the last layer must be Dense or Activation, not "
+                         f"{type(layers[-1]).__name__} (the loss reads the output layer's "
+                         f"activation)")
     for prev, nxt in zip(dense, dense[1:]):
         if nxt.n_in is not None and nxt.n_in != prev.n_out:
             raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
@@ -128,15 +135,23 @@ def _output_activation(layers, acts):
 
 def _tape(layers, acts, offsets):
     """The node list the engine runs (see ``_core/_node.pxd``): per layer
-    (kind, n_in, n_out, activation code, rate, parameter offset, state offset), an Activation
-    after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of the
-    parameter-free kinds follow the chain."""
-    nodes, d, width = [], 0, None
+    (kind, n_in, n_out, activation code, rate, parameter offset, state offset, eps), an
+    Activation after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of
+    the parameter-free kinds follow the chain. BatchNorm's rate is its momentum."""
+    nodes, d, width, p_off, s_off = [], 0, None, 0, 0
     for i, layer in enumerate(layers):
+        here, p_off, s_off = (p_off, s_off), p_off + layer.n_params, s_off + layer.n_state
         if isinstance(layer, Dense):
             nodes.append((_engine.NODE_KINDS["Dense"], layer.n_in, layer.n_out,
-                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1))
+                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0))
             width, d = layer.n_out, d + 1
+            continue
+        if isinstance(layer, _NORMS):
+            kind = "BatchNorm" if isinstance(layer, BatchNorm) else "LayerNorm"
+            nodes.append((_engine.NODE_KINDS[kind], layer.n_in, layer.n_in, ACTIVATIONS["identity"],
+                          float(getattr(layer, "momentum", 0.0)), here[0],
+                          here[1] if layer.n_state else -1, float(layer.eps)))
+            width = layer.n_in
             continue
         if width is None:             # a parameter-free kind before the first Dense
             width = next(x for x in layers if isinstance(x, Dense)).n_in
@@ -144,10 +159,10 @@ def _tape(layers, acts, offsets):
             if layer.rate == 0:       # the identity: no node, no mask drawn
                 continue
             nodes.append((_engine.NODE_KINDS["Dropout"], width, width, 0, float(layer.rate),
-                          -1, -1))
+                          -1, -1, 0.0))
         elif not _fuses(layers, i):
             nodes.append((_engine.NODE_KINDS["Activation"], width, width,
-                          ACTIVATIONS[layer.activation], 0.0, -1, -1))
+                          ACTIVATIONS[layer.activation], 0.0, -1, -1, 0.0))
     return nodes
 
 
@@ -343,7 +358,7 @@ class Sequential:
         """Build the Keras-style Dense layers of a checked list for the input width ``n_in``."""
         width = n_in
         for layer in layers:
-            if isinstance(layer, Dense):
+            if isinstance(layer, Dense) or (isinstance(layer, _NORMS) and width is not None):
                 width = layer.build(width)
 
     @property
@@ -406,7 +421,7 @@ class Sequential:
         existing layers keep their parameters (the optimizer's state starts over when the
         number of parameters changes; the dropout stream continues). A Keras-style
         ``Dense(n_out)`` takes its input width from the layer before it. While the layers are
-        incomplete (no Dense yet, or a Dropout last, as in ``add(Dense(64))``,
+        incomplete (no Dense yet, or a Dropout / BatchNorm / LayerNorm last, as in ``add(Dense(64))``,
         ``add(Dropout(0.5))`` before the output layer) the model waits unbuilt. A failed call
         changes nothing.
 
@@ -423,7 +438,8 @@ class Sequential:
         if any(layer is l for l in self._layers):
             raise ValueError(f"{layer!r} is already in this model; use a separate layer")
         layers = list(self._layers) + [layer]
-        complete = any(isinstance(l, Dense) for l in layers) and not isinstance(layer, Dropout)
+        complete = any(isinstance(l, Dense) for l in layers) and \
+            not isinstance(layer, (Dropout,) + _NORMS)
         with self._lock:
             if self._pending is None:
                 n_in = self.n_in
@@ -532,10 +548,10 @@ class Sequential:
         # flat buffers: every layer's parameters in declaration order (W[0], b[0], W[1], ...),
         # every layer's state buffers likewise in model.state
         offsets, off, n_state = [], 0, 0
-        for layer in dense:
-            offsets.append((off, off + layer.n_in * layer.n_out))
-            off += layer.n_params
         for layer in layers:
+            if isinstance(layer, Dense):
+                offsets.append((off, off + layer.n_in * layer.n_out))
+            off += layer.n_params
             n_state += layer.n_state
         self._n_params = off
         # parameters, gradients and the optimizer's state, all touched by the first step
@@ -574,7 +590,7 @@ class Sequential:
         """The compiled tape of these layers with ``loss`` (canonical, checked) and the
         dropout stream at ``rng``."""
         return _engine.Engine(_tape(self._layers, self._acts, self._offsets), loss_code(loss),
-                              self.params, self.grads, rng, V.check_alloc)
+                              self.params, self.grads, rng, V.check_alloc, self._state)
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -738,6 +754,10 @@ class Sequential:
                              f"{layer.n_params:,}"))
             elif isinstance(layer, Activation):
                 rows.append((str(i), "Activation", "same", layer.activation, "0"))
+            elif isinstance(layer, _NORMS):
+                extra = f"state {layer.n_state}" if layer.n_state else "-"
+                rows.append((str(i), type(layer).__name__, "same", extra,
+                             f"{layer.n_params:,}"))
             else:
                 rows.append((str(i), f"Dropout({layer.rate:g})", "same", "-", "0"))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
@@ -818,6 +838,7 @@ class Sequential:
                     if self._fwd is not None:
                         self._fwd = None
                     if self._engine.last_refused:     # the engine changed nothing
+                        self._check_norm_rows(X.shape[0], "X")
                         _raise_refused(loss)
                     # straight into the instance dict: the step counter never invalidates the
                     # optimizer's cached engine arguments, and its __setattr__ hook costs a
@@ -835,9 +856,18 @@ class Sequential:
                                            state, t)
             self._fwd = None
             if self._engine.last_refused:
+                self._check_norm_rows(X.shape[0], "X")
                 _raise_refused(loss)
             self._optimizer.__dict__["t"] = t
         return loss
+
+    def _check_norm_rows(self, rows, what):
+        """ValueError when a BatchNorm would train on a batch of one row (its variance is
+        undefined; PyTorch refuses it too)."""
+        if rows == 1 and any(isinstance(layer, BatchNorm) for layer in self._layers):
+            raise ValueError(f"{what} is a batch of one sample: BatchNorm in training needs "
+                             f"more than one sample per batch (as torch.nn.BatchNorm1d); the "
+                             f"model was not updated")
 
     # -- the textbook path -------------------------------------------------------------------
     def forward(self, X, training=True):
@@ -1167,6 +1197,9 @@ class Sequential:
             labels = None if labels is None else labels[keep]
             n = keep.size
         steps = -(-n // batch_size)
+        if n - (steps - 1) * batch_size == 1:
+            self._check_norm_rows(1, f"the last batch of each epoch ({n} samples, "
+                                     f"batch_size={batch_size})")
         per_sample = 1 if self.loss == "cross_entropy" else self.n_out
         cbs = CallbackList(callbacks, model=self, verbose=verbose, epochs=epochs,
                            steps=steps, n_samples=n)
@@ -1385,7 +1418,8 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     """Central finite-difference check of every parameter gradient, in float64.
 
     Works on a float64 copy of ``model`` (the model itself is untouched), in inference mode
-    (dropout off). For each parameter block (each layer's W and b) the relative error is
+    (dropout off, BatchNorm on its running statistics). For each parameter block (each
+    layer's W and b, gamma and beta) the relative error is
     ``||g - g_fd|| / max(||g|| + ||g_fd||, 1e-30)`` between the analytic gradient ``g`` and
     the central difference ``g_fd = (L(p + eps) - L(p - eps)) / (2 eps)``.
 
@@ -1409,6 +1443,7 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     config["dtype"] = "float64"
     m = Sequential.from_config(config)
     m.params[...] = model.params
+    m.state[...] = model.state
     X = m._X(X)
     y_dense, labels, w = m._targets(y, X.shape[0], sample_weight)
 
@@ -1420,9 +1455,12 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
     g = m.grads.copy()
     rng = np.random.default_rng(seed)
     worst = 0.0
-    blocks = []
-    for (wo, bo), d in zip(m._offsets, m._dense):
-        blocks += [(wo, bo), (bo, bo + d.n_out)]
+    blocks, off = [], 0           # every parameter array (W, b; gamma, beta), in layer order
+    for layer in m.layers:
+        for shape in layer.param_shapes.values():
+            size = int(np.prod(shape))
+            blocks.append((off, off + size))
+            off += size
     for start, stop in blocks:
         idx = np.arange(start, stop)
         if max_params is not None and idx.size > max_params:

@@ -1,15 +1,17 @@
 # The whole-model engine: a model's layers compiled into a tape, a list of nodes (kind, widths,
 # offsets into the flat parameter / state buffers, workspace pointers, attributes; `_node.pxd`),
 # run by one forward loop and one backward loop that dispatch on the node kind to the kind's
-# own unit (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`). One nogil
-# function per call: forward through every node, loss, backward, optimizer update. Python
+# own unit (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`, `_node_norm.pxd`).
+# One nogil function per call: forward through every node, loss, backward, optimizer update,
+# then (an accepted step) BatchNorm's running statistics into the model's state buffer. Python
 # touches nothing per layer.
 #
 # Memory: parameters and gradients are two flat buffers owned by the model (each layer's W, b,
 # dW, db are views into them). The workspace (every node's output, delta and own workspace,
 # and the gathered minibatch) is one byte buffer sized for the largest batch seen so far; a
 # steady-state step allocates nothing. Backward keeps one delta buffer per Dense node; the
-# width-preserving kinds (Dropout, Activation) share the previous node's and run in place. The
+# width-preserving kinds (Dropout, Activation, BatchNorm, LayerNorm) share the previous node's
+# and run in place. The
 # output node's delta is written directly by the fused loss kernel.
 #
 # predict() uses its own per-call scratch (malloc'd inside nogil) and a private copy of each
@@ -26,12 +28,15 @@ cimport numpy as cnp
 import numpy as np
 
 from fastprop._core._dense cimport FP_IDENTITY
-from fastprop._core._node cimport Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION
+from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
+                                   NODE_BATCHNORM, NODE_LAYERNORM)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
                                          dense_node_delta, dense_node_sgd, dense_node_gemms)
 from fastprop._core._node_dropout cimport dropout_node_forward, dropout_node_backward
 from fastprop._core._node_activation cimport (activation_node_forward,
                                               activation_node_backward)
+from fastprop._core._node_norm cimport (norm_node_nbytes, norm_node_forward, norm_node_backward,
+                                        norm_node_commit, norm_node_predict, norm_node_stats_ok)
 from fastprop._core._loss cimport loss_and_grad
 from fastprop._core._optim cimport (optimizer_step, update_is_safe, OPT_SGD, H_LR,
                                     SGD_MOMENTUM, H_WEIGHT_DECAY, H_CLIP_NORM)
@@ -39,7 +44,8 @@ from fastprop._core._optim cimport (optimizer_step, update_is_safe, OPT_SGD, H_L
 cnp.import_array()
 
 # the node kinds, read by the tape compiler (fastprop.model) from here: defined once
-NODE_KINDS = {"Dense": NODE_DENSE, "Dropout": NODE_DROPOUT, "Activation": NODE_ACTIVATION}
+NODE_KINDS = {"Dense": NODE_DENSE, "Dropout": NODE_DROPOUT, "Activation": NODE_ACTIVATION,
+              "BatchNorm": NODE_BATCHNORM, "LayerNorm": NODE_LAYERNORM}
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -74,6 +80,10 @@ cdef struct Tape:
     Node *nodes
     int n_dense         # the Dense nodes, in order (their node indices)
     int *dense
+    int n_norm          # BatchNorm / LayerNorm nodes (their parameters are outside the Dense
+                        # nodes': the fused-SGD path, which updates Dense nodes, is not used)
+    char *state         # the model's state buffer (BatchNorm's running statistics)
+    int max_norm        # the widest norm node (predict's scratch)
     int loss
     char *xb            # gathered minibatch: inputs, dense targets, labels, sample weights
     char *yb
@@ -222,6 +232,27 @@ cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
                 dropout_node_forward(nd, <floating *> NULL, n, &p.rng)
         elif nd.kind == NODE_ACTIVATION:
             activation_node_forward(nd, <floating *> NULL, n)
+        else:
+            norm_node_forward(nd, params, <floating *> p.state, n, training)
+
+
+cdef bint _stats_ok(Tape *p, int n, floating *dummy) noexcept nogil:
+    """Every BatchNorm's batch statistics are finite and in range (see norm_node_stats_ok)."""
+    cdef int i
+    for i in range(p.L):
+        if not norm_node_stats_ok(&p.nodes[i], n, dummy):
+            return False
+    return True
+
+
+cdef void _commit(Tape *p, int n, floating *dummy) noexcept nogil:
+    """After an accepted training step: each BatchNorm's running statistics move towards its
+    batch's (PyTorch updates them in every training forward; here a refused step changes no
+    state either)."""
+    cdef int i
+    for i in range(p.L):
+        if p.nodes[i].kind == NODE_BATCHNORM:
+            norm_node_commit(&p.nodes[i], <floating *> p.state, n)
 
 
 cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
@@ -235,6 +266,8 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
         if nd.kind == NODE_DENSE:
             dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
                                 _dprev(p, i, grads), n, i == p.L - 1, False)
+        elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
+            norm_node_backward(nd, params, grads, n, training)
         else:
             _backward_no_params(p, nd, i, grads, n, training)
 
@@ -295,9 +328,11 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
 cdef double _loss_grad(Tape *p, const floating *y, const long long *labels, const floating *w,
                        int n, bint grad) noexcept nogil:
     """The loss of the output node, and (grad) dL/dz into its g, where z is the input of its
-    activation: a Dense's z, an Activation node's x."""
+    activation: a Dense's z, an Activation node's x, a norm node's output (its act is the
+    identity)."""
     cdef Node *nd = _out(p)
-    cdef floating *z = <floating *> (nd.z if nd.kind == NODE_DENSE else nd.x)
+    cdef floating *z = <floating *> (nd.z if nd.kind == NODE_DENSE else
+                                     nd.x if nd.kind == NODE_ACTIVATION else nd.a)
     return loss_and_grad(p.loss, nd.act, z, <floating *> nd.a, y, labels, w, n, nd.n_out,
                          <floating *> nd.g if grad else NULL,
                          <floating *> nd.g if grad else NULL, p.norm)
@@ -318,16 +353,18 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     p.refused = False
     _forward(p, X, params, n, True)
     loss = _loss_grad(p, y, labels, w, n, True)
-    if update and not isfinite(loss):
+    if update and (not isfinite(loss) or (p.n_norm and not _stats_ok(p, n, params))):
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
-            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0:
+            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
         if update:
             p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
+    if p.n_norm and not p.refused and _stats_ok(p, n, params):
+        _commit(p, n, params)
     _threads_end(&th)
     return loss
 
@@ -374,12 +411,13 @@ cdef double _count_correct(Tape *p, const floating *y, const long long *labels,
 
 
 cdef void _predict(Tape *p, const floating *X, const floating *params, int n, int rows,
-                   floating *buf0, floating *buf1, floating *out_a,
-                   floating *out_z) noexcept nogil:
+                   floating *buf0, floating *buf1, floating *out_a, floating *out_z,
+                   double *scratch) noexcept nogil:
     """Inference in chunks of `rows` samples through two ping-pong buffers: a copy of the
     tape's nodes (so that concurrent calls never share one) bound to them node by node. The
     output node writes a to out_a and, if out_z is not NULL, the input of its activation
-    (a Dense's z, an Activation node's x) to out_z. Dropout nodes pass through."""
+    (a Dense's z, an Activation node's x, a norm node's output) to out_z. Dropout nodes pass
+    through. scratch: 2 * max_norm doubles then max(rows, max_norm) values (norm nodes)."""
     cdef int r0 = 0, nr, i, n_in0 = p.nodes[0].n_in
     cdef floating *cur
     cdef floating *nxt
@@ -409,6 +447,12 @@ cdef void _predict(Tape *p, const floating *X, const floating *params, int n, in
                     memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, cur,
                            <size_t> nr * nd.n_out * sizeof(floating))
                 activation_node_forward(&nd, <floating *> NULL, nr)
+            else:
+                norm_node_predict(&nd, params, <floating *> p.state, nr,
+                                  <floating *> (scratch + 2 * p.max_norm), scratch)
+                if i == p.L - 1 and out_z != NULL:
+                    memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, nxt,
+                           <size_t> nr * nd.n_out * sizeof(floating))
             cur = nxt
         r0 += nr
     _threads_end(&th)
@@ -454,7 +498,7 @@ cdef class Engine:
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
-    cdef object params, grads, ws, alloc_check
+    cdef object params, grads, state, ws, alloc_check
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
@@ -462,11 +506,13 @@ cdef class Engine:
     def __cinit__(self):
         memset(&self.p, 0, sizeof(Tape))
 
-    def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None):
-        """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off) with kind
-        NODE_DENSE / NODE_DROPOUT / NODE_ACTIVATION (the module's constants), act an
-        activation code, rate a Dropout's rate, p_off / s_off the first element of the node's
-        parameters / state (-1: none). alloc_check(nbytes, 1, name): the caller's check that a
+    def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None,
+                 state=None):
+        """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off, eps) with
+        kind one of NODE_KINDS (the module's constants), act an activation code, rate a
+        Dropout's rate or a BatchNorm's momentum, p_off / s_off the first element of the
+        node's parameters / state (-1: none), eps a norm node's. state: the model's state
+        buffer (of params' dtype; held, its data read and written by BatchNorm nodes). alloc_check(nbytes, 1, name): the caller's check that a
         workspace of nbytes fits (raises ValueError); given by the Python tier, so the core
         imports nothing above it."""
         cdef int L = len(nodes), i, j
@@ -482,17 +528,21 @@ cdef class Engine:
         self.max_width = 1
         for i, spec in enumerate(nodes):
             nd = &self.p.nodes[i]
-            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off = spec
+            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec
             nd.need_dprev = seen_params
             nd.inplace_grad = nd.kind != NODE_DENSE and i > 0
             seen_params = seen_params or nd.p_off >= 0
             if nd.kind == NODE_DENSE:
                 self.p.dense[self.p.n_dense] = i
                 self.p.n_dense += 1
+            elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
+                self.p.n_norm += 1
+                self.p.max_norm = max(self.p.max_norm, nd.n_in)
             self.max_width = max(self.max_width, nd.n_out)
         self.p.loss = loss
         self.p.rng = seed
-        self.params, self.grads = params, grads
+        self.params, self.grads, self.state = params, grads, state
+        self.p.state = <char *> _ptr(state)
         self.pdata = _ptr(params)
         self.gdata = _ptr(grads)
         self.is_double = params.dtype == np.float64
@@ -523,13 +573,14 @@ cdef class Engine:
             self.p.rng = value
 
     property nodes:
-        """The tape: per node (kind, n_in, n_out, act, rate, p_off, s_off), as given."""
+        """The tape: per node (kind, n_in, n_out, act, rate, p_off, s_off, eps), as given."""
         def __get__(self):
             cdef Node *nd
             out = []
             for i in range(self.p.L):
                 nd = &self.p.nodes[i]
-                out.append((nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off))
+                out.append((nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off,
+                            nd.eps))
             return out
 
     property dense_nodes:
@@ -573,6 +624,8 @@ cdef class Engine:
                 ao = take(n * nd.n_out * sz)
             if nd.kind == NODE_DROPOUT:
                 wo = take(n * nd.n_in * sz)
+            elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
+                wo = take(norm_node_nbytes(nd.kind, n, nd.n_in, sz))
             if not nd.inplace_grad:
                 go = take(n * nd.n_out * sz)
             offsets.append((zo, ao, go, wo))
@@ -961,6 +1014,10 @@ cdef class Engine:
         cdef int n = X.shape[0]
         cdef int chunk = rows if rows < n else n
         cdef size_t nbytes = <size_t> chunk * self.max_width * self.itemsize
+        cdef size_t extra = (<size_t> 2 * self.p.max_norm * 8 +
+                             <size_t> max(chunk, self.p.max_norm) * self.itemsize
+                             if self.p.n_norm else 0)
+        cdef double *scratch
         cdef void *px = _ptr(X)
         cdef void *pp = _ptr(self.params)
         cdef void *pa = _ptr(out_a)
@@ -971,18 +1028,20 @@ cdef class Engine:
         cdef unsigned int csr
         with nogil:
             csr = fp_ftz_begin()
-            b0 = malloc(2 * nbytes + 1)
+            b0 = malloc(2 * nbytes + extra + 8)
             if b0 == NULL:
                 failed = True
             else:
                 b1 = <char *> b0 + nbytes
+                scratch = <double *> (<char *> b0 + (2 * nbytes + 7) // 8 * 8)
                 if self.is_double:
                     _predict[double](&self.p, <double *> px, <double *> pp, n, chunk,
                                      <double *> b0, <double *> b1, <double *> pa,
-                                     <double *> pz)
+                                     <double *> pz, scratch)
                 else:
                     _predict[float](&self.p, <float *> px, <float *> pp, n, chunk,
-                                    <float *> b0, <float *> b1, <float *> pa, <float *> pz)
+                                    <float *> b0, <float *> b1, <float *> pa, <float *> pz,
+                                    scratch)
                 free(b0)
             fp_ftz_end(csr)
         if failed:

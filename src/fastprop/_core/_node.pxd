@@ -1,7 +1,7 @@
 # The node of the compiled tape: one entry of a model's node list, run by the engine's forward
 # and backward loops (`_engine.pyx`), which dispatch on `kind` to the kind's own unit
-# (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`). A kind's unit reads only
-# its node and the buffers the engine hands it.
+# (`_node_dense.pxd`, `_node_dropout.pxd`, `_node_activation.pxd`, `_node_norm.pxd`). A kind's
+# unit reads only its node and the buffers the engine hands it.
 #
 # Room for later kinds (see DEVELOPERS.md, "add a layer kind"): `s_off` indexes the model's
 # flat `state` buffer (a BatchNorm's running statistics), `w` is the node's own workspace
@@ -14,6 +14,8 @@ cdef enum:
     NODE_DENSE = 0          # z := x @ W + b, a := g(z); params W (n_in, n_out), b (n_out,)
     NODE_DROPOUT = 1        # a := x * mask (training), a is x (inference); n_in == n_out
     NODE_ACTIVATION = 2     # a := g(x); n_in == n_out
+    NODE_BATCHNORM = 3      # BatchNorm1d; params gamma, beta (n_in,); state running mean, var
+    NODE_LAYERNORM = 4      # LayerNorm over the features; params gamma, beta (n_in,)
 
 
 cdef struct Node:
@@ -21,7 +23,8 @@ cdef struct Node:
     int n_in
     int n_out
     int act                 # Dense: its (fused) activation code; Activation: its code
-    double rate             # Dropout: the drop probability
+    double rate             # Dropout: the drop probability; BatchNorm: its momentum
+    double eps              # BatchNorm, LayerNorm: added to the variance
     Py_ssize_t p_off        # first element of the node's parameters in params / grads (-1)
     Py_ssize_t s_off        # first element of its state in the model's state buffer (-1)
     bint need_dprev         # backward writes the input's delta (a node before has params)

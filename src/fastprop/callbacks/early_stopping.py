@@ -22,8 +22,8 @@ class EarlyStopping(Callback):
     mode : {"auto", "min", "max"}, default "auto"
         Whether lower or higher is better; auto: "max" if "acc" is in ``monitor``, else "min".
     restore_best_weights : bool, default False
-        Keep a copy of ``model.params`` from the best epoch and put it back when training ends
-        (stopped early or not). When False the model keeps the last epoch's weights.
+        Keep a copy of ``model.params`` and ``model.state`` (BatchNorm's running statistics)
+        from the best epoch and put them back when training ends (stopped early or not). When False the model keeps the last epoch's weights.
     baseline : float, optional
         Value to reach: until the monitored quantity beats it, epochs count as not improving
         (training stops after ``patience`` of them even if the quantity keeps improving below
@@ -74,6 +74,7 @@ class EarlyStopping(Callback):
         self.best = None
         self.best_epoch = 0
         self.best_weights = None
+        self.best_state = None
 
     def on_train_begin(self, logs=None):
         self._reset()
@@ -87,6 +88,8 @@ class EarlyStopping(Callback):
             return
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights = np.array(self.model.params, copy=True)
+            state = getattr(self.model, "state", None)    # (a model without layer state)
+            self.best_state = None if state is None else np.array(state, copy=True)
             self.best_epoch = epoch
         self.wait += 1
         if _is_better(current, self.best, self.mode, self.min_delta):
@@ -94,6 +97,8 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights[...] = self.model.params
+                if self.best_state is not None:
+                    self.best_state[...] = self.model.state
             if self.baseline is None or _is_better(current, self.baseline, self.mode,
                                                    self.min_delta):
                 self.wait = 0
@@ -110,6 +115,8 @@ class EarlyStopping(Callback):
                 _message(f"Restoring model weights from the end of the best epoch: "
                          f"{self.best_epoch + 1}.")
             self.model.params[...] = self.best_weights
+            if self.best_state is not None:
+                self.model.state[...] = self.best_state
 
     def __repr__(self):
         return (f"EarlyStopping(monitor={self.monitor!r}, min_delta={self.min_delta}, "

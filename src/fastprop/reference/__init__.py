@@ -16,6 +16,9 @@ batches, ``z = a_prev @ W + b``, ``a = g(z)``; backward gives ``dz = da * g'(z)`
   compiled dropout's mask
 - losses: :func:`loss_and_grad`
 - optimizers over flat arrays: :func:`sgd_step`, :func:`adam_step`, ... and schedules
+- normalization: :func:`batchnorm_forward` / :func:`batchnorm_backward`,
+  :func:`layernorm_forward` / :func:`layernorm_backward` (PyTorch semantics), and the twins
+  :class:`BatchNorm`, :class:`LayerNorm` of those kinds
 - a whole network: :class:`ReferenceModel` (``ReferenceModel.from_model(model)`` for any model
   of registered kinds)
 """
@@ -29,6 +32,8 @@ from fastprop.reference._optim import (adagrad_step, adam_step, adamw_step, clip
                                        cosine_annealing_lr, exponential_lr, global_norm,
                                        init_optimizer_state, rmsprop_step, sgd_step, step_lr)
 from fastprop.reference._model import ReferenceModel
+from fastprop.reference._norm import (BatchNorm, LayerNorm, NormCache, batchnorm_backward,
+                                      batchnorm_forward, layernorm_backward, layernorm_forward)
 
 __all__ = [
     "activation_forward", "activation_backward", "dense_forward", "dense_backward", "DenseCache",
@@ -38,4 +43,6 @@ __all__ = [
     "exponential_lr", "cosine_annealing_lr", "ReferenceModel", "Dense", "Dropout", "Activation",
     "DropoutCache", "ActivationCache", "REFERENCE_LAYERS", "register_reference_layer",
     "layer_from", "dropout_mask",
+    "batchnorm_forward", "batchnorm_backward", "layernorm_forward", "layernorm_backward",
+    "NormCache", "BatchNorm", "LayerNorm",
 ]
