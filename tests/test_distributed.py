@@ -230,3 +230,32 @@ def test_default_threads_follow_the_affinity_mask():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["1"]
+
+
+def test_comm_refuses_training_a_batchnorm_model_and_carries_layernorm():
+    """A BatchNorm would normalize with each rank's own batch statistics: training with comm=
+    is refused before anything changes. LayerNorm (per sample, no running state) trains over
+    comm exactly as without it."""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(16, 5)), rng.integers(0, 3, 16)
+    bn = fp.Sequential([fp.Dense(5, 8, activation="relu"), fp.BatchNorm(), fp.Dense(8, 3,
+                        activation="softmax")], loss="cross_entropy", dtype="float64", seed=0)
+    params, t = bn.params.copy(), bn.optimizer.t
+    for call in (lambda: bn.train_step(X, y, comm=MPI.COMM_SELF),
+                 lambda: bn.fit(X, y, epochs=1, verbose=0, comm=MPI.COMM_SELF)):
+        with pytest.raises(ValueError, match="BatchNorm"):
+            call()
+    np.testing.assert_array_equal(bn.params, params)
+    assert bn.optimizer.t == t
+    assert bn.evaluate(X, y, comm=MPI.COMM_SELF)["loss"] == pytest.approx(
+        bn.evaluate(X, y)["loss"], rel=1e-12)
+
+    def ln_model():
+        return fp.Sequential([fp.Dense(5, 8, activation="relu", seed=1), fp.LayerNorm(),
+                              fp.Dense(8, 3, activation="softmax", seed=2)],
+                             loss="cross_entropy", dtype="float64", seed=0)
+    a, b = ln_model(), ln_model()
+    a.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    b.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0, comm=MPI.COMM_SELF)
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-12, atol=1e-14)

@@ -36,6 +36,7 @@ import numpy as np
 
 from fastprop import _validation as V
 from fastprop.callbacks import CallbackList, CSVLogger, ModelCheckpoint, ProgressBar
+from fastprop.layers import BatchNorm
 
 __all__ = ["shard", "check_comm"]
 
@@ -195,6 +196,8 @@ def broadcast_state(model, comm, check=True):
     opt = model.optimizer
     opt._setup(model.n_params, model.dtype)
     _wait(comm.Ibcast(model.params, root=0))
+    if model.state.size:                 # layer state (running statistics)
+        _wait(comm.Ibcast(model.state, root=0))
     for name in sorted(opt.state):
         _wait(comm.Ibcast(opt.state[name], root=0))
     t, base_lr, lr = _bcast(comm, (opt.t, opt.base_lr, opt.lr))
@@ -259,10 +262,22 @@ def _weight_sum(w, n):
     return float(n) if w is None else float(w.sum(dtype=np.float64))
 
 
+def _refuse_batchnorm(model):
+    """Training with comm= and a BatchNorm is refused (the same decision on every rank, before
+    any collective): each rank would normalize with its own shard's batch statistics, so the
+    step would not be the global batch's (there is no synchronized BatchNorm yet)."""
+    if any(isinstance(layer, BatchNorm) for layer in model.layers):
+        raise ValueError("comm=: training a model with a BatchNorm layer over MPI is not "
+                         "supported yet (its batch statistics would be each rank's own, not "
+                         "the global batch's); use LayerNorm, or train without comm")
+
+
 def train_step(model, X, y, sample_weight, comm):
     """``Sequential.train_step`` over ``comm``: every rank passes its part of the global batch
-    (possibly empty); returns the global batch loss. Collective."""
+    (possibly empty); returns the global batch loss. Collective. Refused (ValueError) for a
+    model with a BatchNorm layer."""
     comm = check_comm(comm)
+    _refuse_batchnorm(model)
 
     def prepare():
         Xc = V.as_array(X, "X", model.dtype, ndim=2, width=model.n_in,
@@ -421,8 +436,10 @@ def _rank0_only(cb):
 
 def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_data,
         sample_weight, callbacks, verbose, comm):
-    """``Sequential.fit`` over ``comm`` (see its docstring). Collective."""
+    """``Sequential.fit`` over ``comm`` (see its docstring). Collective. Refused (ValueError)
+    for a model with a BatchNorm layer."""
     comm = check_comm(comm)
+    _refuse_batchnorm(model)
     MPI = _mpi()
     rank = comm.Get_rank()
     epochs, batch_size, X, y_dense, labels, w, n, val = _agree(
