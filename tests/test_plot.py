@@ -108,6 +108,55 @@ def test_plot_trace_graph(tmp_path):
     _check_png(path)
 
 
+def _norm_trace(n=6):
+    """Dense, BatchNorm, Activation, Dense, LayerNorm, Dense (identity), Activation(softmax)."""
+    rng = np.random.default_rng(1)
+    model = fp.Sequential([fp.Dense(4, 5, seed=0), fp.BatchNorm(), fp.Activation("relu"),
+                           fp.Dense(5, 4, seed=1), fp.LayerNorm(), fp.Dense(4, 3, seed=2),
+                           fp.Activation("softmax")], dtype="float64", seed=0)
+    X, y = rng.standard_normal((n, 4)), np.arange(n) % 3
+    model.train_step(X, y)
+    return fp.trace(model, X, y)
+
+
+def test_plot_blocks_new_kinds(tmp_path):
+    tr = _norm_trace()
+    text = _texts(tr.plot_blocks())
+    for label in ("BatchNorm [2]  eps 1e-05", "gamma, beta (5,)", "running mean, var (5,)",
+                  "inference: running stats", "x_hat[2] = (a[1] - mean) / std",
+                  "a[2] = gamma x_hat[2] + beta", "dgamma[2] = sum da[2] * x_hat[2]",
+                  "da[1] = da[2] gamma / std", "cache\nx_hat[2], 1/std",
+                  "Activation [3]  relu", "a[3] = relu(z[3])", "dz[3] = da[3] * relu'(z[3])",
+                  "da[2] = dz[3]", "LayerNorm [5]  eps 1e-05", "mean, var per row (6,)",
+                  "Activation [7]  softmax", "dz[7] = (p - y)/n  (the loss)",
+                  "gamma, beta likewise"):
+        assert label in text, label
+    t = tr.layers[1]
+    assert f"dgamma[2] |.|={np.linalg.norm(t.dgamma):.3g}" in text
+    assert f"a[2]\n(6, 5)\n|.|={np.linalg.norm(t.a):.3g}" in text
+    assert f"da[4]\n(6, 4)\n|.|={np.linalg.norm(tr.layers[4].da_prev):.3g}" in text
+    assert "dz[7]\n(6, 3)" in text            # the fused loss gradient enters layer 7
+    path = tmp_path / "blocks.png"
+    tr.plot_blocks(path)
+    _check_png(path)
+
+
+def test_plot_trace_graph_new_kinds(tmp_path):
+    tr = _norm_trace()
+    text = _texts(tr.plot_graph(sample=3))
+    for label in ("norm", "aff", "relu", "smax", "x_hat[2]  R^5", "mean, var[2] (running)",
+                  "mean, var[5] (row 3)", "gamma, beta[5]  R^4", "a[7]  R^3",
+                  "none (constants)"):
+        assert label in text, label
+    bn, ln = tr.layers[1], tr.layers[4]
+    assert "[" + " ".join(f"{v:.2g}" for v in bn.x_hat[3]) + "]" in text
+    assert f"mean={ln.mean[3]:.3g} var={ln.var[3]:.3g}" in text
+    assert f"|dg|={np.linalg.norm(bn.dgamma):.3g}" in text
+    path = tmp_path / "graph.png"
+    tr.plot_graph(path, sample=5)
+    _check_png(path)
+
+
 @pytest.mark.parametrize("sample, kind", [(5, ValueError), (-1, ValueError),
                                           (1.0, TypeError), ("0", TypeError),
                                           (True, TypeError)])

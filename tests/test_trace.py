@@ -8,7 +8,7 @@ import pytest
 
 import fastprop as fp
 from fastprop import io as fpio
-from fastprop.reference import _dense as ref
+from fastprop.reference import _dense as ref, _norm as refnorm
 
 from conftest import assert_close
 
@@ -247,3 +247,203 @@ def test_bad_model_and_weights():
     X, y = _data("cross_entropy")
     with pytest.raises(ValueError, match="sample_weight"):
         fp.trace(model, X, y, sample_weight=-np.ones(len(X)))
+
+
+# -- the layer kinds Activation, BatchNorm, LayerNorm ------------------------------------------
+def _norm_model(dtype, out="activation"):
+    """Dense, BatchNorm, Activation, Dense, LayerNorm, Dense (identity) + Activation(softmax)
+    (or a Dense softmax output); trained a few steps so that the running statistics, gamma
+    and beta are not their initial values."""
+    layers = [fp.Dense(5, 7, seed=0), fp.BatchNorm(momentum=0.3), fp.Activation("tanh"),
+              fp.Dense(7, 6, activation="relu", seed=1), fp.LayerNorm()]
+    layers += ([fp.Dense(6, 3, seed=2), fp.Activation("softmax")] if out == "activation"
+               else [fp.Dense(6, 3, activation="softmax", seed=2)])
+    model = fp.Sequential(layers, optimizer=fp.optim.Adam(lr=5e-2), dtype=dtype, seed=0)
+    X, y = _data("cross_entropy", n=12, seed=3)
+    for _ in range(3):
+        model.train_step(X, y)
+    return model
+
+
+@pytest.mark.parametrize("out", ["activation", "dense"])
+def test_new_kinds_equal_the_model(dtype, out):
+    model = _norm_model(dtype, out)
+    X, y = _data("cross_entropy")
+    w = np.linspace(0.5, 2.0, len(X))
+    tr = fp.trace(model, X, y, sample_weight=w)
+    expected_out = model.forward(X, training=False)
+    model.backward(y, sample_weight=w)
+    assert tr.loss == pytest.approx(model.last_loss, rel=10 * float(np.finfo(dtype).eps))
+    assert_close(tr.output, expected_out, dtype)
+    kinds = [t.kind for t in tr.layers]
+    assert kinds[:5] == ["Dense", "BatchNorm", "Activation", "Dense", "LayerNorm"]
+    for t, layer in zip(tr.layers, model.layers):
+        assert t.layer is layer
+        for name, arr in t.items():
+            assert arr.dtype == dtype, (t.kind, name)
+        if t.kind == "Dense":
+            assert_close(t.dW, layer.dW, dtype)
+            assert_close(t.db, layer.db, dtype)
+        elif t.kind in ("BatchNorm", "LayerNorm"):
+            assert_close(t.dgamma, layer.dgamma, dtype)
+            assert_close(t.dbeta, layer.dbeta, dtype)
+            np.testing.assert_array_equal(t.gamma, layer.gamma)
+            np.testing.assert_array_equal(t.beta, layer.beta)
+    for prev, nxt in zip(tr.layers, tr.layers[1:]):
+        np.testing.assert_array_equal(nxt.a_prev, prev.a)
+        np.testing.assert_array_equal(prev.da, nxt.da_prev)
+
+    bn, act, ln = tr.layers[1], tr.layers[2], tr.layers[4]
+    assert bn.names == ("gamma", "beta", "a_prev", "mean", "var", "x_hat", "a", "da", "dgamma",
+                        "dbeta", "da_prev")
+    assert ln.names == bn.names
+    assert act.names == ("a_prev", "z", "a", "da", "dz", "da_prev")
+    # BatchNorm in inference mode: the running statistics normalize
+    np.testing.assert_array_equal(bn.mean, model.layers[1].running_mean)
+    np.testing.assert_array_equal(bn.var, model.layers[1].running_var)
+    assert not np.allclose(bn.mean, 0) and not np.allclose(bn.var, 1)
+    eps = model.layers[1].eps
+    assert_close(bn.x_hat, (bn.a_prev - bn.mean) / np.sqrt(bn.var + eps), dtype)
+    assert_close(bn.a, bn.gamma * bn.x_hat + bn.beta, dtype)
+    # LayerNorm: per-row statistics of its input
+    assert ln.mean.shape == ln.var.shape == (len(X),)
+    x64 = ln.a_prev.astype(np.float64)
+    assert_close(ln.mean, x64.mean(axis=1), dtype)
+    assert_close(ln.var, x64.var(axis=1), dtype)
+    assert_close(ln.x_hat, (x64 - ln.mean[:, None]) / np.sqrt(ln.var[:, None] + ln.layer.eps),
+                 dtype)
+    # Activation: z is its input, dz = da * g'(z) is what it passes back
+    np.testing.assert_array_equal(act.z, act.a_prev)
+    assert_close(act.a, np.tanh(act.z.astype(np.float64)), dtype)
+    assert_close(act.dz, act.da * (1 - act.a.astype(np.float64) ** 2), dtype)
+    np.testing.assert_array_equal(act.da_prev, act.dz)
+    if out == "activation":
+        last = tr.layers[-1]                          # the loss's fused gradient enters here
+        assert last.kind == "Activation" and last.layer.activation == "softmax"
+        onehot = np.eye(3)[y]
+        assert_close(last.dz, w[:, None] / w.sum() * (last.a - onehot), dtype)
+        np.testing.assert_array_equal(tr.layers[-2].da, last.dz)
+
+
+def test_new_kinds_equal_the_standalone_layers_and_the_reference(dtype):
+    """Each record is the standalone layer's forward / backward (on fresh copies) and the
+    NumPy reference twin (inference mode) on the recorded arrays."""
+    model = _norm_model(dtype)
+    X, y = _data("cross_entropy")
+    tr = fp.trace(model, X, y)
+    for t in tr.layers:
+        if t.kind == "Activation":
+            layer = fp.Activation(t.layer.activation)
+            a, cache = layer.forward(t.a_prev)
+            np.testing.assert_array_equal(a, t.a)
+            if t is not tr.layers[-1]:
+                np.testing.assert_array_equal(layer.backward(t.da, cache)[0], t.da_prev)
+                assert_close(t.dz, ref.activation_backward(t.layer.activation, t.z, t.a, t.da),
+                             dtype)
+        elif t.kind in ("BatchNorm", "LayerNorm"):
+            layer = type(t.layer).from_config(t.layer.get_config(), dtype=dtype)
+            layer.set_weights(t.layer.get_weights())
+            a, cache = layer.forward(t.a_prev, training=False)
+            np.testing.assert_array_equal(a, t.a)
+            np.testing.assert_array_equal(cache.x_hat, t.x_hat)
+            da_prev, dgamma, dbeta = layer.backward(t.da, cache)
+            np.testing.assert_array_equal(da_prev, t.da_prev)
+            np.testing.assert_array_equal(dgamma, t.dgamma)
+            np.testing.assert_array_equal(dbeta, t.dbeta)
+            if t.kind == "BatchNorm":
+                ra, rcache, _ = refnorm.batchnorm_forward(t.a_prev, t.gamma, t.beta, t.mean,
+                                                          t.var, eps=t.layer.eps)
+                rgrads = refnorm.batchnorm_backward(t.da, t.gamma, rcache)
+            else:
+                ra, rcache = refnorm.layernorm_forward(t.a_prev, t.gamma, t.beta, t.layer.eps)
+                rgrads = refnorm.layernorm_backward(t.da, t.gamma, rcache)
+            assert_close(t.a, ra, dtype)
+            for got, want in zip((t.da_prev, t.dgamma, t.dbeta), rgrads):
+                assert_close(got, want, dtype)
+
+
+def test_new_kinds_against_torch():
+    torch = pytest.importorskip("torch")
+    model = _norm_model("float64")
+    X, y = _data("cross_entropy")
+    tr = fp.trace(model, X, y)
+    for t in tr.layers:
+        if t.kind not in ("BatchNorm", "LayerNorm"):
+            continue
+        width = t.gamma.shape[0]
+        if t.kind == "BatchNorm":
+            mod = torch.nn.BatchNorm1d(width, eps=t.layer.eps, dtype=torch.float64).eval()
+            mod.running_mean.copy_(torch.from_numpy(t.mean.copy()))
+            mod.running_var.copy_(torch.from_numpy(t.var.copy()))
+        else:
+            mod = torch.nn.LayerNorm(width, eps=t.layer.eps, dtype=torch.float64)
+        with torch.no_grad():
+            mod.weight.copy_(torch.from_numpy(t.gamma.copy()))
+            mod.bias.copy_(torch.from_numpy(t.beta.copy()))
+        x = torch.tensor(t.a_prev, requires_grad=True)
+        out = mod(x)
+        out.backward(torch.from_numpy(t.da.copy()))
+        assert_close(t.a, out.detach().numpy())
+        assert_close(t.da_prev, x.grad.numpy())
+        assert_close(t.dgamma, mod.weight.grad.numpy())
+        assert_close(t.dbeta, mod.bias.grad.numpy())
+        if t.kind == "BatchNorm":
+            np.testing.assert_array_equal(mod.running_mean.numpy(), t.mean)   # eval: unchanged
+
+
+def test_new_kinds_input_gradient_against_finite_differences():
+    """da[0] through BatchNorm (inference mode), Activation and LayerNorm: the derivative of
+    model.evaluate's loss, which runs the same inference pass."""
+    model = _norm_model("float64")
+    X, y = _data("cross_entropy", n=4)
+    tr = fp.trace(model, X, y)
+    eps = 1e-6
+    num = np.empty_like(X)
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            Xp, Xm = X.copy(), X.copy()
+            Xp[i, j] += eps
+            Xm[i, j] -= eps
+            num[i, j] = (model.evaluate(Xp, y)["loss"] - model.evaluate(Xm, y)["loss"]) / (2 * eps)
+    np.testing.assert_allclose(tr.layers[0].da_prev, num, rtol=1e-6, atol=1e-9)
+
+
+def test_new_kinds_nothing_in_the_model_changes(dtype):
+    model = _norm_model(dtype)
+    X, y = _data("cross_entropy")
+    X2, y2 = _data("cross_entropy", n=7, seed=1)
+    model.forward(X2, training=True)
+    model.backward(y2)
+    grads = model.grads.copy()
+    saved = fpio.to_bytes(model)          # params, running statistics, optimizer state, RNG
+    state = model.state.copy()
+    bn, ln = model.layers[1], model.layers[4]
+    views = [(layer.gamma, layer.dgamma, layer.running_mean if layer is bn else None)
+             for layer in (bn, ln)]
+    tr = fp.trace(model, X, y)
+    assert tr.loss > 0
+    assert fpio.to_bytes(model) == saved
+    np.testing.assert_array_equal(model.state, state)
+    np.testing.assert_array_equal(model.grads, grads)
+    for layer, (gamma, dgamma, rm) in zip((bn, ln), views):
+        assert layer.gamma is gamma and layer.dgamma is dgamma
+        assert rm is None or layer.running_mean is rm
+    model.backward(y2)                     # the cached training forward pass is still usable
+    np.testing.assert_array_equal(model.grads, grads)
+    tr2 = fp.trace(model, X, y)
+    for t1, t2 in zip(tr.layers, tr2.layers):
+        for (name, v1), (_, v2) in zip(t1.items(), t2.items()):
+            if v1 is not None:
+                np.testing.assert_array_equal(v1, v2, err_msg=name)
+
+
+def test_new_kinds_summary():
+    model = _norm_model("float64")
+    X, y = _data("cross_entropy")
+    text = fp.trace(model, X, y).summary(file=_io.StringIO())
+    for label in ("2 BatchNorm", "3 Activation tanh", "5 LayerNorm", "7 Activation softmax",
+                  "gamma[2]", "mean[2]", "var[5]", "x_hat[2]", "dgamma[5]", "dbeta[2]",
+                  "da_prev = da[4]", "dz[3]", "(11, 7)", "(7,)", "(11,)"):
+        assert label in text, label
+    # the health lines stay per Dense layer
+    assert "layer 1: |lr*dW|/|W|" in text and "layer 2: |lr" not in text

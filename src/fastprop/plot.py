@@ -314,6 +314,28 @@ def plot_trace_graph(trace, path=None, sample=0):
                     _value(f"z[{l}]  R^{width}", _vector_text(t.z[s]), _vector_text(t.dz[s])),
                     _op(_ACT_SYMBOL.get(t.layer.activation, t.layer.activation[:4])),
                     _value(f"a[{l}]  R^{width}", _vector_text(t.a[s]), _vector_text(t.da[s]))]
+        elif t.kind == "Activation":
+            act = t.layer.activation
+            row += [_op(_ACT_SYMBOL.get(act, act[:4])),
+                    _value(f"a[{l}]  R^{width}", _vector_text(t.a[s]), _vector_text(t.da[s]))]
+        elif t.kind in ("BatchNorm", "LayerNorm"):
+            if t.kind == "BatchNorm":     # per feature: the running statistics (inference)
+                stats = _value(f"mean, var[{l}] (running)",
+                               f"|mean|={_g(_norm(t.mean))} |var|={_g(_norm(t.var))}",
+                               "none (constants)", dashed=True)
+            else:                         # per row: this sample's
+                stats = _value(f"mean, var[{l}] (row {s})",
+                               f"mean={_g(float(t.mean[s]))} var={_g(float(t.var[s]))}",
+                               f"inside da[{l - 1}]", dashed=True)
+            gb = _value(f"gamma, beta[{l}]  R^{width}",
+                        f"|g|={_g(_norm(t.gamma))} |b|={_g(_norm(t.beta))}",
+                        f"|dg|={_g(_norm(t.dgamma))} |db|={_g(_norm(t.dbeta))}")
+            dx_hat = t.da[s].astype(np.float64) * t.gamma.astype(np.float64)
+            row += [_op("norm", param=stats),
+                    _value(f"x_hat[{l}]  R^{width}", _vector_text(t.x_hat[s]),
+                           _vector_text(dx_hat)),
+                    _op("aff", param=gb),
+                    _value(f"a[{l}]  R^{width}", _vector_text(t.a[s]), _vector_text(t.da[s]))]
         else:
             row += [_op("drop"),
                     _value(f"a[{l}]  R^{width} (identity)", _vector_text(t.a[s]),
@@ -441,9 +463,11 @@ def plot_blocks(trace, path=None):
 
     # the update strip
     lr = "" if trace.lr is None else f" (lr = {trace.lr:g})"
+    norms = (",  gamma, beta likewise" if any(t.kind in ("BatchNorm", "LayerNorm")
+                                               for t in layers) else "")
     _box(ax, width / 2, yu, width - 0.5, 0.42,
          [(f"update (the optimizer, not run by the trace): W[l] := W[l] - lr dW[l],  "
-           f"b[l] := b[l] - lr db[l]{lr}", "black", False)], _GREY, face="#f6f6f6")
+           f"b[l] := b[l] - lr db[l]{norms}{lr}", "black", False)], _GREY, face="#f6f6f6")
     return _save(fig, path)
 
 
@@ -466,6 +490,44 @@ def _layer_boxes(ax, t, xc, w, yf, yb, bh, fused_output):
               (f"da[{l - 1}] = dz[{l}] W[{l}]^T", BACKWARD, False)], BACKWARD)
         cache = f"cache\na[{l - 1}], z[{l}]"
         grads = f"dW[{l}] |.|={_g(_norm(t.dW))}\ndb[{l}] |.|={_g(_norm(t.db))}"
+        _arrow(ax, (xc, yb - bh / 2), (xc, 0.42 + 0.21), BACKWARD, 1.2)
+        ax.text(xc + 0.06, (yb - bh / 2 + 0.63) / 2, grads, fontsize=7.5, color=BACKWARD,
+                va="center", ha="left", linespacing=1.1)
+    elif t.kind == "Activation":
+        act = t.layer.activation
+        _box(ax, xc, yf, w, bh,
+             [(f"Activation [{l}]  {act}", "black", True), ("no parameters", _GREY, False),
+              (f"z[{l}] = a[{l - 1}]", FORWARD, False),
+              (f"a[{l}] = {act}(z[{l}])", FORWARD, False)], FORWARD)
+        first = (f"dz[{l}] = (p - y)/n  (the loss)" if fused_output
+                 else f"dz[{l}] = da[{l}] * {act}'(z[{l}])")
+        _box(ax, xc, yb, w, bh,
+             [(f"backward [{l}]", "black", True), (first, BACKWARD, False),
+              (f"da[{l - 1}] = dz[{l}]", BACKWARD, False)], BACKWARD)
+        cache = f"cache\nz[{l}], a[{l}]"
+    elif t.kind in ("BatchNorm", "LayerNorm"):
+        shape = _shape(t.gamma)
+        if t.kind == "BatchNorm":
+            lines = [(f"gamma, beta {shape}", "black", False),
+                     (f"running mean, var {shape}", "black", False),
+                     ("inference: running stats", _GREY, False)]
+        else:
+            lines = [(f"gamma, beta {shape}", "black", False),
+                     (f"mean, var per row {_shape(t.mean)}", "black", False)]
+        _box(ax, xc, yf, w, bh,
+             [(f"{t.kind} [{l}]  eps {t.layer.eps:g}", "black", True)] + lines
+             + [(f"x_hat[{l}] = (a[{l - 1}] - mean) / std", FORWARD, False),
+                (f"a[{l}] = gamma x_hat[{l}] + beta", FORWARD, False)], FORWARD)
+        _box(ax, xc, yb, w, bh,
+             [(f"backward [{l}]", "black", True),
+              (f"dgamma[{l}] = sum da[{l}] * x_hat[{l}]", BACKWARD, False),
+              (f"dbeta[{l}] = sum over samples of da[{l}]", BACKWARD, False),
+              (f"da[{l - 1}] = da[{l}] gamma / std" if t.kind == "BatchNorm"
+               else f"da[{l - 1}]: through x_hat and the row stats", BACKWARD, False)],
+             BACKWARD)
+        cache = f"cache\nx_hat[{l}], 1/std"
+        grads = (f"dgamma[{l}] |.|={_g(_norm(t.dgamma))}\n"
+                 f"dbeta[{l}] |.|={_g(_norm(t.dbeta))}")
         _arrow(ax, (xc, yb - bh / 2), (xc, 0.42 + 0.21), BACKWARD, 1.2)
         ax.text(xc + 0.06, (yb - bh / 2 + 0.63) / 2, grads, fontsize=7.5, color=BACKWARD,
                 va="center", ha="left", linespacing=1.1)

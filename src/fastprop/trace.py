@@ -1,8 +1,8 @@
 """See forward and backward propagation: every array of one pass, by its textbook name.
 
 ``fastprop.trace(model, X, y)`` runs one forward and one backward pass of a batch through the
-textbook blocks (:meth:`Dense.forward` / :meth:`Dense.backward`, :meth:`Dropout.forward` /
-:meth:`Dropout.backward`) on copies of the model's layers, and keeps every array::
+textbook blocks (each layer kind's ``forward`` / ``backward``: Dense, Dropout, Activation,
+BatchNorm, LayerNorm) on copies of the model's layers, and keeps every array::
 
     layer l (Dense):   z[l] = a[l-1] W[l] + b[l]      a[l] = g(z[l])
                        dz[l] = da[l] * g'(z[l])      dW[l] = a[l-1]^T dz[l]
@@ -20,6 +20,12 @@ Decisions
   ``predict`` and ``evaluate`` see. A training-mode trace would need the engine's own mask
   stream to equal a training step, and a trace must not advance the model's RNG; an inference
   trace is deterministic, so two traces of one batch are equal.
+- **BatchNorm is traced in inference mode** too, as is every layer: it normalizes with its
+  running statistics (``mean``, ``var`` of the trace are ``running_mean``, ``running_var``),
+  and its backward treats them as constants, as ``model.forward(X, training=False)`` and
+  ``model.backward(y)`` do. The trace never changes the running statistics (the block runs on
+  a detached copy of the layer); a training-mode trace would move them. LayerNorm is the
+  same in both modes (per-row statistics of the batch).
 - **The output layer's loss is fused with its activation**, as in the engine:
   ``dz[L]`` comes from the loss (``(p - y) / n`` for softmax + cross-entropy and sigmoid +
   binary cross-entropy), and the block's linear part takes it from there. ``da[L] = dL/da[L]``
@@ -41,7 +47,7 @@ import numpy as np
 from fastprop import _validation as V, plot
 from fastprop._core import _kernels, _loss as _closs
 from fastprop.activations import ACTIVATIONS
-from fastprop.layers import Dense, Dropout
+from fastprop.layers import Activation, BatchNorm, Dense, Dropout, LayerNorm
 from fastprop.losses import loss_code, prepare_sample_weight, prepare_targets
 
 __all__ = ["trace", "Trace", "LayerTrace"]
@@ -61,8 +67,8 @@ class LayerTrace:
     index : int
         l, from 1: the layer is ``model.layers[l - 1]``; its input is a[l-1], its output a[l].
     kind : str
-        ``"Dense"`` or ``"Dropout"``.
-    layer : Dense or Dropout
+        ``"Dense"``, ``"Dropout"``, ``"Activation"``, ``"BatchNorm"`` or ``"LayerNorm"``.
+    layer : Layer
         The model's layer (not modified by the trace).
     names : tuple of str
         The names of the arrays, in the order of the pass.
@@ -71,7 +77,16 @@ class LayerTrace:
     (n, n_in), ``z`` (n, n_out), ``a`` (n, n_out), ``da`` (n, n_out), ``dz`` (n, n_out),
     ``dW`` (n_in, n_out), ``db`` (n_out,), ``da_prev`` (n, n_in).
     Dropout: ``a_prev``, ``mask`` (None: inference mode), ``a``, ``da``, ``da_prev``, all
-    (n, width). Every array is a read-only copy.
+    (n, width).
+    Activation: ``a_prev``, ``z`` (= a_prev), ``a`` = g(z), ``da``, ``dz`` = da * g'(z) and
+    ``da_prev`` (= dz), all (n, width).
+    BatchNorm (inference mode: the running statistics): ``gamma``, ``beta``, ``mean``
+    (running_mean), ``var`` (running_var), ``dgamma``, ``dbeta`` (width,); ``a_prev``,
+    ``x_hat`` = (a_prev - mean) / sqrt(var + eps), ``a`` = gamma x_hat + beta, ``da``,
+    ``da_prev`` (n, width).
+    LayerNorm: ``gamma``, ``beta``, ``dgamma``, ``dbeta`` (width,); ``mean``, ``var`` (n,)
+    (per row, biased variance); ``a_prev``, ``x_hat``, ``a``, ``da``, ``da_prev`` (n, width).
+    Every array is a read-only copy.
     """
 
     def __init__(self, index, layer, kind, arrays):
@@ -158,7 +173,87 @@ class _DropoutKind:
         return da_prev
 
 
-_KINDS = {Dense: _DenseKind, Dropout: _DropoutKind}
+class _ActivationKind:
+    names = ("a_prev", "z", "a", "da", "dz", "da_prev")
+
+    @staticmethod
+    def forward(layer, a_prev):
+        # the layer has no parameters or state: its own forward changes nothing
+        a, cache = layer.forward(a_prev, dtype=a_prev.dtype)
+        return a, {"a_prev": a_prev, "z": cache.z, "a": a}, (layer, cache)
+
+    @staticmethod
+    def backward(state, arrays, da, dz=None):
+        """``dz`` given: the output layer, whose dz the fused loss gave."""
+        layer, cache = state
+        if dz is None:
+            (dz,) = layer.backward(da, cache)
+        arrays.update(da=da, dz=dz, da_prev=dz)
+        return dz
+
+
+class _NormKind:
+    """BatchNorm and LayerNorm: the block runs on a detached copy of the layer (its own gamma,
+    beta, statistics and dgamma, dbeta), so the model's layer and buffers are untouched."""
+
+    names = ("gamma", "beta", "a_prev", "mean", "var", "x_hat", "a", "da", "dgamma", "dbeta",
+             "da_prev")
+
+    @staticmethod
+    def detached(layer):
+        raise NotImplementedError
+
+    @staticmethod
+    def statistics(block, a_prev):
+        raise NotImplementedError
+
+    @classmethod
+    def forward(cls, layer, a_prev):
+        block = cls.detached(layer)
+        a, cache = block.forward(a_prev, training=False)
+        mean, var = cls.statistics(block, a_prev)
+        return a, {"gamma": block.gamma.copy(), "beta": block.beta.copy(), "a_prev": a_prev,
+                   "mean": mean, "var": var, "x_hat": cache.x_hat, "a": a}, (block, cache)
+
+    @staticmethod
+    def backward(state, arrays, da):
+        block, cache = state
+        da_prev, dgamma, dbeta = block.backward(da, cache)
+        arrays.update(da=da, dgamma=dgamma, dbeta=dbeta, da_prev=da_prev)
+        return da_prev
+
+
+class _BatchNormKind(_NormKind):
+    @staticmethod
+    def detached(layer):
+        copy = BatchNorm(layer.momentum, layer.eps, dtype=layer.dtype)
+        copy.build(layer.n_in)
+        copy.set_weights(layer.get_weights())
+        return copy
+
+    @staticmethod
+    def statistics(block, a_prev):
+        # inference mode: the running statistics normalize (see the module docstring)
+        return block.running_mean.copy(), block.running_var.copy()
+
+
+class _LayerNormKind(_NormKind):
+    @staticmethod
+    def detached(layer):
+        copy = LayerNorm(layer.eps, dtype=layer.dtype)
+        copy.build(layer.n_in)
+        copy.set_weights(layer.get_weights())
+        return copy
+
+    @staticmethod
+    def statistics(block, a_prev):
+        # per row (the kernel keeps only 1/sqrt(var + eps)); biased variance, in double
+        x = a_prev.astype(np.float64)
+        return x.mean(axis=1).astype(a_prev.dtype), x.var(axis=1).astype(a_prev.dtype)
+
+
+_KINDS = {Dense: _DenseKind, Dropout: _DropoutKind, Activation: _ActivationKind,
+          BatchNorm: _BatchNormKind, LayerNorm: _LayerNormKind}
 
 
 def _kind(layer):
@@ -216,8 +311,8 @@ def trace(model, X, y, sample_weight=None):
         ``trace.plot_graph()``.
 
     Nothing in the model changes: parameters, gradients, optimizer state, RNG state and the
-    cached :meth:`Sequential.forward` pass are as before. Dropout is traced in inference mode
-    (the identity). Bad arguments raise the errors of :meth:`Sequential.train_step`
+    cached :meth:`Sequential.forward` pass are as before. Every layer is traced in inference
+    mode: Dropout is the identity, BatchNorm uses (and keeps) its running statistics. Bad arguments raise the errors of :meth:`Sequential.train_step`
     (ValueError / TypeError naming the argument).
 
     Examples
@@ -247,7 +342,7 @@ def trace(model, X, y, sample_weight=None):
         records.append(arrays)
         states.append(state)
 
-    out = records[-1]                  # the last layer is Dense (Sequential checks it)
+    out = records[-1]        # the last layer is Dense or Activation (Sequential checks it)
     dz = np.empty_like(out["z"])
     loss = _closs.loss_and_grad(loss_code(model.loss),
                                 ACTIVATIONS[model.layers[-1].activation], out["z"], out["a"],
@@ -348,7 +443,7 @@ class Trace:
         notes = []
         for t in self.layers:
             head = f"{t.index} {t.kind}"
-            if t.kind == "Dense":
+            if t.kind in ("Dense", "Activation"):
                 head += f" {t.layer.activation}"
             for name, arr in t.items():
                 label = _label(name, t.index)
