@@ -485,6 +485,10 @@ def test_activation_layers(act, dense_act, dtype, digits):
         assert ops.count("Gemm") == 2
         if act == "relu":
             assert ops.count("Relu") == 1 + (dense_act == "relu")
+        # the Activation layer's own nodes (after a relu Dense, elu and leaky_relu compute
+        # the identity, so the outputs alone would not tell)
+        own = [n.op_type for n in m.graph.node if n.name.startswith("activation1_")]
+        assert bool(own) == (act != "identity")
         for X in (random_inputs(64), digits[0]):
             assert_matches(run(m, X)["output"], model.predict(X))
     with pytest.raises(ValueError, match=f"needs opset {need}"):
