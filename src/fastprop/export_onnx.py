@@ -120,7 +120,8 @@ _ACTIVATIONS = {
 
 
 # -- layers -----------------------------------------------------------------------------------
-def _dense_opset(layer):
+def _activation_opset(layer):
+    """The opset a Dense's or an Activation's activation needs; ValueError without one."""
     if layer.activation not in _ACTIVATIONS:    # a fastprop activation this module lacks
         raise ValueError(f"cannot export {layer!r} to ONNX: no ONNX form of activation "
                          f"{layer.activation!r} (known: {', '.join(_ACTIVATIONS)})")
@@ -133,10 +134,6 @@ def _dense(g, x, layer, i):
     b = g.weight(p + "b", layer.b)
     z = g.node("Gemm", [x, W, b], p + "z")
     return _ACTIVATIONS[layer.activation][1](g, z, p)
-
-
-def _activation_opset(layer):
-    return _dense_opset(layer)      # the same table, the same refusal
 
 
 def _activation(g, x, layer, i):
@@ -186,7 +183,7 @@ def _layernorm(g, x, layer, i):
 # layer kind -> (lowest opset it needs, emitter). Exact types: a subclass may compute something
 # else, and is refused like any other custom layer.
 _LAYERS = {
-    Dense: (_dense_opset, _dense),
+    Dense: (_activation_opset, _dense),
     Dropout: (lambda layer: MIN_OPSET, _dropout),
     Activation: (_activation_opset, _activation),
     BatchNorm: (lambda layer: MIN_OPSET, _batchnorm),
