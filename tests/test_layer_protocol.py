@@ -290,14 +290,6 @@ def test_activation_model_gradients_match_finite_differences():
     assert fp.gradcheck(model, X, y) < 1e-6
 
 
-def test_walks_that_do_not_know_activation_nodes_say_so():
-    model = fp.Sequential([fp.Dense(4, 5, seed=0), fp.Activation("tanh"), fp.Dense(5, 3)])
-    # fp.trace knows Activation now (tests/test_trace.py)
-    pytest.importorskip("onnx")
-    with pytest.raises(TypeError, match=r"layers\[1\].*Activation"):
-        fp.to_onnx(model)
-
-
 def test_activation_and_dropout_take_any_memory_layout():
     x = np.random.default_rng(0).standard_normal((6, 8))
     layouts = [np.asfortranarray(x), x.astype(">f8"), np.repeat(x, 2, axis=1)[:, ::2]]

@@ -461,3 +461,113 @@ def test_an_activation_without_onnx_form(monkeypatch):
     with pytest.raises(ValueError, match="activation 'elu'"):
         fp.to_onnx(net("elu", "float32", False))
     fp.to_onnx(net("relu", "float32", False))
+    with pytest.raises(ValueError, match="activation 'elu'"):
+        fp.to_onnx(fp.Sequential([fp.Dense(3, 4), fp.Activation("elu")]))
+
+
+# -- Activation, BatchNorm and LayerNorm layers ----------------------------------------------
+def ops_of(m):
+    return [n.op_type for n in m.graph.node]
+
+
+@pytest.mark.parametrize("dense_act", ["identity", "relu"])
+@pytest.mark.parametrize("act", ACTS)
+def test_activation_layers(act, dense_act, dtype, digits):
+    """An Activation layer after an identity Dense and after a relu Dense: the same nodes as a
+    Dense's activation, at the default opset and the lowest the activation needs."""
+    model = fp.Sequential([fp.Dense(64, 16, activation=dense_act, dtype=dtype, seed=3),
+                           fp.Activation(act),
+                           fp.Dense(16, 5, dtype=dtype, seed=4)], dtype=dtype, seed=0)
+    need = 9 if act == "gelu" else 7
+    for opset in (None, need):
+        m = export(model, opset=opset)
+        ops = ops_of(m)
+        assert ops.count("Gemm") == 2
+        if act == "relu":
+            assert ops.count("Relu") == 1 + (dense_act == "relu")
+        # the Activation layer's own nodes (after a relu Dense, elu and leaky_relu compute
+        # the identity, so the outputs alone would not tell)
+        own = [n.op_type for n in m.graph.node if n.name.startswith("activation1_")]
+        assert bool(own) == (act != "identity")
+        for X in (random_inputs(64), digits[0]):
+            assert_matches(run(m, X)["output"], model.predict(X))
+    with pytest.raises(ValueError, match=f"needs opset {need}"):
+        fp.to_onnx(model, opset=need - 1)
+
+
+def test_softmax_activation_layer_as_output(dtype, digits):
+    X, y = digits
+    model = fp.Sequential([fp.Dense(64, 32, activation="relu", dtype=dtype, seed=1),
+                           fp.Dense(32, 10, dtype=dtype, seed=2), fp.Activation("softmax")],
+                          loss="cross_entropy", dtype=dtype, seed=0,
+                          optimizer=fp.optim.Adam(lr=1e-2))
+    model.fit(X, y, epochs=2, batch_size=64, verbose=0)
+    m = export(model)
+    assert ops_of(m)[-2:] == ["Softmax", "Identity"]
+    for Xs in (X, random_inputs(64)):
+        got = run(m, Xs)["output"]
+        assert_matches(got, model.predict(Xs))
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def trained_norm_model(norm, dtype, digits):
+    """Dense -> norm -> Activation -> Dense -> norm -> Dense, fit a few epochs: running
+    statistics and gamma / beta away from their initial zeros / ones."""
+    X, y = digits
+    model = fp.Sequential([fp.Dense(64, 32, dtype=dtype, seed=1), norm(dtype=dtype),
+                           fp.Activation("tanh"), fp.Dropout(0.1),
+                           fp.Dense(32, 16, activation="relu", dtype=dtype, seed=2),
+                           norm(dtype=dtype),
+                           fp.Dense(16, 10, activation="softmax", dtype=dtype, seed=3)],
+                          loss="cross_entropy", dtype=dtype, seed=0,
+                          optimizer=fp.optim.Adam(lr=1e-2))
+    model.fit(X, y, epochs=3, batch_size=64, verbose=0)
+    for layer in (model.layers[1], model.layers[5]):
+        assert np.max(np.abs(layer.gamma - 1.0)) > 1e-3
+        assert np.max(np.abs(layer.beta)) > 1e-3
+        if norm is fp.BatchNorm:
+            assert np.max(np.abs(layer.running_mean)) > 1e-2
+            assert np.max(np.abs(layer.running_var - 1.0)) > 1e-2
+    return model
+
+
+@pytest.mark.parametrize("opset", [7, 9, 13, 15, 17, 21])
+def test_batchnorm_after_training(opset, dtype, digits):
+    model = trained_norm_model(fp.BatchNorm, dtype, digits)
+    m = export(model, opset=opset)
+    ops = ops_of(m)
+    assert "BatchNormalization" not in ops and ops.count("Sqrt") == 2
+    for X in (digits[0], random_inputs(64)):
+        assert_matches(run(m, X)["output"], model.predict(X))   # inference: running stats
+
+
+@pytest.mark.parametrize("opset", [7, 13, 16, 17, 18, 21])
+def test_layernorm_at_each_opset(opset, dtype, digits):
+    model = trained_norm_model(fp.LayerNorm, dtype, digits)
+    m = export(model, opset=opset)
+    ops = ops_of(m)
+    assert ops.count("LayerNormalization") == (2 if opset >= 17 else 0)
+    assert ("ReduceMean" in ops) == (opset < 17)
+    for X in (digits[0], random_inputs(64)):
+        assert_matches(run(m, X)["output"], model.predict(X))
+
+
+def test_norm_layers_first_and_lowest_opset(dtype):
+    """A norm layer straight on the input (zero rows included: a constant row) at opset 7;
+    opset 6 is refused naming opset 7; a gelu Activation between norms needs opset 9."""
+    rng = np.random.default_rng(5)
+    bn, ln = fp.BatchNorm(eps=1e-3, dtype=dtype), fp.LayerNorm(eps=1e-4, dtype=dtype)
+    model = fp.Sequential([bn, ln, fp.Dense(6, 3, dtype=dtype, seed=1)], dtype=dtype)
+    bn.running_mean = rng.standard_normal(6)
+    bn.running_var = rng.uniform(0.1, 4.0, 6)
+    bn.gamma, bn.beta = rng.standard_normal(6), rng.standard_normal(6)
+    ln.gamma, ln.beta = rng.standard_normal(6), rng.standard_normal(6)
+    X = random_inputs(6)
+    m = export(model, opset=7)
+    assert_matches(run(m, X)["output"], model.predict(X))
+    with pytest.raises(ValueError, match="needs opset 7"):
+        fp.to_onnx(model, opset=6)
+    gelu = fp.Sequential([fp.LayerNorm(dtype=dtype), fp.Activation("gelu"),
+                          fp.Dense(6, 2, dtype=dtype, seed=2)], dtype=dtype)
+    with pytest.raises(ValueError, match="needs opset 9"):
+        fp.to_onnx(gelu, opset=8)

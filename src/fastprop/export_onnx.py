@@ -4,7 +4,15 @@ into an ``onnx.ModelProto`` that ONNX Runtime (C++, C#, Java, JavaScript, ...) c
 
 The graph has one input ``X``: float32, shape ``(N, n_features)`` with a dynamic batch ``N``.
 Each :class:`~fastprop.Dense` layer becomes a ``Gemm`` (``X @ W + b``) followed by its activation;
-:class:`~fastprop.Dropout` is the identity at inference and adds no node. Outputs:
+an :class:`~fastprop.Activation` layer becomes that same activation's nodes (below);
+:class:`~fastprop.Dropout` is the identity at inference and adds no node;
+:class:`~fastprop.BatchNorm` is exported in inference mode, as ``predict`` computes it:
+``(x - running_mean) / Sqrt(running_var + eps) * gamma + beta`` composed from ``Sub``, ``Add``,
+``Sqrt``, ``Div``, ``Mul``, ``Add`` (the same arithmetic at every opset; ONNX's
+``BatchNormalization`` changes its attributes and outputs at opsets 9, 14 and 15);
+:class:`~fastprop.LayerNorm` (over each row's features, biased variance) is ONNX's
+``LayerNormalization`` from opset 17, below it composed from ``ReduceMean``, ``Sub``, ``Mul``,
+``Add``, ``Sqrt``, ``Div`` (opset 7 on). Outputs:
 
 - ``Sequential``: ``output``, ``(N, n_out)`` float32, what :meth:`Sequential.predict` returns.
 - ``FastpropClassifier``: ``label`` ``(N,)`` in the type of ``classes_`` (int64 for integer
@@ -45,7 +53,7 @@ import numpy as np
 
 from fastprop._files import atomic_target, atomic_write
 from fastprop._version import __version__
-from fastprop.layers import Dense, Dropout
+from fastprop.layers import Activation, BatchNorm, Dense, Dropout, LayerNorm
 from fastprop.model import Sequential
 from fastprop.reference._dense import LEAKY_SLOPE
 
@@ -55,6 +63,7 @@ DEFAULT_OPSET = 13
 MIN_OPSET = 7       # ONNX Runtime runs every opset from 7 on
 _ERF_OPSET = 9      # the composed GELU
 _GELU_OPSET = 20    # the Gelu operator
+_LAYERNORM_OPSET = 17   # the LayerNormalization operator
 _ELU_ALPHA = 1.0
 _MAX_PROTO_BYTES = 2**31 - 1    # protobuf's limit on one serialized message
 
@@ -111,7 +120,8 @@ _ACTIVATIONS = {
 
 
 # -- layers -----------------------------------------------------------------------------------
-def _dense_opset(layer):
+def _activation_opset(layer):
+    """The opset a Dense's or an Activation's activation needs; ValueError without one."""
     if layer.activation not in _ACTIVATIONS:    # a fastprop activation this module lacks
         raise ValueError(f"cannot export {layer!r} to ONNX: no ONNX form of activation "
                          f"{layer.activation!r} (known: {', '.join(_ACTIVATIONS)})")
@@ -126,15 +136,58 @@ def _dense(g, x, layer, i):
     return _ACTIVATIONS[layer.activation][1](g, z, p)
 
 
+def _activation(g, x, layer, i):
+    return _ACTIVATIONS[layer.activation][1](g, x, f"activation{i}_")
+
+
 def _dropout(g, x, layer, i):
     return x            # inverted dropout is the identity at inference
+
+
+def _affine(g, x, layer, p):
+    """``x * gamma + beta`` per feature, after a normalization."""
+    t = g.node("Mul", [x, g.weight(p + "gamma", layer.gamma)], p + "scaled")
+    return g.node("Add", [t, g.weight(p + "beta", layer.beta)], p + "y")
+
+
+def _batchnorm(g, x, layer, i):
+    # Inference, as predict: (x - running_mean) / sqrt(running_var + eps) * gamma + beta,
+    # composed from Sub / Add / Sqrt / Div / Mul / Add rather than ONNX's BatchNormalization
+    # (whose attributes and outputs change at opsets 7, 9, 14 and 15, and whose input is
+    # (N, C, ...)): the same arithmetic at every opset, broadcasting over the batch.
+    p = f"batchnorm{i}_"
+    xc = g.node("Sub", [x, g.weight(p + "running_mean", layer.running_mean)], p + "centered")
+    var = g.node("Add", [g.weight(p + "running_var", layer.running_var),
+                         g.const(p + "eps", layer.eps)], p + "var_eps")
+    std = g.node("Sqrt", [var], p + "std")
+    return _affine(g, g.node("Div", [xc, std], p + "normalized"), layer, p)
+
+
+def _layernorm(g, x, layer, i):
+    # Over the features of each row, biased variance: LayerNormalization from opset 17,
+    # below it composed (ReduceMean with its axes attribute, which opsets < 18 take).
+    p = f"layernorm{i}_"
+    if g.opset >= _LAYERNORM_OPSET:
+        return g.node("LayerNormalization", [x, g.weight(p + "gamma", layer.gamma),
+                                             g.weight(p + "beta", layer.beta)],
+                      p + "y", axis=-1, epsilon=layer.eps)
+    mean = g.node("ReduceMean", [x], p + "mean", axes=[1], keepdims=1)
+    xc = g.node("Sub", [x, mean], p + "centered")
+    var = g.node("ReduceMean", [g.node("Mul", [xc, xc], p + "squared")], p + "var",
+                 axes=[1], keepdims=1)
+    var = g.node("Add", [var, g.const(p + "eps", layer.eps)], p + "var_eps")
+    std = g.node("Sqrt", [var], p + "std")
+    return _affine(g, g.node("Div", [xc, std], p + "normalized"), layer, p)
 
 
 # layer kind -> (lowest opset it needs, emitter). Exact types: a subclass may compute something
 # else, and is refused like any other custom layer.
 _LAYERS = {
-    Dense: (_dense_opset, _dense),
+    Dense: (_activation_opset, _dense),
     Dropout: (lambda layer: MIN_OPSET, _dropout),
+    Activation: (_activation_opset, _activation),
+    BatchNorm: (lambda layer: MIN_OPSET, _batchnorm),
+    LayerNorm: (lambda layer: MIN_OPSET, _layernorm),
 }
 
 
@@ -284,7 +337,7 @@ def _build(obj, opset):
                             f"{opset!r}")
         opset = int(opset)
         if opset < need:
-            why = ("its gelu layers use Erf" if need == _ERF_OPSET else
+            why = ("its gelu activations use Erf" if need == _ERF_OPSET else
                    "ONNX Runtime runs opsets from 7 on")
             raise ValueError(f"opset={opset} is too old for this model: it needs opset {need} "
                              f"or newer ({why})")
@@ -324,8 +377,10 @@ def to_onnx(model_or_fitted_estimator, path=None, opset=None):
     Parameters
     ----------
     model_or_fitted_estimator : Sequential, FastpropClassifier or FastpropRegressor
-        A :class:`~fastprop.Sequential` of :class:`~fastprop.Dense` and
-        :class:`~fastprop.Dropout` layers, or a fitted estimator of :mod:`fastprop.sklearn`.
+        A :class:`~fastprop.Sequential` of :class:`~fastprop.Dense`,
+        :class:`~fastprop.Activation`, :class:`~fastprop.Dropout`,
+        :class:`~fastprop.BatchNorm` and :class:`~fastprop.LayerNorm` layers, or a fitted
+        estimator of :mod:`fastprop.sklearn`.
     path : str or os.PathLike, optional
         Also write the model there (written to a temporary file in the same directory, then
         renamed: an existing file is replaced only by a complete one). ``.onnx`` by
@@ -333,7 +388,8 @@ def to_onnx(model_or_fitted_estimator, path=None, opset=None):
     opset : int, optional
         Version of the default ONNX operator set: from the lowest the model needs (7, or 9 with
         ``gelu`` layers) to the newest the installed ``onnx`` knows. Default 13
-        (:data:`DEFAULT_OPSET`). From 20 on, GELU is ONNX's ``Gelu`` operator.
+        (:data:`DEFAULT_OPSET`). From 17 on, LayerNorm is ONNX's ``LayerNormalization``
+        operator; from 20 on, GELU is ONNX's ``Gelu`` operator.
 
     Returns
     -------
@@ -351,7 +407,8 @@ def to_onnx(model_or_fitted_estimator, path=None, opset=None):
         If the ``onnx`` package is not installed (``pip install 'fastprop[onnx]'``).
     TypeError
         If ``model_or_fitted_estimator`` is neither a model nor a fastprop estimator, or the
-        model holds a layer kind other than Dense and Dropout (subclasses included); if
+        model holds a layer kind other than Dense, Activation, Dropout, BatchNorm and
+        LayerNorm (subclasses included); if
         ``opset`` is not an int, or ``path`` not a path.
     ValueError
         If the estimator is not fitted (scikit-learn's ``NotFittedError``, a ValueError); if
