@@ -67,6 +67,18 @@ cdef extern from "fp_math.h" nogil:
     void fp_permutation(int64_t *order, ptrdiff_t n, uint64_t *state)
     void fp_spin_lock(long *lock)
     void fp_spin_unlock(long *lock)
+    void fp_rng_skip(uint64_t *state, uint64_t n)
+
+cdef extern from "fp_pool.h" nogil:
+    ctypedef void (*fp_pool_task)(void *ctx, int worker, int n_workers) noexcept nogil
+    ctypedef struct fp_pool:
+        int n
+    fp_pool *fp_pool_create(int n)
+    int fp_pool_usable(const fp_pool *pool)
+    void fp_pool_destroy(fp_pool *pool)
+    int fp_pool_try_acquire(fp_pool *pool)
+    void fp_pool_release(fp_pool *pool)
+    void fp_pool_run(fp_pool *pool, fp_pool_task fn, void *ctx, int k)
 
 cdef extern from "fp_loss.h" nogil:
     enum:
@@ -93,6 +105,13 @@ cdef struct Tape:
     bint refused        # the last step changed nothing: its loss or gradients were not finite
     double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
+    # batch-split calls (see "Batch-split calls" below)
+    long long macs      # multiply-adds of one sample's forward through the Dense nodes
+    int n_batchnorm     # BatchNorm nodes: their batch statistics need the whole batch
+    bint has_python_nodes   # a Python (custom) layer node: the call is never split
+    int rows_before     # a split worker's tape: rows of the minibatch before its slice and
+    int rows_after      # after it (its dropout draws skip theirs); 0 on the whole batch
+    bint in_split       # a split worker's tape: BLAS thread counts are the caller's business
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -140,14 +159,16 @@ cdef int _saved_threads = 1
 
 cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
     """Pick the BLAS threads of a whole call over n samples: one thread when every layer is
-    under _thread_work_min multiply-adds, the configured count otherwise. Once per call, not
+    under _thread_work_min multiply-adds (n = 0: one thread, a batch-split call whose workers
+    each run their own GEMMs), the configured count otherwise. Once per call, not
     per layer: switching OpenBLAS between 1 and 2 threads inside a step cost more than it saved
     (the large 256 x 1024-1024-1024-10 step took 15.7 ms with the last layer on one thread,
     12.0 ms without switching)."""
     global _saved_threads, _in_flight
     cdef int l, want = 1, current
-    if _get_threads == NULL:
-        th.orig = th.full = th.current = 1
+    if _get_threads == NULL or p.in_split:   # a split worker: the caller set one thread
+        th.orig = -1
+        th.full = th.current = 1
         return
     fp_spin_lock(&_threads_lock)
     _in_flight += 1
@@ -157,7 +178,7 @@ cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
     fp_spin_unlock(&_threads_lock)
     th.full = p.n_threads if p.n_threads > 0 else th.orig
     for l in range(p.n_dense):
-        if <long long> n * p.nodes[p.dense[l]].n_in * p.nodes[p.dense[l]].n_out >= \
+        if n > 0 and <long long> n * p.nodes[p.dense[l]].n_in * p.nodes[p.dense[l]].n_out >= \
                 _thread_work_min:
             want = th.full
     current = _get_threads()
@@ -167,7 +188,7 @@ cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
 
 
 cdef inline void _threads_end(Threads *th) noexcept nogil:
-    if _get_threads == NULL:
+    if _get_threads == NULL or th.orig < 0:
         return
     global _in_flight
     fp_spin_lock(&_threads_lock)
@@ -229,7 +250,10 @@ cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
             dense_node_forward(nd, _W(nd, <floating *> params), _b(nd, <floating *> params), n)
         elif nd.kind == NODE_DROPOUT:
             if training:
+                # a split worker draws its rows' masks where the whole batch's stream has them
+                fp_rng_skip(&p.rng, <uint64_t> p.rows_before * nd.n_in)
                 dropout_node_forward(nd, <floating *> NULL, n, &p.rng)
+                fp_rng_skip(&p.rng, <uint64_t> p.rows_after * nd.n_in)
         elif nd.kind == NODE_ACTIVATION:
             activation_node_forward(nd, <floating *> NULL, n)
         else:
@@ -480,6 +504,297 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
     _threads_end(&th)
 
 
+# -- Batch-split calls ----------------------------------------------------------------------------
+# On nets whose GEMMs are too small for BLAS threads to pay (a 32 x 784-128-10 step ran as fast
+# on one BLAS thread as on two), a call splits its minibatch instead: worker w of k takes rows
+# [n w / k, n (w + 1) / k), runs forward, loss and backward on them with one-thread GEMMs
+# (BLAS is set to one thread for the whole call: workers x BLAS threads never exceeds the
+# threads asked for) into its own gradient buffer, and the k buffers are then summed by slices
+# of the flat array, each slice by one worker, always in the order 0, 1, ..., k - 1: the result
+# is the one-thread step's up to the order of that sum, and bit-identical from run to run with
+# the same k. Then the refusal rule and ONE update, as in _step, on the sum. The workers are the
+# engine's pool (csrc/fp_pool.h): the calling thread is worker 0.
+#
+# Each worker's tape is a copy of the engine's whose node buffers point at its rows of the
+# engine's workspace (a node buffer is (capacity, width) row-major, so a row slice is
+# contiguous): after a split step the workspace holds the whole batch, as after one thread's.
+# Only a LayerNorm's own workspace (its x_hat and per-row statistics, laid out for the call's
+# row count) is private to the worker. The loss of each slice is divided by the whole batch's
+# weight sum (or its row count), so the slices' losses and gradients sum to the batch's. Dropout
+# masks: each worker's stream jumps to the draws of its first row (fp_rng_skip), so the masks
+# are those of the unsplit batch. BatchNorm needs the whole batch's statistics: a tape with a
+# BatchNorm node is never split (nor one with a Python node); LayerNorm is per row.
+#
+# The cost model (_split_plan): split when the configured thread count is > 1, the batch's
+# forward multiply-adds reach _split_work_min (below, waking a worker costs more than it
+# saves) and each worker gets at least _split_rows_min rows (with fewer, a dW GEMM of a few
+# rows runs at GEMV speed and the reduction of k gradient buffers dominates: BLAS threads, or
+# one thread, as before). Measurements behind the thresholds: fastprop._threads.
+
+cdef long long _split_work_min = 1 << 62
+cdef int _split_rows_min = 1 << 30
+
+
+def set_split_control(long long work_min, int rows_min):
+    """Install the cost model's thresholds (fastprop._threads): a call is batch-split when
+    n * (multiply-adds per sample) >= work_min and every worker gets >= rows_min rows."""
+    global _split_work_min, _split_rows_min
+    _split_work_min = work_min
+    _split_rows_min = rows_min if rows_min > 1 else 1
+
+
+def split_control():
+    """The cost model's thresholds (work_min, rows_min)."""
+    return _split_work_min, _split_rows_min
+
+
+cdef struct Split:
+    Tape *main              # the engine's tape
+    Tape *tapes             # one per worker (their own node arrays)
+    void **grads            # one gradient buffer per worker
+    char **ln_work          # one LayerNorm workspace per worker (NULL without LayerNorm)
+    double *losses          # per worker: its slice's loss, correct count
+    double *correct
+    int k                   # workers in this call
+    int n                   # rows of the minibatch
+    const void *px          # inputs as given to the call (pi: the rows to gather)
+    const void *py
+    const void *pl
+    const void *pw
+    const int64_t *pi
+    void *params
+    void *grads_out         # the engine's grads: the sum
+    Py_ssize_t n_params
+    double norm             # the whole batch's loss divisor
+    uint64_t rng_after      # the dropout stream after the batch
+    bint is_double
+    bint count_correct
+    int itemsize
+    int n_in0
+    int kout
+
+
+cdef inline int _split_rows(int n, int k, int w) noexcept nogil:
+    """First row of worker w's slice (w = k: n)."""
+    return <int> ((<long long> n * w) // k)
+
+
+cdef void _split_bind(Split *s, int w, int r0, int nr) noexcept nogil:
+    """Worker w's tape: the engine's, with every node buffer moved to rows r0 .. r0 + nr."""
+    cdef Tape *m = s.main
+    cdef Tape *t = &s.tapes[w]
+    cdef Node *nodes = t.nodes
+    cdef Node *nd
+    cdef Py_ssize_t sz = s.itemsize, off = 0
+    cdef int i
+    t[0] = m[0]
+    t.nodes = nodes
+    memcpy(nodes, m.nodes, <size_t> m.L * sizeof(Node))
+    for i in range(m.L):
+        nd = &nodes[i]
+        if nd.z != NULL:
+            nd.z += r0 * nd.n_out * sz
+        nd.a += r0 * nd.n_out * sz
+        nd.g += r0 * nd.n_out * sz
+        if nd.kind == NODE_DROPOUT:
+            nd.w += r0 * nd.n_in * sz
+        elif nd.kind == NODE_LAYERNORM:
+            nd.w = s.ln_work[w] + off
+            off += (norm_node_nbytes(nd.kind, nr, nd.n_in, sz) + 63) // 64 * 64
+    t.xb = m.xb + r0 * s.n_in0 * sz
+    t.yb = m.yb + r0 * s.kout * sz
+    t.lb = m.lb + r0 * 8
+    t.wb = m.wb + r0 * sz
+    t.rows_before = r0
+    t.rows_after = s.n - r0 - nr
+    t.norm = s.norm
+    t.in_split = True
+
+
+cdef void _split_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """Worker w's part of a split step: forward, loss and backward of its rows into its own
+    gradient buffer."""
+    cdef int r0 = _split_rows(s.n, s.k, w), nr = _split_rows(s.n, s.k, w + 1) - r0, i
+    cdef Tape *t = &s.tapes[w]
+    cdef const floating *X
+    cdef const floating *y = NULL
+    cdef const long long *labels = NULL
+    cdef const floating *wt = NULL
+    cdef unsigned int csr = fp_ftz_begin()
+    _split_bind(s, w, r0, nr)
+    if s.pi != NULL:
+        _gather(<const floating *> s.px, s.pi + r0, <floating *> t.xb, nr, s.n_in0)
+        X = <floating *> t.xb
+        if s.py != NULL:
+            _gather(<const floating *> s.py, s.pi + r0, <floating *> t.yb, nr, s.kout)
+            y = <floating *> t.yb
+        if s.pw != NULL:
+            _gather(<const floating *> s.pw, s.pi + r0, <floating *> t.wb, nr, 1)
+            wt = <floating *> t.wb
+        if s.pl != NULL:
+            for i in range(nr):
+                (<int64_t *> t.lb)[i] = (<const int64_t *> s.pl)[s.pi[r0 + i]]
+            labels = <long long *> t.lb
+    else:
+        X = <const floating *> s.px + <ptrdiff_t> r0 * s.n_in0
+        if s.py != NULL:
+            y = <const floating *> s.py + <ptrdiff_t> r0 * s.kout
+        if s.pw != NULL:
+            wt = <const floating *> s.pw + r0
+        if s.pl != NULL:
+            labels = <const long long *> s.pl + r0
+    _forward(t, X, <floating *> s.params, nr, True)
+    s.losses[w] = _loss_grad(t, y, labels, wt, nr, True)
+    _backward(t, <floating *> s.params, <floating *> s.grads[w], nr, True)
+    if s.count_correct:
+        s.correct[w] = _count_correct(t, y, labels, nr)
+    if w == 0:
+        s.rng_after = t.rng
+    fp_ftz_end(csr)
+
+
+cdef void _split_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    if s.is_double:
+        _split_work[double](s, w, NULL)
+    else:
+        _split_work[float](s, w, NULL)
+
+
+cdef void _reduce_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """grads_out := the sum of the workers' buffers over worker w's slice of the flat array,
+    in worker order."""
+    cdef Py_ssize_t lo = s.n_params * w // s.k, hi = s.n_params * (w + 1) // s.k, j
+    cdef floating *out = <floating *> s.grads_out
+    cdef const floating *g0 = <floating *> s.grads[0]
+    cdef const floating *g1
+    cdef int q
+    if s.k == 1:
+        memcpy(out + lo, g0 + lo, <size_t> (hi - lo) * sizeof(floating))
+        return
+    g1 = <floating *> s.grads[1]
+    for j in range(lo, hi):
+        out[j] = g0[j] + g1[j]
+    for q in range(2, s.k):
+        g1 = <floating *> s.grads[q]
+        for j in range(lo, hi):
+            out[j] = out[j] + g1[j]
+
+
+cdef void _reduce_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _reduce_work[double](s, w, NULL)
+    else:
+        _reduce_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef double _split_norm(Split *s, floating *dummy) noexcept nogil:
+    """The whole batch's loss divisor: its weight sum (summed in row order, as the loss kernel
+    sums it), or its row count."""
+    cdef double total = 0
+    cdef int i
+    if s.pw == NULL:
+        return <double> s.n
+    if s.pi != NULL:
+        for i in range(s.n):
+            total += (<const floating *> s.pw)[s.pi[i]]
+    else:
+        for i in range(s.n):
+            total += (<const floating *> s.pw)[i]
+    return total
+
+
+cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyper,
+                        void **state, int n_state, long long t, bint update) noexcept nogil:
+    """A training step over s.k workers (see above); returns the batch's loss. The refusal rule
+    is _step's: a loss or gradient that is not finite (in any worker's slice), or an update
+    that could overflow, changes nothing (p.refused set)."""
+    cdef Tape *p = s.main
+    cdef double loss = 0
+    cdef int w
+    cdef Threads th
+    _threads_begin(&th, p, 0)
+    if p.norm > 0:
+        s.norm = p.norm
+    elif s.is_double:
+        s.norm = _split_norm[double](s, NULL)
+    else:
+        s.norm = _split_norm[float](s, NULL)
+    p.refused = False
+    fp_pool_run(pool, _split_task, s, s.k)
+    for w in range(s.k):
+        loss += s.losses[w]
+    p.rng = s.rng_after
+    if update and not isfinite(loss):
+        p.refused = True
+    else:
+        fp_pool_run(pool, _reduce_task, s, s.k)
+        if update:
+            if s.is_double:
+                p.refused = not _update[double](<double *> s.params, <double *> s.grads_out,
+                                                s.n_params, opt_kind, hyper,
+                                                <double **> state, n_state, t)
+            else:
+                p.refused = not _update[float](<float *> s.params, <float *> s.grads_out,
+                                               s.n_params, opt_kind, hyper,
+                                               <float **> state, n_state, t)
+    _threads_end(&th)
+    return loss
+
+
+cdef struct PSplit:
+    Tape *tape              # a copy of the engine's tape marked in_split
+    const void *px
+    const void *params
+    void *out_a
+    void *out_z
+    int n
+    int k
+    int rows                # predict's chunk
+    size_t row_bytes        # one row of a ping-pong buffer (the widest node)
+    size_t extra            # norm nodes' scratch
+    int n_in0
+    int kout
+    bint is_double
+    bint failed
+
+
+cdef void _predict_task(void *ctx, int w, int k) noexcept nogil:
+    """Worker w's rows of a split predict, in chunks, with its own scratch."""
+    cdef PSplit *s = <PSplit *> ctx
+    cdef int r0 = _split_rows(s.n, k, w), nr = _split_rows(s.n, k, w + 1) - r0
+    cdef int chunk = s.rows if s.rows < nr else nr
+    cdef size_t nbytes = <size_t> chunk * s.row_bytes
+    cdef char *b0
+    cdef double *scratch
+    cdef unsigned int csr
+    if nr <= 0:
+        return
+    b0 = <char *> malloc(2 * nbytes + s.extra + 8)
+    if b0 == NULL:
+        s.failed = True
+        return
+    scratch = <double *> (b0 + (2 * nbytes + 7) // 8 * 8)
+    csr = fp_ftz_begin()
+    if s.is_double:
+        _predict[double](s.tape, <const double *> s.px + <ptrdiff_t> r0 * s.n_in0,
+                         <const double *> s.params, nr, chunk, <double *> b0,
+                         <double *> (b0 + nbytes), <double *> s.out_a + <ptrdiff_t> r0 * s.kout,
+                         NULL if s.out_z == NULL else
+                         <double *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch)
+    else:
+        _predict[float](s.tape, <const float *> s.px + <ptrdiff_t> r0 * s.n_in0,
+                        <const float *> s.params, nr, chunk, <float *> b0,
+                        <float *> (b0 + nbytes), <float *> s.out_a + <ptrdiff_t> r0 * s.kout,
+                        NULL if s.out_z == NULL else
+                        <float *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch)
+    fp_ftz_end(csr)
+    free(b0)
+
+
 cdef inline void *_ptr(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray> arr)
 
@@ -502,9 +817,20 @@ cdef class Engine:
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
+    # batch-split calls: the worker pool (created at the first split call), the split
+    # context and its per-worker buffers, sized for split_k_cap workers of split_rows_cap rows
+    cdef fp_pool *pool
+    cdef Split sp
+    cdef Node *split_nodes
+    cdef int split_k_cap
+    cdef Py_ssize_t split_rows_cap
+    cdef object split_bufs
 
     def __cinit__(self):
         memset(&self.p, 0, sizeof(Tape))
+        memset(&self.sp, 0, sizeof(Split))
+        self.pool = NULL
+        self.split_nodes = NULL
 
     def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None,
                  state=None):
@@ -538,6 +864,10 @@ cdef class Engine:
             elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
                 self.p.n_norm += 1
                 self.p.max_norm = max(self.p.max_norm, nd.n_in)
+            if nd.kind == NODE_DENSE:
+                self.p.macs += <long long> nd.n_in * nd.n_out
+            elif nd.kind == NODE_BATCHNORM:
+                self.p.n_batchnorm += 1
             self.max_width = max(self.max_width, nd.n_out)
         self.p.loss = loss
         self.p.rng = seed
@@ -554,8 +884,138 @@ cdef class Engine:
         self.ws = None
 
     def __dealloc__(self):
+        fp_pool_destroy(self.pool)
+        self._split_free()
         free(self.p.nodes)
         free(self.p.dense)
+
+    cdef void _split_free(self):
+        free(self.sp.tapes)
+        free(self.sp.grads)
+        free(self.sp.ln_work)
+        free(self.sp.losses)
+        free(self.sp.correct)
+        free(self.split_nodes)
+        self.sp.tapes = NULL
+        self.sp.grads = NULL
+        self.sp.ln_work = NULL
+        self.sp.losses = NULL
+        self.sp.correct = NULL
+        self.split_nodes = NULL
+        self.split_k_cap = 0
+        self.split_rows_cap = 0
+        self.split_bufs = None
+
+    property has_python_nodes:
+        """The tape has a Python (custom) layer node: no call is batch-split (set by the tape
+        compiler)."""
+        def __get__(self):
+            return bool(self.p.has_python_nodes)
+
+        def __set__(self, bint value):
+            self.p.has_python_nodes = value
+
+    cdef int _split_plan(self, Py_ssize_t n, bint train) noexcept nogil:
+        """The cost model: how many workers a call over n rows splits into (1: not split; it
+        then runs on BLAS threads or one thread, as _threads_begin picks)."""
+        cdef int T = self.p.n_threads
+        cdef Py_ssize_t k
+        if self.p.has_python_nodes or (train and self.p.n_batchnorm):
+            return 1
+        if n * self.p.macs < _split_work_min:
+            return 1
+        if T <= 0:
+            if _get_threads == NULL:
+                return 1
+            T = _saved_threads if _in_flight > 0 else _get_threads()
+        k = n // _split_rows_min
+        if k > T:
+            k = T
+        if k > 256:
+            k = 256
+        return <int> k if k > 1 else 1
+
+    def split_plan(self, Py_ssize_t n, bint train=True):
+        """The workers a training step (train) or a predict over n rows would split into
+        (1: not split). Introspection for tests and the bench."""
+        return self._split_plan(n, train)
+
+    cdef int _split_prepare(self, Py_ssize_t n, bint train) except -1:
+        """With the GIL, before a call over n rows: the number of workers it runs on. When
+        > 1, the pool exists and is acquired for this call (release it after: the pool is
+        only ever acquired with the GIL held, so that replacing it here is safe) and, for
+        training, the per-worker buffers are large enough."""
+        cdef int k = self._split_plan(n, train)
+        cdef Py_ssize_t rows
+        if k < 2:
+            return 1
+        if self.pool != NULL and not fp_pool_usable(self.pool):   # a forked child
+            fp_pool_destroy(self.pool)
+            self.pool = NULL
+        if self.pool != NULL and self.pool.n < k - 1:
+            if not fp_pool_try_acquire(self.pool):
+                return 1
+            fp_pool_destroy(self.pool)
+            self.pool = NULL
+        if self.pool == NULL:
+            self.pool = fp_pool_create(k - 1)
+            if self.pool == NULL:
+                return 1
+        if train:
+            rows = (n + k - 1) // k
+            if k > self.split_k_cap or rows > self.split_rows_cap:
+                self._split_alloc(k if k > self.split_k_cap else self.split_k_cap,
+                                  rows if rows > self.split_rows_cap else self.split_rows_cap)
+        if not fp_pool_try_acquire(self.pool):      # another thread's call runs on it
+            return 1
+        return k
+
+    cdef _split_alloc(self, int k, Py_ssize_t rows):
+        """Per-worker buffers for k workers of up to rows rows: a gradient buffer each and a
+        LayerNorm workspace each (tapes with LayerNorm nodes)."""
+        cdef int L = self.p.L, i, w
+        cdef Py_ssize_t sz = self.itemsize, ln = 0
+        cdef Node *nd
+        for i in range(L):
+            nd = &self.p.nodes[i]
+            if nd.kind == NODE_LAYERNORM:
+                ln += (norm_node_nbytes(nd.kind, rows, nd.n_in, sz) + 63) // 64 * 64
+        if self.alloc_check is not None:
+            self.alloc_check(k * (self.n_params * sz + ln + 64), 1,
+                             f"the gradient buffers of {k} threads")
+        self._split_free()
+        self.sp.tapes = <Tape *> malloc(k * sizeof(Tape))
+        self.sp.grads = <void **> malloc(k * sizeof(void *))
+        self.sp.ln_work = <char **> malloc(k * sizeof(char *))
+        self.sp.losses = <double *> malloc(k * sizeof(double))
+        self.sp.correct = <double *> malloc(k * sizeof(double))
+        self.split_nodes = <Node *> malloc(<size_t> k * L * sizeof(Node))
+        if self.sp.tapes == NULL or self.sp.grads == NULL or self.sp.ln_work == NULL or \
+                self.sp.losses == NULL or self.sp.correct == NULL or self.split_nodes == NULL:
+            self._split_free()
+            raise MemoryError()
+        bufs = []
+        dt = np.float64 if self.is_double else np.float32
+        for w in range(k):
+            g = np.empty(max(self.n_params, 1), dtype=dt)
+            bufs.append(g)
+            self.sp.grads[w] = cnp.PyArray_DATA(g)
+            self.sp.ln_work[w] = NULL
+            if ln:
+                b = np.empty(ln + 64, dtype=np.uint8)
+                bufs.append(b)
+                self.sp.ln_work[w] = <char *> cnp.PyArray_DATA(b)
+                self.sp.ln_work[w] += (64 - (<size_t> self.sp.ln_work[w]) % 64) % 64
+            self.sp.tapes[w].nodes = self.split_nodes + <Py_ssize_t> w * L
+        self.split_bufs = bufs
+        self.split_k_cap = k
+        self.split_rows_cap = rows
+        self.sp.main = &self.p
+        self.sp.is_double = self.is_double
+        self.sp.itemsize = self.itemsize
+        self.sp.n_in0 = self.n_in0
+        self.sp.kout = self.k
+        self.sp.n_params = self.n_params
 
     property n_threads:
         """BLAS threads for large layers (0: whatever the BLAS is set to)."""
@@ -700,19 +1160,23 @@ cdef class Engine:
         cdef void **qs = <void **> _ptr(state)
         cdef int ns = _len(state)
         cdef double loss = 0
+        cdef int k
         if n > self.capacity:     # rare: check first, so that bad input never grows the workspace
             with nogil:
                 ok = self._inputs_ok(px, py, n)
             if not ok:
                 return None
             self.ensure_capacity(n)
+        k = self._split_prepare(n, True)
         # the checks and the step share one GIL release (a release / re-acquire pair is a
         # measurable part of a 2 us step)
         with nogil:
             ok = self._inputs_ok(px, py, n)
             if ok:
                 loss = self._run_nogil(px, NULL if labels else py, py if labels else NULL,
-                                       NULL, NULL, n, opt_kind, h, qs, ns, t, True)
+                                       NULL, NULL, n, opt_kind, h, qs, ns, t, True, k)
+        if k > 1:
+            fp_pool_release(self.pool)
         return loss if ok else None
 
     cdef bint _inputs_ok(self, const void *px, const void *py, Py_ssize_t n) noexcept nogil:
@@ -830,20 +1294,29 @@ cdef class Engine:
                      int opt_kind, const double *h, void **qs, int ns, long long t,
                      bint update) except? -1.0:
         cdef double loss
+        cdef int k
         if n > self.capacity:
             self.ensure_capacity(n)
+        k = self._split_prepare(n, True)
         with nogil:
-            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update)
+            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
+        if k > 1:
+            fp_pool_release(self.pool)
         return loss
 
     cdef double _run_nogil(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
                            int n, int opt_kind, const double *h, void **qs, int ns,
-                           long long t, bint update) noexcept nogil:
-        """One step on a workspace of capacity >= n (rows pi of the inputs when pi != NULL)."""
+                           long long t, bint update, int k) noexcept nogil:
+        """One step on a workspace of capacity >= n (rows pi of the inputs when pi != NULL),
+        batch-split over k workers when k > 1 (_split_prepare acquired the pool)."""
         cdef void *pp = self.pdata
         cdef void *pg = self.gdata
         cdef double loss
         cdef unsigned int csr = fp_ftz_begin()
+        if k > 1:
+            loss = self._run_split(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
+            fp_ftz_end(csr)
+            return loss
         if pi != NULL:
             self._gather(px, py, pl, pw, pi, n)
             px = self.p.xb
@@ -866,6 +1339,26 @@ cdef class Engine:
                 self.last_correct = _count_correct[float](&self.p, <float *> py,
                                                           <long long *> pl, n)
         fp_ftz_end(csr)
+        self.last_refused = self.p.refused
+        return loss
+
+    cdef double _run_split(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
+                           int n, int opt_kind, const double *h, void **qs, int ns,
+                           long long t, bint update, int k) noexcept nogil:
+        cdef Split *s = &self.sp
+        cdef double loss
+        cdef int w
+        s.k = k
+        s.n = n
+        s.px, s.py, s.pl, s.pw, s.pi = px, py, pl, pw, pi
+        s.params = self.pdata
+        s.grads_out = self.gdata
+        s.count_correct = self.count_correct
+        loss = _split_step(s, self.pool, opt_kind, h, qs, ns, t, update)
+        if self.count_correct:
+            self.last_correct = 0
+            for w in range(k):
+                self.last_correct += s.correct[w]
         self.last_refused = self.p.refused
         return loss
 
@@ -1026,6 +1519,13 @@ cdef class Engine:
         cdef void *b1
         cdef bint failed = False
         cdef unsigned int csr
+        cdef int k = self._split_prepare(n, False)
+        if k > 1:
+            try:
+                self._predict_split(px, pp, pa, pz, n, k, chunk, extra)
+            finally:
+                fp_pool_release(self.pool)
+            return
         with nogil:
             csr = fp_ftz_begin()
             b0 = malloc(2 * nbytes + extra + 8)
@@ -1045,4 +1545,27 @@ cdef class Engine:
                 free(b0)
             fp_ftz_end(csr)
         if failed:
+            raise MemoryError("predict: no memory for the scratch buffers")
+
+    cdef _predict_split(self, const void *px, const void *pp, void *pa, void *pz, int n, int k,
+                        int chunk, size_t extra):
+        """predict over k workers of the pool (acquired), each on its rows with its own
+        scratch; BLAS on one thread meanwhile."""
+        cdef Tape tape = self.p
+        cdef PSplit ps
+        cdef Threads th
+        tape.in_split = True
+        ps.tape = &tape
+        ps.px, ps.params, ps.out_a, ps.out_z = px, pp, pa, pz
+        ps.n, ps.k, ps.rows = n, k, chunk
+        ps.row_bytes = <size_t> self.max_width * self.itemsize
+        ps.extra = extra
+        ps.n_in0, ps.kout = self.n_in0, self.k
+        ps.is_double = self.is_double
+        ps.failed = False
+        with nogil:
+            _threads_begin(&th, &self.p, 0)
+            fp_pool_run(self.pool, _predict_task, &ps, k)
+            _threads_end(&th)
+        if ps.failed:
             raise MemoryError("predict: no memory for the scratch buffers")
