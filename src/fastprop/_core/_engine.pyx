@@ -28,6 +28,7 @@ cimport numpy as cnp
 import numpy as np
 
 from fastprop._core._dense cimport FP_IDENTITY
+from fastprop._core._blas cimport gemm
 from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
                                    NODE_BATCHNORM, NODE_LAYERNORM)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
@@ -317,6 +318,32 @@ cdef inline double _max_abs(const floating *x, ptrdiff_t n) noexcept nogil:
         return fp_max_abs_d(x, n)
 
 
+cdef void _deltas(Tape *p, floating *params, floating *grads, int n,
+                  bint training) noexcept nogil:
+    """Every node's delta with the current weights, last node to first (each Dense keeps its
+    own delta buffer): fused SGD's first phase, and a batch-split worker's backward over its
+    rows. A norm node's dgamma / dbeta go to grads here (its backward overwrites the delta it
+    reads); a Dense's dW, db are left to the caller."""
+    cdef int i
+    cdef Node *nd
+    for i in range(p.L - 1, -1, -1):
+        nd = &p.nodes[i]
+        if nd.kind == NODE_DENSE:
+            dense_node_delta(nd, _W(nd, params), _dprev(p, i, params), n, i == p.L - 1)
+        elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
+            norm_node_backward(nd, params, grads, n, training)
+        else:
+            _backward_no_params(p, nd, i, params, n, training)
+
+
+cdef inline bint _sgd_bound_ok(double lr, int n, double amax, double dmax,
+                               floating *dummy) noexcept nogil:
+    """Fused SGD's refusal rule for one Dense: lr * n * max(max|x|, 1) * max|dz| below 1e37
+    (float32; 1e306 for float64); NaN / inf: False."""
+    cdef double limit = 1e37 if floating is float else 1e306
+    return lr * n * (amax if amax > 1 else 1.0) * dmax < limit
+
+
 cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint training,
                         double lr) noexcept nogil:
     """Backward with plain SGD fused in: W += -lr * x.T @ dz as one GEMM per Dense with
@@ -330,18 +357,13 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
     that is not below 1e37 (float32; 1e306 for float64) or any dz or x is not finite."""
     cdef int i
     cdef Node *nd
-    cdef double amax, dmax, limit = 1e37 if floating is float else 1e306
-    for i in range(p.L - 1, -1, -1):
-        nd = &p.nodes[i]
-        if nd.kind == NODE_DENSE:
-            dense_node_delta(nd, _W(nd, params), _dprev(p, i, params), n, i == p.L - 1)
-        else:
-            _backward_no_params(p, nd, i, params, n, training)
+    cdef double amax, dmax
+    _deltas(p, params, grads, n, training)
     for i in range(p.n_dense):
         nd = &p.nodes[p.dense[i]]
         dmax = _max_abs(<floating *> nd.g, <ptrdiff_t> n * nd.n_out)
         amax = _max_abs(<floating *> nd.x, <ptrdiff_t> n * nd.n_in)
-        if not (lr * n * (amax if amax > 1 else 1.0) * dmax < limit):   # NaN / inf: refused
+        if not _sgd_bound_ok(lr, n, amax, dmax, params):
             return False
     for i in range(p.n_dense - 1, -1, -1):
         nd = &p.nodes[p.dense[i]]
@@ -531,6 +553,9 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
 # rows runs at GEMV speed and the reduction of k gradient buffers dominates: BLAS threads, or
 # one thread, as before). Measurements behind the thresholds: fastprop._threads.
 
+cdef enum:
+    _MAX_STATE = 8          # state arrays the update by slices offsets (more: one thread)
+
 cdef long long _split_work_min = 1 << 62
 cdef int _split_rows_min = 1 << 30
 
@@ -550,12 +575,16 @@ def split_control():
 
 cdef struct Split:
     Tape *main              # the engine's tape
-    Tape *tapes             # one per worker (their own node arrays)
-    void **grads            # one gradient buffer per worker
-    char **ln_work          # one LayerNorm workspace per worker (NULL without LayerNorm)
-    double *losses          # per worker: its slice's loss, correct count
+    Tape *tapes             # one per part (their own node arrays)
+    void **grads            # one norm-parameter gradient buffer per part (tapes with norm
+                            # nodes; NULL otherwise), laid out as the model's grads
+    char **ln_work          # one LayerNorm workspace per part (NULL without LayerNorm)
+    double *losses          # per part: its rows' loss and correct count; its slice's max |g|
     double *correct
-    int k                   # workers in this call
+    double *gmax
+    double *amax            # per part and Dense node (k x n_dense): max |x|, max |dz| of its
+    double *dmax            # rows (fused SGD's refusal rule)
+    int k                   # parts in this call
     int n                   # rows of the minibatch
     const void *px          # inputs as given to the call (pi: the rows to gather)
     const void *py
@@ -563,24 +592,32 @@ cdef struct Split:
     const void *pw
     const int64_t *pi
     void *params
-    void *grads_out         # the engine's grads: the sum
+    void *grads_out         # the engine's grads
     Py_ssize_t n_params
     double norm             # the whole batch's loss divisor
     uint64_t rng_after      # the dropout stream after the batch
     bint is_double
     bint count_correct
+    bint fused              # plain SGD fused into the dW GEMMs (lr below)
+    double lr
     int itemsize
     int n_in0
     int kout
+    # the update by slices: the optimizer's arguments
+    int opt_kind
+    const double *hyper
+    void **state
+    int n_state
+    long long t
 
 
 cdef inline int _split_rows(int n, int k, int w) noexcept nogil:
-    """First row of worker w's slice (w = k: n)."""
+    """First row of part w's slice (w = k: n)."""
     return <int> ((<long long> n * w) // k)
 
 
 cdef void _split_bind(Split *s, int w, int r0, int nr) noexcept nogil:
-    """Worker w's tape: the engine's, with every node buffer moved to rows r0 .. r0 + nr."""
+    """Part w's tape: the engine's, with every node buffer moved to rows r0 .. r0 + nr."""
     cdef Tape *m = s.main
     cdef Tape *t = &s.tapes[w]
     cdef Node *nodes = t.nodes
@@ -611,16 +648,17 @@ cdef void _split_bind(Split *s, int w, int r0, int nr) noexcept nogil:
     t.in_split = True
 
 
-cdef void _split_work(Split *s, int w, floating *dummy) noexcept nogil:
-    """Worker w's part of a split step: forward, loss and backward of its rows into its own
-    gradient buffer."""
+cdef void _rows_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """Phase 1, part w: its rows' forward, loss and every node's delta (each Dense keeps its
+    own: the dW GEMMs over all rows come in phase 2); a LayerNorm's dgamma / dbeta of its rows
+    into its own buffer; for fused SGD, max |x| and max |dz| of its rows per Dense."""
     cdef int r0 = _split_rows(s.n, s.k, w), nr = _split_rows(s.n, s.k, w + 1) - r0, i
     cdef Tape *t = &s.tapes[w]
+    cdef Node *nd
     cdef const floating *X
     cdef const floating *y = NULL
     cdef const long long *labels = NULL
     cdef const floating *wt = NULL
-    cdef unsigned int csr = fp_ftz_begin()
     _split_bind(s, w, r0, nr)
     if s.pi != NULL:
         _gather(<const floating *> s.px, s.pi + r0, <floating *> t.xb, nr, s.n_in0)
@@ -645,50 +683,182 @@ cdef void _split_work(Split *s, int w, floating *dummy) noexcept nogil:
             labels = <const long long *> s.pl + r0
     _forward(t, X, <floating *> s.params, nr, True)
     s.losses[w] = _loss_grad(t, y, labels, wt, nr, True)
-    _backward(t, <floating *> s.params, <floating *> s.grads[w], nr, True)
+    _deltas(t, <floating *> s.params, <floating *> s.grads[w], nr, True)
+    if s.fused:
+        for i in range(t.n_dense):
+            nd = &t.nodes[t.dense[i]]
+            s.dmax[w * t.n_dense + i] = _max_abs(<floating *> nd.g, <ptrdiff_t> nr * nd.n_out)
+            s.amax[w * t.n_dense + i] = _max_abs(<floating *> nd.x, <ptrdiff_t> nr * nd.n_in)
     if s.count_correct:
         s.correct[w] = _count_correct(t, y, labels, nr)
     if w == 0:
         s.rng_after = t.rng
-    fp_ftz_end(csr)
 
 
-cdef void _split_task(void *ctx, int w, int k) noexcept nogil:
-    cdef Split *s = <Split *> ctx
-    if s.is_double:
-        _split_work[double](s, w, NULL)
-    else:
-        _split_work[float](s, w, NULL)
+cdef void _colsum_block(const floating *dz, int n, int n_out, int c0, int c1,
+                        floating *db) noexcept nogil:
+    """db[c] := sum over the n rows of dz[:, c] for c in [c0, c1), summed in double in row
+    order (as colsum_add)."""
+    cdef double acc[64]
+    cdef int c, cb, ce, r
+    for cb in range(c0, c1, 64):
+        ce = cb + 64 if cb + 64 < c1 else c1
+        for c in range(ce - cb):
+            acc[c] = 0
+        for r in range(n):
+            for c in range(cb, ce):
+                acc[c - cb] += dz[<ptrdiff_t> r * n_out + c]
+        for c in range(cb, ce):
+            db[c] = <floating> acc[c - cb]
 
 
-cdef void _reduce_work(Split *s, int w, floating *dummy) noexcept nogil:
-    """grads_out := the sum of the workers' buffers over worker w's slice of the flat array,
-    in worker order."""
-    cdef Py_ssize_t lo = s.n_params * w // s.k, hi = s.n_params * (w + 1) // s.k, j
-    cdef floating *out = <floating *> s.grads_out
-    cdef const floating *g0 = <floating *> s.grads[0]
-    cdef const floating *g1
-    cdef int q
-    if s.k == 1:
-        memcpy(out + lo, g0 + lo, <size_t> (hi - lo) * sizeof(floating))
-        return
-    g1 = <floating *> s.grads[1]
-    for j in range(lo, hi):
-        out[j] = g0[j] + g1[j]
-    for q in range(2, s.k):
-        g1 = <floating *> s.grads[q]
-        for j in range(lo, hi):
-            out[j] = out[j] + g1[j]
+cdef void _weights_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """Phase 2, part w: for every Dense node, the rows [n_in w / k, n_in (w + 1) / k) of dW
+    over the whole batch, dW[i0:i1] := x[:, i0:i1].T @ dz (one GEMM, its rows of the result
+    contiguous), and db[c0:c1] for its share of the columns; fused SGD writes
+    W[i0:i1] += -lr x[:, i0:i1].T @ dz and b[c0:c1] -= lr db[c0:c1] instead."""
+    cdef Tape *p = s.main
+    cdef Node *nd
+    cdef int l, i0, i1, c0, c1, c
+    cdef floating *W
+    cdef floating *dW
+    cdef floating *db
+    cdef floating *b
+    for l in range(p.n_dense):
+        nd = &p.nodes[p.dense[l]]
+        i0 = _split_rows(nd.n_in, s.k, w)
+        i1 = _split_rows(nd.n_in, s.k, w + 1)
+        c0 = _split_rows(nd.n_out, s.k, w)
+        c1 = _split_rows(nd.n_out, s.k, w + 1)
+        if s.fused:
+            W = _W(nd, <floating *> s.params)
+            gemm(True, False, i1 - i0, nd.n_out, s.n, <floating> -s.lr,
+                 <const floating *> nd.x + i0, nd.n_in, <floating *> nd.g, nd.n_out,
+                 <floating> 1, W + <ptrdiff_t> i0 * nd.n_out, nd.n_out)
+            db = _b(nd, <floating *> s.grads_out)
+            b = _b(nd, <floating *> s.params)
+            _colsum_block(<floating *> nd.g, s.n, nd.n_out, c0, c1, db)
+            for c in range(c0, c1):
+                b[c] = b[c] + <floating> -s.lr * db[c]
+        else:
+            dW = _W(nd, <floating *> s.grads_out)
+            gemm(True, False, i1 - i0, nd.n_out, s.n, <floating> 1,
+                 <const floating *> nd.x + i0, nd.n_in, <floating *> nd.g, nd.n_out,
+                 <floating> 0, dW + <ptrdiff_t> i0 * nd.n_out, nd.n_out)
+            _colsum_block(<floating *> nd.g, s.n, nd.n_out, c0, c1,
+                          _b(nd, <floating *> s.grads_out))
 
 
-cdef void _reduce_task(void *ctx, int w, int k) noexcept nogil:
+cdef void _rows_task(void *ctx, int w, int k) noexcept nogil:
     cdef Split *s = <Split *> ctx
     cdef unsigned int csr = fp_ftz_begin()
     if s.is_double:
-        _reduce_work[double](s, w, NULL)
+        _rows_work[double](s, w, NULL)
     else:
-        _reduce_work[float](s, w, NULL)
+        _rows_work[float](s, w, NULL)
     fp_ftz_end(csr)
+
+
+cdef void _weights_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _weights_work[double](s, w, NULL)
+    else:
+        _weights_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef void _norm_grads(Split *s, floating *dummy) noexcept nogil:
+    """Each norm node's dgamma, dbeta := the sum of the parts' buffers, in part order."""
+    cdef Tape *p = s.main
+    cdef Node *nd
+    cdef floating *out
+    cdef int i, q
+    cdef Py_ssize_t j
+    for i in range(p.L):
+        nd = &p.nodes[i]
+        if nd.kind != NODE_LAYERNORM and nd.kind != NODE_BATCHNORM:
+            continue
+        out = <floating *> s.grads_out + nd.p_off
+        for j in range(2 * nd.n_in):
+            out[j] = (<floating *> s.grads[0])[nd.p_off + j]
+        for q in range(1, s.k):
+            for j in range(2 * nd.n_in):
+                out[j] = out[j] + (<floating *> s.grads[q])[nd.p_off + j]
+
+
+cdef void _gmax_task(void *ctx, int w, int k) noexcept nogil:
+    """max |g| over part w's slice of the flat gradient buffer."""
+    cdef Split *s = <Split *> ctx
+    cdef Py_ssize_t lo = s.n_params * w // k, hi = s.n_params * (w + 1) // k
+    if s.is_double:
+        s.gmax[w] = _max_abs(<double *> s.grads_out + lo, hi - lo)
+    else:
+        s.gmax[w] = _max_abs(<float *> s.grads_out + lo, hi - lo)
+
+
+cdef void _update_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """The optimizer step on part w's slice of the flat arrays (an elementwise optimizer:
+    no clip_norm), its state arrays offset alike."""
+    cdef Py_ssize_t lo = s.n_params * w // s.k, hi = s.n_params * (w + 1) // s.k
+    cdef floating *st[_MAX_STATE]
+    cdef int i
+    for i in range(s.n_state):
+        st[i] = NULL if s.state[i] == NULL else <floating *> s.state[i] + lo
+    optimizer_step(s.opt_kind, s.hyper, <floating *> s.params + lo,
+                   <floating *> s.grads_out + lo, st, hi - lo, s.t)
+
+
+cdef void _update_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _update_work[double](s, w, NULL)
+    else:
+        _update_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef bint _split_update(Split *s, fp_pool *pool, floating *dummy) noexcept nogil:
+    """_update's rule on the gradients (max |g| by slices over the pool), then the step: by
+    slices over the pool when the optimizer is elementwise (no clip_norm, whose norm is
+    global), else on this thread."""
+    cdef double gmax = 0
+    cdef int w
+    fp_pool_run(pool, _gmax_task, s, s.k)
+    for w in range(s.k):
+        if not (s.gmax[w] <= gmax):      # a larger value, or NaN: kept (NaN is refused below)
+            gmax = s.gmax[w]
+            if gmax != gmax:
+                break
+    if not update_is_safe(s.opt_kind, s.hyper, <floating *> s.params,
+                          <floating *> s.grads_out, <floating **> s.state, s.n_state,
+                          s.n_params, s.t, gmax):
+        return False
+    if s.hyper[H_CLIP_NORM] > 0 or s.n_state > _MAX_STATE:
+        optimizer_step(s.opt_kind, s.hyper, <floating *> s.params, <floating *> s.grads_out,
+                       <floating **> s.state, s.n_params, s.t)
+    else:
+        fp_pool_run(pool, _update_task, s, s.k)
+    return True
+
+
+cdef bint _split_sgd_ok(Split *s, floating *dummy) noexcept nogil:
+    """Fused SGD's refusal rule over the whole batch, from the parts' maxima."""
+    cdef Tape *p = s.main
+    cdef int l, w
+    cdef double amax, dmax
+    for l in range(p.n_dense):
+        amax = dmax = 0
+        for w in range(s.k):
+            if not (s.amax[w * p.n_dense + l] <= amax):
+                amax = s.amax[w * p.n_dense + l]
+            if not (s.dmax[w * p.n_dense + l] <= dmax):
+                dmax = s.dmax[w * p.n_dense + l]
+        if amax != amax or dmax != dmax or not _sgd_bound_ok(s.lr, s.n, amax, dmax, dummy):
+            return False
+    return True
 
 
 cdef double _split_norm(Split *s, floating *dummy) noexcept nogil:
@@ -709,9 +879,9 @@ cdef double _split_norm(Split *s, floating *dummy) noexcept nogil:
 
 cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyper,
                         void **state, int n_state, long long t, bint update) noexcept nogil:
-    """A training step over s.k workers (see above); returns the batch's loss. The refusal rule
-    is _step's: a loss or gradient that is not finite (in any worker's slice), or an update
-    that could overflow, changes nothing (p.refused set)."""
+    """A training step over s.k parts (see above); returns the batch's loss. The refusal rule
+    is _step's: a loss or gradient that is not finite (in any part's rows), or an update that
+    could overflow, changes nothing (p.refused set)."""
     cdef Tape *p = s.main
     cdef double loss = 0
     cdef int w
@@ -723,24 +893,38 @@ cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyp
         s.norm = _split_norm[double](s, NULL)
     else:
         s.norm = _split_norm[float](s, NULL)
+    s.fused = update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
+        hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0
+    s.lr = hyper[H_LR] if s.fused else 0
+    s.opt_kind, s.hyper, s.state, s.n_state, s.t = opt_kind, hyper, state, n_state, t
     p.refused = False
-    fp_pool_run(pool, _split_task, s, s.k)
+    fp_pool_run(pool, _rows_task, s, s.k)
     for w in range(s.k):
         loss += s.losses[w]
     p.rng = s.rng_after
+    # the whole batch's inputs of every node, for the dW GEMMs
+    _bind(p, <const void *> p.xb if s.pi != NULL else s.px, True)
     if update and not isfinite(loss):
         p.refused = True
+    elif s.fused:
+        if s.is_double:
+            p.refused = not _split_sgd_ok[double](s, NULL)
+        else:
+            p.refused = not _split_sgd_ok[float](s, NULL)
+        if not p.refused:
+            fp_pool_run(pool, _weights_task, s, s.k)
     else:
-        fp_pool_run(pool, _reduce_task, s, s.k)
-        if update:
-            if s.is_double:
-                p.refused = not _update[double](<double *> s.params, <double *> s.grads_out,
-                                                s.n_params, opt_kind, hyper,
-                                                <double **> state, n_state, t)
-            else:
-                p.refused = not _update[float](<float *> s.params, <float *> s.grads_out,
-                                               s.n_params, opt_kind, hyper,
-                                               <float **> state, n_state, t)
+        fp_pool_run(pool, _weights_task, s, s.k)
+        if s.is_double:
+            if p.n_norm:
+                _norm_grads[double](s, NULL)
+            if update:
+                p.refused = not _split_update[double](s, pool, NULL)
+        else:
+            if p.n_norm:
+                _norm_grads[float](s, NULL)
+            if update:
+                p.refused = not _split_update[float](s, pool, NULL)
     _threads_end(&th)
     return loss
 
@@ -895,12 +1079,18 @@ cdef class Engine:
         free(self.sp.ln_work)
         free(self.sp.losses)
         free(self.sp.correct)
+        free(self.sp.gmax)
+        free(self.sp.amax)
+        free(self.sp.dmax)
         free(self.split_nodes)
         self.sp.tapes = NULL
         self.sp.grads = NULL
         self.sp.ln_work = NULL
         self.sp.losses = NULL
         self.sp.correct = NULL
+        self.sp.gmax = NULL
+        self.sp.amax = NULL
+        self.sp.dmax = NULL
         self.split_nodes = NULL
         self.split_k_cap = 0
         self.split_rows_cap = 0
@@ -981,25 +1171,32 @@ cdef class Engine:
             if nd.kind == NODE_LAYERNORM:
                 ln += (norm_node_nbytes(nd.kind, rows, nd.n_in, sz) + 63) // 64 * 64
         if self.alloc_check is not None:
-            self.alloc_check(k * (self.n_params * sz + ln + 64), 1,
-                             f"the gradient buffers of {k} threads")
+            self.alloc_check(k * ((self.n_params * sz if self.p.n_norm else 0) + ln + 64), 1,
+                             f"the per-thread buffers of {k} threads")
         self._split_free()
         self.sp.tapes = <Tape *> malloc(k * sizeof(Tape))
         self.sp.grads = <void **> malloc(k * sizeof(void *))
         self.sp.ln_work = <char **> malloc(k * sizeof(char *))
         self.sp.losses = <double *> malloc(k * sizeof(double))
         self.sp.correct = <double *> malloc(k * sizeof(double))
+        self.sp.gmax = <double *> malloc(k * sizeof(double))
+        self.sp.amax = <double *> malloc(k * (self.p.n_dense + 1) * sizeof(double))
+        self.sp.dmax = <double *> malloc(k * (self.p.n_dense + 1) * sizeof(double))
         self.split_nodes = <Node *> malloc(<size_t> k * L * sizeof(Node))
         if self.sp.tapes == NULL or self.sp.grads == NULL or self.sp.ln_work == NULL or \
-                self.sp.losses == NULL or self.sp.correct == NULL or self.split_nodes == NULL:
+                self.sp.losses == NULL or self.sp.correct == NULL or self.sp.gmax == NULL or \
+                self.sp.amax == NULL or self.sp.dmax == NULL or \
+                self.split_nodes == NULL:
             self._split_free()
             raise MemoryError()
         bufs = []
         dt = np.float64 if self.is_double else np.float32
         for w in range(k):
-            g = np.empty(max(self.n_params, 1), dtype=dt)
-            bufs.append(g)
-            self.sp.grads[w] = cnp.PyArray_DATA(g)
+            self.sp.grads[w] = NULL
+            if self.p.n_norm:     # the norm nodes' dgamma / dbeta of each part's rows
+                g = np.empty(max(self.n_params, 1), dtype=dt)
+                bufs.append(g)
+                self.sp.grads[w] = cnp.PyArray_DATA(g)
             self.sp.ln_work[w] = NULL
             if ln:
                 b = np.empty(ln + 64, dtype=np.uint8)
