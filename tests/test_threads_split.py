@@ -267,9 +267,12 @@ def test_non_finite_in_one_slice_refuses_the_whole_step(split_all, dtype):
     """A row of the second thread's slice overflows: nothing changes (parameters, optimizer
     state, step count), as with one thread."""
     X, y = _data(dtype, n=10)
-    X[8] = 3e38 if dtype == np.float32 else 1e307
+    X[8] = 3e38 if dtype == np.float32 else 1e308     # with W = 1 below, its z overflows
     for opt in (fp.optim.SGD(0.1), fp.optim.Adam(1e-2)):
         m = _threaded(_dense_net(dtype, [fp.Dense(16, activation="relu")], optimizer=opt))
+        ws = m.get_weights()
+        ws[0][...] = 1.0
+        m.set_weights(ws)
         m.fit(X[:8], y[:8], epochs=1, batch_size=8, verbose=0)
         params = m.params.copy()
         state = {k: np.array(v) for k, v in m.optimizer.state.items()}
