@@ -58,7 +58,7 @@ WORK_MIN = 4_000_000
 #: microseconds each while its threads are awake), which a step of the tiny 64-32-10 net
 #: (~6 us at batch 32, 76k multiply-adds) cannot repay; the small 32 x 784-128-10 step
 #: (3.2M, ~125-175 us) can. See benchmarks/README.md for the measurements.
-SPLIT_WORK_MIN = 1_000_000
+SPLIT_WORK_MIN = 250_000
 
 #: Fewest rows per thread of a batch-split call: each thread packs the whole of every weight
 #: matrix for its forward GEMMs, so with a handful of rows the packing outweighs the
