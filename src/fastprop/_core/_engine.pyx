@@ -929,6 +929,30 @@ cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyp
     return loss
 
 
+cdef inline int _split_plan(Tape *p, Py_ssize_t n, bint train) noexcept nogil:
+    """The cost model: how many parts a call over n rows splits into (1: not split; it then
+    runs on BLAS threads or one thread, as _threads_begin picks). Inline and first thing in a
+    call: the one-thread path pays two comparisons for it."""
+    cdef int T
+    cdef Py_ssize_t k
+    if <double> n * p.macs < <double> _split_work_min or p.has_python_nodes or \
+            (train and p.n_batchnorm):
+        return 1
+    T = p.n_threads
+    if T == 1:
+        return 1
+    if T <= 0:
+        if _get_threads == NULL:
+            return 1
+        T = _saved_threads if _in_flight > 0 else _get_threads()
+    k = n // _split_rows_min
+    if k > T:
+        k = T
+    if k > 256:
+        k = 256
+    return <int> k if k > 1 else 1
+
+
 cdef struct PSplit:
     Tape *tape              # a copy of the engine's tape marked in_split
     const void *px
@@ -1105,37 +1129,17 @@ cdef class Engine:
         def __set__(self, bint value):
             self.p.has_python_nodes = value
 
-    cdef int _split_plan(self, Py_ssize_t n, bint train) noexcept nogil:
-        """The cost model: how many workers a call over n rows splits into (1: not split; it
-        then runs on BLAS threads or one thread, as _threads_begin picks)."""
-        cdef int T = self.p.n_threads
-        cdef Py_ssize_t k
-        if self.p.has_python_nodes or (train and self.p.n_batchnorm):
-            return 1
-        if n * self.p.macs < _split_work_min:
-            return 1
-        if T <= 0:
-            if _get_threads == NULL:
-                return 1
-            T = _saved_threads if _in_flight > 0 else _get_threads()
-        k = n // _split_rows_min
-        if k > T:
-            k = T
-        if k > 256:
-            k = 256
-        return <int> k if k > 1 else 1
-
     def split_plan(self, Py_ssize_t n, bint train=True):
         """The workers a training step (train) or a predict over n rows would split into
         (1: not split). Introspection for tests and the bench."""
-        return self._split_plan(n, train)
+        return _split_plan(&self.p, n, train)
 
     cdef int _split_prepare(self, Py_ssize_t n, bint train) except -1:
         """With the GIL, before a call over n rows: the number of workers it runs on. When
         > 1, the pool exists and is acquired for this call (release it after: the pool is
         only ever acquired with the GIL held, so that replacing it here is safe) and, for
         training, the per-worker buffers are large enough."""
-        cdef int k = self._split_plan(n, train)
+        cdef int k = _split_plan(&self.p, n, train)
         cdef Py_ssize_t rows
         if k < 2:
             return 1
@@ -1364,7 +1368,7 @@ cdef class Engine:
             if not ok:
                 return None
             self.ensure_capacity(n)
-        k = self._split_prepare(n, True)
+        k = 1 if _split_plan(&self.p, n, True) < 2 else self._split_prepare(n, True)
         # the checks and the step share one GIL release (a release / re-acquire pair is a
         # measurable part of a 2 us step)
         with nogil:
@@ -1494,7 +1498,7 @@ cdef class Engine:
         cdef int k
         if n > self.capacity:
             self.ensure_capacity(n)
-        k = self._split_prepare(n, True)
+        k = 1 if _split_plan(&self.p, n, True) < 2 else self._split_prepare(n, True)
         with nogil:
             loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
         if k > 1:
@@ -1716,7 +1720,7 @@ cdef class Engine:
         cdef void *b1
         cdef bint failed = False
         cdef unsigned int csr
-        cdef int k = self._split_prepare(n, False)
+        cdef int k = 1 if _split_plan(&self.p, n, False) < 2 else self._split_prepare(n, False)
         if k > 1:
             try:
                 self._predict_split(px, pp, pa, pz, n, k, chunk, extra)
