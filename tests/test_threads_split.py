@@ -390,3 +390,20 @@ def test_gradients_only_step_equals_one_thread(split_all, dtype):
             m._engine.compute_gradients(X, None, y.astype(np.int64), None, None, norm)
         assert_close(many.grads, one.grads, dtype)
     assert np.array_equal(many.params, params)
+
+
+def test_bench_scaling_rows(monkeypatch):
+    """The bench's scaling rows run (fastprop only, one short round): every configuration
+    gets a median at 1 and 2 threads, and the table names them. Speed is not asserted."""
+    from fastprop import _bench as B
+    monkeypatch.setattr(B, "SCALING_TRAIN", ("small",))
+    results = B.run_scaling(2, 1, 0.02, ("fastprop",), quick=True, log=lambda m: None)
+    kinds = [r["config"]["kind"] for r in results]
+    assert kinds == ["train", "fit", "fit", "predict"]
+    for r in results:
+        for k in (1, 2):
+            e = r["impls"][f"fastprop@{k}"]
+            assert e["median_us"] > 0 and e["p10_us"] <= e["median_us"] <= e["p90_us"]
+    text = B.format_scaling(results)
+    assert "train small 32 x 784-128-10" in text and "predict medium 10,000 rows" in text
+    assert "fit digits batch 128" in text and "fastprop speed-up" in text
