@@ -407,3 +407,17 @@ def test_bench_scaling_rows(monkeypatch):
     text = B.format_scaling(results)
     assert "train small 32 x 784-128-10" in text and "predict medium 10,000 rows" in text
     assert "fit digits batch 128" in text and "fastprop speed-up" in text
+
+
+@pytest.mark.parametrize("first", ["dense", "dropout", "layernorm"])
+@pytest.mark.parametrize("batch", [10, 150])
+def test_first_layer_by_columns_or_by_rows(split_all, dtype, first, batch):
+    """Small row parts run the first Dense's forward by columns, larger ones (>= 64 rows per
+    thread) and tapes that do not start with a Dense by rows: both equal one thread."""
+    head = {"dense": lambda: [], "dropout": lambda: [fp.Dropout(0.2)],
+            "layernorm": lambda: [fp.LayerNorm()]}[first]
+    X, y = _data(dtype, n=300)
+    one, many = _pair(lambda: _dense_net(dtype, head() + [fp.Dense(16, activation="elu"),
+                                                           fp.Dense(8, activation="relu")]))
+    h1, h2 = _fit_both(one, many, X, y, batch_size=batch, epochs=1)
+    _assert_same_training(one, many, h1, h2, dtype)
