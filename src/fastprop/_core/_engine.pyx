@@ -528,20 +528,26 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
 
 # -- Batch-split calls ----------------------------------------------------------------------------
 # On nets whose GEMMs are too small for BLAS threads to pay (a 32 x 784-128-10 step ran as fast
-# on one BLAS thread as on two), a call splits its minibatch instead: worker w of k takes rows
-# [n w / k, n (w + 1) / k), runs forward, loss and backward on them with one-thread GEMMs
-# (BLAS is set to one thread for the whole call: workers x BLAS threads never exceeds the
-# threads asked for) into its own gradient buffer, and the k buffers are then summed by slices
-# of the flat array, each slice by one worker, always in the order 0, 1, ..., k - 1: the result
-# is the one-thread step's up to the order of that sum, and bit-identical from run to run with
-# the same k. Then the refusal rule and ONE update, as in _step, on the sum. The workers are the
-# engine's pool (csrc/fp_pool.h): the calling thread is worker 0.
+# on one BLAS thread as on two), a call splits its minibatch instead, in parts run by the
+# engine's pool (csrc/fp_pool.h; the calling thread takes parts too), BLAS set to one thread
+# for the whole call (threads x BLAS threads never exceeds the threads asked for):
+#   (0) fewer than _COL0_ROWS rows per part: the rows gathered by row parts, then the first
+#       Dense's forward over the whole batch by column parts (_col0_work);
+#   (1) row parts: part w of k takes rows [n w / k, n (w + 1) / k): forward, loss, and every
+#       node's delta (_deltas; each Dense keeps its own delta buffer);
+#   (2) weight parts: rows [n_in w / k, n_in (w + 1) / k) of every dW over the whole batch (one
+#       GEMM with k = n: no per-thread gradient buffers to sum) and a share of db's columns, or
+#       plain SGD fused into those GEMMs (W += -lr x.T dz), as the one-thread step does;
+#   (3) the optimizer by slices of the flat arrays, after the refusal rule (_split_update).
+# The one-thread step's refusal rules are checked between the phases on whole-batch maxima,
+# so nothing is written before the step is accepted. Every sum has an order fixed by the parts
+# (not the threads): bit-identical from run to run with the same k.
 #
-# Each worker's tape is a copy of the engine's whose node buffers point at its rows of the
+# Each part's tape is a copy of the engine's whose node buffers point at its rows of the
 # engine's workspace (a node buffer is (capacity, width) row-major, so a row slice is
 # contiguous): after a split step the workspace holds the whole batch, as after one thread's.
 # Only a LayerNorm's own workspace (its x_hat and per-row statistics, laid out for the call's
-# row count) is private to the worker. The loss of each slice is divided by the whole batch's
+# row count) and its dgamma / dbeta (summed in part order afterwards) are private to the part. The loss of each slice is divided by the whole batch's
 # weight sum (or its row count), so the slices' losses and gradients sum to the batch's. Dropout
 # masks: each worker's stream jumps to the draws of its first row (fp_rng_skip), so the masks
 # are those of the unsplit batch. BatchNorm needs the whole batch's statistics: a tape with a
