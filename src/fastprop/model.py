@@ -27,6 +27,8 @@ from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
 from fastprop.layers import (LAYERS, Activation, BatchNorm, Dense, Dropout, Layer, LayerNorm,
                              _base)
+from fastprop.layers._python import (PythonNodes, build_python_layer, is_python_layer,
+                                     python_widths)
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
@@ -54,9 +56,15 @@ def _fixed(name, doc):
 
 
 # the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
-# the block (the tape would bypass its forward / backward: refused)
+# the block (the tape would bypass its forward / backward: refused). Any other Layer subclass
+# that defines forward and backward runs as a Python node (layers/_python.py).
 _COMPILED = (Dense, Dropout, Activation, BatchNorm, LayerNorm)
 _NORMS = (BatchNorm, LayerNorm)
+
+
+def _is_python(layer):
+    """A layer of no compiled kind that runs as a Python node."""
+    return not isinstance(layer, _COMPILED) and is_python_layer(layer)
 
 
 def _check_layer_kinds(layers):
@@ -71,6 +79,8 @@ def _check_layer_kinds(layers):
             raise TypeError(f"layers[{i}] must be a fastprop layer (Dense, Dropout, "
                             f"Activation, BatchNorm, LayerNorm), got {type(layer).__name__}")
         cls = type(layer)
+        if _is_python(layer):        # a Python node; registered only to be saved
+            continue
         if LAYERS.get(cls.__name__) is not cls:
             raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
                             f"(fastprop.register_layer)")
@@ -78,7 +88,8 @@ def _check_layer_kinds(layers):
         if base is None:
             raise TypeError(f"layers[{i}]: the compiled tape has no node for the layer kind "
                             f"{cls.__name__} (its kinds: Dense, Dropout, Activation, "
-                            f"BatchNorm, LayerNorm)")
+                            f"BatchNorm, LayerNorm), and it does not define forward and "
+                            f"backward to run as a Python layer")
         for method in ("forward", "backward"):
             if getattr(cls, method) is not getattr(base, method):
                 raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
@@ -102,6 +113,9 @@ def _compile_layers(layers):
                          f"{type(layers[-1]).__name__} (the loss reads the output layer's "
                          f"activation)")
     for prev, nxt in zip(dense, dense[1:]):
+        between = layers[layers.index(prev) + 1:layers.index(nxt)]
+        if any(map(_is_python, between)):     # its build gives the width (see _input_width)
+            continue
         if nxt.n_in is not None and nxt.n_in != prev.n_out:
             raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
                              f"but the next {nxt!r} takes n_in={nxt.n_in}")
@@ -130,17 +144,29 @@ def _output_activation(layers, acts):
     last = layers[-1]
     if isinstance(last, Activation) and not _fuses(layers, len(layers) - 1):
         return last.activation
+    if _is_python(last):                    # its output is the network's (no activation)
+        return "identity"
     return acts[-1]
 
 
-def _tape(layers, acts, offsets):
+def _tape(layers, acts, offsets, n_in):
     """The node list the engine runs (see ``_core/_node.pxd``): per layer
     (kind, n_in, n_out, activation code, rate, parameter offset, state offset, eps), an
     Activation after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of
-    the parameter-free kinds follow the chain. BatchNorm's rate is its momentum."""
-    nodes, d, width, p_off, s_off = [], 0, None, 0, 0
+    the parameter-free kinds follow the chain from ``n_in``. BatchNorm's rate is its
+    momentum. Returns (nodes, the node index of each layer, None for a layer left out)."""
+    nodes, d, width, p_off, s_off = [], 0, n_in, 0, 0
+    where = []
     for i, layer in enumerate(layers):
+        where.append(len(nodes))
         here, p_off, s_off = (p_off, s_off), p_off + layer.n_params, s_off + layer.n_state
+        if _is_python(layer):
+            w_in, w_out = python_widths(layer)
+            nodes.append((_engine.NODE_KINDS["Python"], w_in, w_out, ACTIVATIONS["identity"],
+                          0.0, here[0] if layer.n_params else -1,
+                          here[1] if layer.n_state else -1, 0.0))
+            width = w_out
+            continue
         if isinstance(layer, Dense):
             nodes.append((_engine.NODE_KINDS["Dense"], layer.n_in, layer.n_out,
                           ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0))
@@ -153,17 +179,18 @@ def _tape(layers, acts, offsets):
                           here[1] if layer.n_state else -1, float(layer.eps)))
             width = layer.n_in
             continue
-        if width is None:             # a parameter-free kind before the first Dense
-            width = next(x for x in layers if isinstance(x, Dense)).n_in
         if isinstance(layer, Dropout):
             if layer.rate == 0:       # the identity: no node, no mask drawn
+                where[-1] = None
                 continue
             nodes.append((_engine.NODE_KINDS["Dropout"], width, width, 0, float(layer.rate),
                           -1, -1, 0.0))
         elif not _fuses(layers, i):
             nodes.append((_engine.NODE_KINDS["Activation"], width, width,
                           ACTIVATIONS[layer.activation], 0.0, -1, -1, 0.0))
-    return nodes
+        else:
+            where[-1] = None
+    return nodes, where
 
 
 def _input_width(layers, n_in):
@@ -172,18 +199,23 @@ def _input_width(layers, n_in):
     No layer is changed."""
     width, what = n_in, "the input width"
     for i, layer in enumerate(layers):
-        if not isinstance(layer, Dense):
+        if _is_python(layer):     # its widths are known once a model built it
+            lin, lout = python_widths(layer) or (None, None)
+        elif isinstance(layer, Dense):
+            lin, lout = layer.n_in, layer.n_out
+        else:
             continue
-        if layer.n_in is not None:
-            if width is not None and width != layer.n_in:
-                raise ValueError(f"layers[{i}] {layer!r} takes n_in={layer.n_in}, but "
+        if lin is not None:
+            if width is not None and width != lin:
+                raise ValueError(f"layers[{i}] {layer!r} takes n_in={lin}, but "
                                  f"{what} is {width}")
             if width is None and n_in is None:
-                # a deferred Dense before it has no width to take
-                if any(isinstance(l, Dense) and l.n_in is None for l in layers[:i]):
+                # a deferred Dense or an unbuilt Python layer before it: no width to take
+                if any((isinstance(l, Dense) and l.n_in is None) or
+                       (_is_python(l) and python_widths(l) is None) for l in layers[:i]):
                     return None
-                return layer.n_in
-        width, what = layer.n_out, "the previous layer's width"
+                return lin
+        width, what = lout, "the previous layer's width"
     return n_in
 
 
@@ -357,8 +389,10 @@ class Sequential:
     def _build_deferred(layers, n_in):
         """Build the Keras-style Dense layers of a checked list for the input width ``n_in``."""
         width = n_in
-        for layer in layers:
-            if isinstance(layer, Dense) or (isinstance(layer, _NORMS) and width is not None):
+        for i, layer in enumerate(layers):
+            if _is_python(layer):
+                width = build_python_layer(layer, width, f"layers[{i}]")
+            elif isinstance(layer, Dense) or (isinstance(layer, _NORMS) and width is not None):
                 width = layer.build(width)
 
     @property
@@ -576,6 +610,7 @@ class Sequential:
                 s_off += size
             layer._set_arrays(values, grads)
         self._offsets = offsets
+        self._width_in = _input_width(list(layers), None)
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self._engine = self._make_engine(self.loss, rng)
         self.optimizer._setup(self.n_params, self.dtype)
@@ -588,9 +623,24 @@ class Sequential:
 
     def _make_engine(self, loss, rng):
         """The compiled tape of these layers with ``loss`` (canonical, checked) and the
-        dropout stream at ``rng``."""
-        return _engine.Engine(_tape(self._layers, self._acts, self._offsets), loss_code(loss),
-                              self.params, self.grads, rng, V.check_alloc, self._state)
+        dropout stream at ``rng`` (and the runner of its Python nodes, if any)."""
+        nodes, where = _tape(self._layers, self._acts, self._offsets, self._width_in)
+        self._width_out = nodes[-1][2]
+        entries, p_off = [], 0
+        for i, layer in enumerate(self._layers):
+            if _is_python(layer):
+                grads = []
+                for shape in layer.param_shapes.values():
+                    size = int(np.prod(shape))
+                    grads.append(self._grads[p_off:p_off + size].reshape(shape))
+                    p_off += size
+                entries.append((where[i], i, layer, nodes[where[i]][1], nodes[where[i]][2],
+                                grads))
+            else:
+                p_off += layer.n_params
+        runner = PythonNodes(entries, self._dtype) if entries else None
+        return _engine.Engine(nodes, loss_code(loss), self.params, self.grads, rng,
+                              V.check_alloc, self._state, python_node=runner)
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -698,15 +748,18 @@ class Sequential:
         """The input width (None while an unbuilt model cannot infer it)."""
         if self._pending is not None:
             return _input_width(list(self._layers), self._pending["input_dim"])
-        return self._dense[0].n_in
+        return self._width_in
 
     @property
     def n_out(self):
         """The output width (None while an unbuilt model has no Dense)."""
         if self._pending is not None:
             dense = [l for l in self._layers if isinstance(l, Dense)]
+            last = self._layers[-1] if self._layers else None
+            if last is not None and _is_python(last):
+                return (python_widths(last) or (None, None))[1]
             return dense[-1].n_out if dense else None
-        return self._dense[-1].n_out
+        return self._width_out
 
     @property
     def n_threads(self):
@@ -757,6 +810,11 @@ class Sequential:
             elif isinstance(layer, _NORMS):
                 extra = f"state {layer.n_state}" if layer.n_state else "-"
                 rows.append((str(i), type(layer).__name__, "same", extra,
+                             f"{layer.n_params:,}"))
+            elif _is_python(layer):
+                extra = f"state {layer.n_state}" if layer.n_state else "-"
+                rows.append((str(i), f"{type(layer).__name__} (Python)",
+                             f"(None, {python_widths(layer)[1]})", extra,
                              f"{layer.n_params:,}"))
             else:
                 rows.append((str(i), f"Dropout({layer.rate:g})", "same", "-", "0"))
@@ -1331,6 +1389,9 @@ class Sequential:
                     "metrics": None if p["metrics"] is None else list(p["metrics"])}
         config = {"layers": [layer.get_config() for layer in self.layers], "loss": self.loss,
                   "dtype": self.dtype.name, "optimizer": self.optimizer.get_config()}
+        if any(map(_is_python, self._layers)):
+            # fresh Python layers are unbuilt: from_config builds them from the input width
+            config["input_dim"] = self.n_in
         if self._metrics:     # absent: none (as in 0.1.0 files)
             config["metrics"] = list(self._metrics)
         return config
