@@ -13,6 +13,7 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
+import copy
 import sys
 import threading
 import warnings
@@ -27,8 +28,8 @@ from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
 from fastprop.layers import (LAYERS, Activation, BatchNorm, Dense, Dropout, Layer, LayerNorm,
                              _base)
-from fastprop.layers._python import (PythonNodes, build_python_layer, is_python_layer,
-                                     python_widths)
+from fastprop.layers._python import (PythonNodes, build_python_layer, gradcheck_layer,
+                                     is_python_layer, python_widths)
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
@@ -1475,17 +1476,27 @@ class Sequential:
             return other
 
 
-def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0):
+def gradcheck(model, X, y=None, sample_weight=None, eps=1e-6, max_params=None, seed=0):
     """Central finite-difference check of every parameter gradient, in float64.
 
     Works on a float64 copy of ``model`` (the model itself is untouched), in inference mode
     (dropout off, BatchNorm on its running statistics). For each parameter block (each
-    layer's W and b, gamma and beta) the relative error is
+    layer's W and b, gamma and beta, a custom layer's parameters) the relative error is
     ``||g - g_fd|| / max(||g|| + ||g_fd||, 1e-30)`` between the analytic gradient ``g`` and
     the central difference ``g_fd = (L(p + eps) - L(p - eps)) / (2 eps)``.
 
+    A layer alone (``gradcheck(layer, X)``, e.g. a custom Python layer; ``y`` and
+    ``sample_weight`` unused): a float64 copy of it (built for ``X``'s width if it is not
+    yet) is checked with the loss ``L = sum(forward(X) * R)`` for a fixed random ``R``: its
+    parameters' gradients and ``da_prev`` (the gradient with respect to ``X``) from its
+    ``backward(R, cache)`` against central differences.
+
     Parameters
     ----------
+    model : Sequential or Layer
+    X : array_like (n_samples, n_in)
+    y : array_like
+        The targets (a model; required).
     max_params : int, optional
         Check a random subset of at most this many parameters per block (all by default).
 
@@ -1495,14 +1506,25 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
         The largest relative error over the blocks: ~1e-8 or less for a right gradient,
         order 1 for a wrong one. A ReLU kink within ``eps`` of a sample can raise it.
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a Sequential, got {type(model).__name__}")
+    if not isinstance(model, (Sequential, Layer)):
+        raise TypeError(f"model must be a Sequential or a Layer, got {type(model).__name__}")
     eps = V.check_real(eps, "eps", low=0.0, low_open=True)
     if max_params is not None:
         max_params = V.check_size(max_params, "max_params")
+    if isinstance(model, Layer):
+        return gradcheck_layer(model, X, eps, max_params, seed)
+    if y is None:
+        raise TypeError("gradcheck of a model needs its targets y")
     config = model.get_config()
     config["dtype"] = "float64"
-    m = Sequential.from_config(config)
+    if any(map(_is_python, model.layers)):
+        # custom layers need not be registered: detached copies of them
+        layers = [_detached_copy(layer) if _is_python(layer)
+                  else LAYERS[spec["type"]].from_config(spec, dtype="float64")
+                  for layer, spec in zip(model.layers, config["layers"])]
+        m = Sequential(layers, loss=config["loss"], dtype="float64", input_dim=model.n_in)
+    else:
+        m = Sequential.from_config(config)
     m.params[...] = model.params
     m.state[...] = model.state
     X = m._X(X)
@@ -1539,6 +1561,13 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
         err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
         worst = max(worst, float(err))
     return worst
+
+
+def _detached_copy(layer):
+    """A deep copy of a built custom layer that belongs to no model."""
+    other = copy.deepcopy(layer)
+    object.__setattr__(other, "_owner", None)
+    return other
 
 
 io.register_model_class(Sequential)

@@ -23,12 +23,15 @@ runs, dropout's stream and the running statistics are kept, and :meth:`PythonNod
 restores the Python layers' parameters and state from the copy it took before the first
 Python call of the step.
 """
+import copy
+
 import numpy as np
 
 from fastprop import _validation as V
 from fastprop.layers._base import Layer
 
-__all__ = ["is_python_layer", "build_python_layer", "python_widths", "PythonNodes"]
+__all__ = ["is_python_layer", "build_python_layer", "python_widths", "PythonNodes",
+           "gradcheck_layer"]
 
 # the engine's phases of a Python node's call (_core._engine.PY_*; the values are the
 # engine's, read there, and repeated here only as names)
@@ -155,3 +158,56 @@ def _describe(value):
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} items"
     return type(value).__name__
+
+
+def gradcheck_layer(layer, X, eps, max_params, seed):
+    """``fastprop.gradcheck`` of a layer alone (arguments checked there but ``X``).
+
+    A float64 deep copy of ``layer`` (built for ``X``'s width when it is a Python layer not
+    built yet) and a fixed random ``R`` of the output's shape define ``L = sum(a * R)``;
+    ``backward(R, cache)`` must give its gradients: every parameter block and ``da_prev``
+    are compared with central differences. Returns the largest relative error."""
+    X = V.as_array(X, "X", np.float64, ndim=2, copy=True)
+    c = copy.deepcopy(layer)
+    object.__setattr__(c, "_owner", None)
+    if is_python_layer(c) and python_widths(c) is None and not c.param_shapes:
+        build_python_layer(c, X.shape[1], "layer")
+    names = list(c.param_shapes)
+    for name in names + list(c.state_shapes):
+        object.__setattr__(c, "_" + name, np.array(c.__dict__["_" + name], dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    a, cache = c.forward(X.copy(), training=False)
+    R = rng.standard_normal(np.shape(a))
+    out = c.backward(R.copy(), cache)
+    if not isinstance(out, (tuple, list)) or len(out) != 1 + len(names):
+        raise TypeError(f"{type(layer).__name__}.backward must return (da_prev, *grads), "
+                        f"{1 + len(names)} arrays, got {_describe(out)}")
+    blocks = [(c.__dict__["_" + n], np.asarray(g, dtype=np.float64))
+              for n, g in zip(names, out[1:])]
+    blocks.append((X, np.asarray(out[0], dtype=np.float64)))
+
+    def loss():
+        return float(np.sum(np.asarray(c.forward(X.copy(), training=False)[0]) * R))
+
+    worst = 0.0
+    for arr, g in blocks:
+        flat, gflat = arr.reshape(-1), g.reshape(-1)
+        if gflat.size != flat.size:
+            raise ValueError(f"{type(layer).__name__}.backward gave a gradient of {gflat.size} "
+                             f"values for an array of {flat.size}")
+        idx = np.arange(flat.size)
+        if max_params is not None and idx.size > max_params:
+            idx = rng.choice(idx, size=max_params, replace=False)
+        num = np.empty(idx.size)
+        for j, k in enumerate(idx):
+            old = flat[k]
+            flat[k] = old + eps
+            lp = loss()
+            flat[k] = old - eps
+            lm = loss()
+            flat[k] = old
+            num[j] = (lp - lm) / (2 * eps)
+        ana = gflat[idx]
+        err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
+        worst = max(worst, float(err))
+    return worst
