@@ -82,15 +82,15 @@ def _check_layer_kinds(layers):
         cls = type(layer)
         if _is_python(layer):        # a Python node; registered only to be saved
             continue
-        if LAYERS.get(cls.__name__) is not cls:
-            raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
-                            f"(fastprop.register_layer)")
         base = next((k for k in _COMPILED if isinstance(layer, k)), None)
         if base is None:
             raise TypeError(f"layers[{i}]: the compiled tape has no node for the layer kind "
                             f"{cls.__name__} (its kinds: Dense, Dropout, Activation, "
                             f"BatchNorm, LayerNorm), and it does not define forward and "
                             f"backward to run as a Python layer")
+        if LAYERS.get(cls.__name__) is not cls:
+            raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
+                            f"(fastprop.register_layer)")
         for method in ("forward", "backward"):
             if getattr(cls, method) is not getattr(base, method):
                 raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
@@ -1296,6 +1296,7 @@ class Sequential:
             order = np.arange(n, dtype=np.int64)
             sizes = np.minimum(batch_size, n - np.arange(steps) * batch_size).astype(float)
             err_sums = np.zeros((steps, 2))   # each batch's sum |a - y|, sum (a - y)^2
+            t_start, rng_start = opt.t, engine.rng_state
             try:
                 cbs.on_train_begin()
                 if initial_epoch is not None:     # the schedule's position: epoch initial_epoch
@@ -1363,7 +1364,10 @@ class Sequential:
                 cbs.on_train_end()
             except BaseException:
                 # interrupted or failed: the history of the epochs completed, files of the
-                # callbacks closed; the model and optimizer hold the steps applied
+                # callbacks closed; the model and optimizer hold the steps applied (none
+                # applied: the shuffling stream is rewound too, so that nothing changed)
+                if opt.t == t_start:
+                    engine.rng_state = rng_start
                 self.history = cbs.history
                 cbs.close()
                 raise
