@@ -596,3 +596,20 @@ def test_a_layer_without_forward_and_backward_is_still_refused():
             return n_in
     with pytest.raises(TypeError, match=r"layers\[1\].*no node for the layer kind NoBlock"):
         fp.Sequential([fp.Dense(4, 8), NoBlock(), fp.Dense(8, 3, activation="softmax")])
+
+
+def test_the_layer_runs_without_flush_to_zero():
+    # the engine flushes denormals to zero in its own loops; the user's NumPy code runs in the
+    # caller's floating-point mode
+    seen = []
+
+    class Tiny(Scale):
+        def forward(self, a_prev, training=False):
+            seen.append(float((np.array([1e-310]) * np.array([1.0]))[0]))
+            return super().forward(a_prev, training)
+    X, y = data()
+    m = fp.Sequential([fp.Dense(4, 8, seed=0), Tiny(), fp.Dense(8, 3, activation="softmax")],
+                      dtype="float64")
+    m.train_step(X, y)
+    m.predict(X)
+    assert seen == [1e-310, 1e-310]

@@ -102,6 +102,7 @@ cdef struct Tape:
     bint py_failed      # a Python node raised in this call: the loops stopped there
     void *engine        # the Engine owning this tape (borrowed): Python nodes call it
     void *errors        # its list of exceptions raised by Python nodes (borrowed)
+    unsigned int csr    # the floating-point mode of the call's caller (Python nodes run in it)
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -233,9 +234,16 @@ cdef bint _py_node(Tape *p, void *errors, int i, int n, int phase, bint training
                    char *out) noexcept nogil:
     """Call the Python layer of node i with the GIL (see Engine._call_python): its input x
     (n, width) copied in, its checked result copied to out (NULL: none wanted). False when
-    it raised: the exception is appended to errors (a list), and the caller stops its loop."""
+    it raised: the exception is appended to errors (a list), and the caller stops its loop.
+    The layer's NumPy code runs in the caller's floating-point mode (no flush-to-zero)."""
+    cdef bint ok
+    cdef unsigned int mode = fp_ftz_begin()
+    fp_ftz_end(p.csr)
     with gil:
-        return (<Engine> p.engine)._call_python(<list> <object> errors, i, n, phase, training, x, out)
+        ok = (<Engine> p.engine)._call_python(<list> <object> errors, i, n, phase, training,
+                                              x, out)
+    fp_ftz_end(mode)
+    return ok
 
 
 cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
@@ -967,6 +975,7 @@ cdef class Engine:
         cdef void *pg = self.gdata
         cdef double loss
         cdef unsigned int csr = fp_ftz_begin()
+        self.p.csr = csr     # the caller's mode, for Python nodes
         if pi != NULL:
             self._gather(px, py, pl, pw, pi, n)
             px = self.p.xb
@@ -1023,6 +1032,7 @@ cdef class Engine:
         self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             _threads_begin(&th, &self.p, n)
             if self.is_double:
                 _forward[double](&self.p, <double *> px, <double *> pp, n, training)
@@ -1049,6 +1059,7 @@ cdef class Engine:
         self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             _threads_begin(&th, &self.p, n)
             _bind(&self.p, px, training)
             if self.is_double:
@@ -1161,6 +1172,7 @@ cdef class Engine:
         cdef void *perr = <void *> errors
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             b0 = malloc(2 * nbytes + extra + 8)
             if b0 == NULL:
                 failed = True
