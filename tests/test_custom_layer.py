@@ -613,3 +613,17 @@ def test_the_layer_runs_without_flush_to_zero():
     m.train_step(X, y)
     m.predict(X)
     assert seen == [1e-310, 1e-310]
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch, registry):
+    from pathlib import Path
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not next to the tests (installed wheel)")
+    text = readme.read_text()
+    start = text.index("```python", text.index("### Custom layers")) + len("```python")
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(text[start:text.index("```", start)], "README.md", "exec"), scope)
+    assert scope["model"].layers[1].w.shape == (32,)
+    assert (tmp_path / "scale.fpm").exists()

@@ -282,6 +282,8 @@ class Sequential:
         (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled tape is
         built from them). A layer belongs to one model: a layer of another live model raises
         ``ValueError``; a kind the compiled model cannot run raises ``TypeError`` naming it.
+        A custom :class:`~fastprop.Layer` subclass that defines ``build``, ``forward`` and
+        ``backward`` in NumPy runs as a Python node of the tape (README, "Custom layers").
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
         ``binary_cross_entropy`` (sigmoid output), or an alias (Keras' ``mean_squared_error``,

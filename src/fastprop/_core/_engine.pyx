@@ -14,6 +14,11 @@
 # and run in place. The
 # output node's delta is written directly by the fused loss kernel.
 #
+# A Python layer is a NODE_PYTHON node: the loops take the GIL only at it, to call the Python
+# tier's runner with a copy of the node's input, and copy its checked result into the
+# workspace (see _py_node, Engine._call_python); an exception there stops the call, changing
+# nothing, and is re-raised by the entry point.
+#
 # predict() uses its own per-call scratch (malloc'd inside nogil) and a private copy of each
 # node, never the shared workspace, so several threads may predict with one model at once.
 # Training calls share the workspace: the model serializes them with a lock.

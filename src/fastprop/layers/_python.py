@@ -62,7 +62,13 @@ def build_python_layer(layer, n_in, where):
             raise ValueError(f"{name} was built for inputs of width {widths[0]}, got width "
                              f"{n_in}")
         return widths[1]
-    n_out = layer.build(n_in)
+    try:
+        n_out = layer.build(n_in)
+    except ValueError as e:
+        if "already declares" not in str(e):
+            raise
+        raise ValueError(f"{name} was built outside a model ({e}): give the model an unbuilt "
+                         f"layer, it calls build(n_in) itself") from None
     if n_out is None:
         raise TypeError(f"{name}.build(n_in) must return the output width (an int), got None")
     n_out = V.check_size(n_out, f"the output width {name}.build returned")
