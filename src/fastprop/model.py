@@ -643,7 +643,7 @@ class Sequential:
                 p_off += layer.n_params
         runner = PythonNodes(entries, self._dtype) if entries else None
         return _engine.Engine(nodes, loss_code(loss), self.params, self.grads, rng,
-                              V.check_alloc, self._state, python_node=runner)
+                              V.check_alloc, self._state, runner)
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")

@@ -229,11 +229,12 @@ class Activation:
 
 
 def _is_python_layer(layer):
-    """``layer``'s class defines forward and backward below fastprop's Layer base (read from
-    the class dictionaries: nothing of fastprop is imported)."""
+    """``layer``'s forward and backward are defined outside fastprop (read from the class
+    dictionaries: nothing of fastprop is imported): a user's Python layer. fastprop's own
+    kinds each have a twin of their own."""
     for name in ("forward", "backward"):
         owner = next((c for c in type(layer).__mro__ if name in vars(c)), None)
-        if owner is None or owner.__module__ == "fastprop.layers._base":
+        if owner is None or owner.__module__.split(".")[0] == "fastprop":
             return False
     return True
 
