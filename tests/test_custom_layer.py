@@ -627,3 +627,59 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, registry):
     exec(compile(text[start:text.index("```", start)], "README.md", "exec"), scope)
     assert scope["model"].layers[1].w.shape == (32,)
     assert (tmp_path / "scale.fpm").exists()
+
+
+# -- the layer's code cannot crash the process through the model ------------------------------
+def test_training_the_model_from_inside_its_layer_is_refused_and_changes_nothing():
+    X, y = data()
+    holder = {}
+
+    class Reentrant(Scale):
+        def forward(self, a_prev, training=False):
+            if training and holder.get("call"):
+                holder["call"]()
+            if "predict" in holder:           # predict runs on scratch of its own: allowed
+                holder["predicted"] = holder.pop("predict")()
+            return super().forward(a_prev, training)
+    m = fp.Sequential([fp.Dense(4, 8, seed=0), Reentrant(), fp.Dense(8, 3, activation="softmax")],
+                      dtype="float64", seed=0)
+    m.train_step(X, y)
+    before = snapshot(m)
+    for call in (lambda: m.train_step(X, y), lambda: m.train_step(X[:3].tolist(), y[:3]),
+                 lambda: m.fit(np.tile(X, (8, 1)), np.tile(y, 8), verbose=0),
+                 lambda: m.forward(X), lambda: m.compute_gradients(X, y), m.apply_gradients):
+        holder["call"] = call
+        with pytest.raises(RuntimeError, match="cannot train"):
+            m.train_step(X, y)
+        assert_unchanged(m, before)
+    holder.clear()
+    holder["predict"] = lambda: m.predict(X)
+    m.train_step(X, y)
+    assert holder["predicted"].shape == (16, 3)
+
+
+def test_replacing_the_optimizer_or_labels_inside_a_step_cannot_crash():
+    import gc
+    X, y = data()
+    labels = y.astype(np.int64)
+    acts = []
+
+    class Meddler(Scale):
+        def forward(self, a_prev, training=False):
+            if training and acts:
+                acts.pop()()
+                gc.collect()
+            return super().forward(a_prev, training)
+    m = fp.Sequential([fp.Dense(4, 8, seed=0), Meddler(), fp.Dense(8, 3, activation="softmax")],
+                      optimizer=fp.optim.SGD(lr=0.1, momentum=0.9), dtype="float64", seed=0)
+    acts.append(lambda: m.compile(optimizer=fp.optim.Adam(lr=0.01)))    # frees the old state
+    m.train_step(X, labels)
+    assert isinstance(m.optimizer, fp.optim.Adam)
+    clean = fp.Sequential([fp.Dense(4, 8, seed=0), Scale(), fp.Dense(8, 3, activation="softmax")],
+                          dtype="float64", seed=0)
+    clean.params[...] = m.params
+    expected = clean.evaluate(X, y)["loss"]
+    acts.append(lambda: labels.__setitem__(slice(None), 10 ** 12))      # out of range
+    loss = m.train_step(X, labels)                  # the step read its own copy of the labels
+    assert_close(loss, expected, np.float64)
+    assert np.isfinite(m.params).all()

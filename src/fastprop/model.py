@@ -17,6 +17,7 @@ import copy
 import sys
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
@@ -641,7 +642,11 @@ class Sequential:
                                 grads))
             else:
                 p_off += layer.n_params
-        runner = PythonNodes(entries, self._dtype) if entries else None
+        runner = None
+        if entries:                        # (a weak owner: no cycle through the engine)
+            runner = PythonNodes(entries, self._dtype, owner=weakref.ref(self),
+                                 hold=lambda model: list(model._optimizer._state.values()))
+        self._runner = runner
         return _engine.Engine(nodes, loss_code(loss), self.params, self.grads, rng,
                               V.check_alloc, self._state, runner)
 
@@ -1470,6 +1475,8 @@ class Sequential:
         other.n_threads = state.get("n_threads")
         self.__dict__.update(other.__dict__)
         self._optimizer._attach(self, force=True)     # other is discarded
+        if self._runner is not None:
+            self._runner.owner = weakref.ref(self)
         for layer in self._layers:
             layer._release(other)
             layer._claim(self)

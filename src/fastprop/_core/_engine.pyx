@@ -566,6 +566,8 @@ cdef class Engine:
     cdef object params, grads, state, ws, alloc_check
     cdef object python_node  # the Python tier's callable of the Python nodes (None: none)
     cdef list errors         # exceptions Python nodes raised in the current training call
+    cdef readonly bint in_python   # a Python node of a training call is running: the calls
+                                   # that use the workspace are refused (see _not_in_python)
     cdef int typenum
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
@@ -657,9 +659,15 @@ cdef class Engine:
         cdef cnp.ndarray res
         dims[0] = n
         dims[1] = w_in
+        cdef bint outer = self.in_python
         try:
             arg = np.array(cnp.PyArray_SimpleNewFromData(2, dims, self.typenum, <void *> x))
-            result = self.python_node(i, phase, arg, training)
+            if phase != PY_PREDICT:       # predict runs on scratch of its own: allowed inside
+                self.in_python = True
+            try:
+                result = self.python_node(i, phase, arg, training)
+            finally:
+                self.in_python = outer
             if out != NULL:
                 if not cnp.PyArray_CheckExact(result):
                     raise TypeError(f"the Python node {i} returned {type(result).__name__}")
@@ -674,6 +682,16 @@ cdef class Engine:
         except BaseException as exc:
             errors.append(exc)
             return False
+
+    cdef int _not_in_python(self) except -1:
+        """RuntimeError when called from a Python node of a running training call: the call
+        would overwrite (or reallocate) the workspace that call is using."""
+        if self.in_python:
+            raise RuntimeError("a custom layer's forward / backward cannot train or run the "
+                               "textbook passes of the model it belongs to (train_step, fit, "
+                               "forward, backward, compute_gradients, apply_gradients are "
+                               "refused inside it; predict and evaluate are allowed)")
+        return 0
 
     cdef int _python_failed(self, bint undo) except -1:
         """After a call whose step failed with Python nodes in the tape: with undo, have the
@@ -735,6 +753,7 @@ cdef class Engine:
         its own workspace (a Dropout's mask); then the gathered minibatch."""
         if n <= self.capacity:
             return
+        self._not_in_python()
         cdef int L = self.p.L, i
         cdef Py_ssize_t off = 0, sz = self.itemsize
         cdef Node *nd
@@ -813,6 +832,8 @@ cdef class Engine:
         cdef int typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
         cdef Py_ssize_t n
         cdef bint ok = True, labels
+        if self.in_python:
+            self._not_in_python()
         if not cnp.PyArray_Check(X):
             return None
         n = cnp.PyArray_DIMS(<cnp.ndarray> X)[0] if cnp.PyArray_NDIM(<cnp.ndarray> X) == 2 \
@@ -948,6 +969,7 @@ cdef class Engine:
         cdef int ns = _len(state)
         cdef bint ok
         cdef unsigned int csr
+        self._not_in_python()
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
@@ -964,6 +986,8 @@ cdef class Engine:
                      int opt_kind, const double *h, void **qs, int ns, long long t,
                      bint update) except? -1.0:
         cdef double loss
+        if self.in_python:
+            self._not_in_python()
         if n > self.capacity:
             self.ensure_capacity(n)
         with nogil:
@@ -987,6 +1011,14 @@ cdef class Engine:
             py = NULL if py == NULL else self.p.yb
             pl = NULL if pl == NULL else self.p.lb
             pw = NULL if pw == NULL else self.p.wb
+        elif self.p.n_python:
+            # the caller's arrays are reachable from the Python layers' code: the step reads
+            # copies (labels changed in place during the step cannot index out of range)
+            self._copy_batch(px, py, pl, pw, n)
+            px = self.p.xb
+            py = NULL if py == NULL else self.p.yb
+            pl = NULL if pl == NULL else self.p.lb
+            pw = NULL if pw == NULL else self.p.wb
         if self.is_double:
             loss = _step[double](&self.p, <double *> px, <double *> py, <long long *> pl,
                                  <double *> pw, <double *> pp, <double *> pg,
@@ -1005,6 +1037,18 @@ cdef class Engine:
         fp_ftz_end(csr)
         self.last_refused = self.p.refused
         return loss
+
+    cdef void _copy_batch(self, const void *px, const void *py, const void *pl,
+                          const void *pw, int n) noexcept nogil:
+        """X, y, labels, w (those given) of a batch of n rows into the gather buffers."""
+        cdef size_t sz = self.itemsize
+        memcpy(self.p.xb, px, <size_t> n * self.n_in0 * sz)
+        if py != NULL:
+            memcpy(self.p.yb, py, <size_t> n * self.k * sz)
+        if pl != NULL:
+            memcpy(self.p.lb, pl, <size_t> n * 8)
+        if pw != NULL:
+            memcpy(self.p.wb, pw, <size_t> n * sz)
 
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
                       const int64_t *idx, int n) noexcept nogil:
@@ -1032,6 +1076,7 @@ cdef class Engine:
         cdef void *pp = _ptr(self.params)
         cdef Threads th
         cdef uint64_t rng0 = self.p.rng
+        self._not_in_python()
         self.ensure_capacity(n)
         cdef unsigned int csr
         self.p.py_failed = False
@@ -1061,6 +1106,7 @@ cdef class Engine:
         cdef double loss
         cdef Threads th
         cdef unsigned int csr
+        self._not_in_python()
         self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()

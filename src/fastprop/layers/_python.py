@@ -106,14 +106,21 @@ class PythonNodes:
         (add_param order).
     dtype : numpy.dtype
         The model's dtype.
+    hold : callable, optional
+        ``hold(model)`` returns the arrays a training step reads through pointers besides the
+        model's buffers (the optimizer's state): held from the first Python call of a step
+        until the next, so that the layer's code cannot free them under the running step (by
+        replacing the optimizer, say). ``owner`` (a weak reference to the model; the model
+        re-points it when it takes over another's internals, as unpickling does) gives it.
     """
 
-    def __init__(self, entries, dtype):
+    def __init__(self, entries, dtype, hold=None, owner=None):
         self.nodes = {e[0]: e[1:] for e in entries}
         self.first = min(self.nodes)
         self.dtype = np.dtype(dtype)
         self.caches = {}
         self.saved = None
+        self.hold, self.held, self.owner = hold, None, owner
         # what a failed training call restores: the Python layers' parameters and state
         self.arrays = [arr for e in entries for arr in e[2].parameters() + e[2].states()]
 
@@ -133,6 +140,9 @@ class PythonNodes:
             return self._backward(i, layer, where, x, n, n_in, grads)
         if phase == _FORWARD and i == self.first:
             self.saved = [arr.copy() for arr in self.arrays]
+            model = self.owner() if self.owner is not None else None
+            if self.hold is not None and model is not None:
+                self.held = self.hold(model)
         out = layer.forward(x, training=bool(training))
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(f"{where}.forward must return a tuple (a, cache), got "
