@@ -683,3 +683,57 @@ def test_replacing_the_optimizer_or_labels_inside_a_step_cannot_crash():
     loss = m.train_step(X, labels)                  # the step read its own copy of the labels
     assert_close(loss, expected, np.float64)
     assert np.isfinite(m.params).all()
+
+
+def test_weights_of_a_custom_layer_in_keras_order():
+    m = fp.Sequential([fp.Dense(4, 5, seed=0), Counted(), fp.Dense(5, 3, activation="softmax")],
+                      dtype="float64")
+    ws = m.get_weights()
+    assert [w.shape for w in ws] == [(4, 5), (5,), (5,), (5,), (1,), (5, 3), (3,)]
+    ws[2][...] = 3.0                   # Counted.w
+    ws[4][...] = 7.0                   # Counted.calls (state)
+    m.set_weights(ws)
+    np.testing.assert_array_equal(m.layers[1].w, 3.0)
+    np.testing.assert_array_equal(m.state, [7.0])
+    before = m.get_weights()
+    bad = [w.copy() for w in ws]
+    bad[2] = np.zeros(4)
+    with pytest.raises(ValueError, match=r"weights\[2\]"):
+        m.set_weights(bad)
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_restores_the_custom_layers_weights_and_state():
+    X, y = data(n=32)
+    m = fp.Sequential([fp.Dense(4, 6, activation="tanh", seed=0), Counted(),
+                       fp.Dense(6, 3, activation="softmax", seed=1)],
+                      optimizer=fp.optim.SGD(lr=5.0), dtype="float64", seed=0)
+    best = {}
+
+    class Keep(fp.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs["val_loss"] < best.get("loss", np.inf):
+                best.update(loss=logs["val_loss"], w=m.get_weights())
+    m.fit(X, y, epochs=6, batch_size=8, validation_data=(X, y), verbose=0,
+          callbacks=[Keep(), fp.callbacks.EarlyStopping(patience=1,
+                                                        restore_best_weights=True)])
+    epochs = len(m.history.history["val_loss"])
+    assert epochs < 6 and m.state[0] < 4 * epochs       # stopped early, an earlier state back
+    for a, b in zip(m.get_weights(), best["w"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_failing_build_in_add_changes_nothing():
+    class BadBuild(Scale):
+        def build(self, n_in):
+            raise ValueError("no width for me")
+    m = fp.Sequential([fp.Dense(4, 8, seed=0), Scale()], loss="mse")
+    before = m.get_weights()
+    with pytest.raises(ValueError, match="no width for me"):
+        m.add(BadBuild())
+    assert len(m.layers) == 2
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    X = data()[0].astype(np.float32)
+    m.train_step(X, np.zeros((16, 8), np.float32))
