@@ -737,3 +737,14 @@ def test_a_failing_build_in_add_changes_nothing():
         np.testing.assert_array_equal(a, b)
     X = data()[0].astype(np.float32)
     m.train_step(X, np.zeros((16, 8), np.float32))
+
+
+def test_comm_self_equals_no_comm_with_a_custom_layer():
+    MPI = pytest.importorskip("mpi4py.MPI")
+    X, y = data(n=40)
+    a, b = scale_model("float64"), scale_model("float64")
+    a.fit(X, y, epochs=2, batch_size=8, verbose=0, comm=MPI.COMM_SELF)
+    b.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    assert_close(a.params, b.params, np.float64)
+    assert_close(a.train_step(X, y, comm=MPI.COMM_SELF), b.train_step(X, y), np.float64)
+    assert_close(a.params, b.params, np.float64)
