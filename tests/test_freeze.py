@@ -129,3 +129,20 @@ def test_constructor_argument_and_bad_value():
     assert fp.Dense(3, 2, trainable=False).trainable is False
     with pytest.raises(TypeError, match="trainable"):
         fp.Dense(3, 2, trainable=1)
+
+
+def test_frozen_layernorm_and_engine_range_check():
+    X, y = _data()
+    ln = fp.LayerNorm(trainable=False)
+    model = fp.Sequential([fp.Dense(5, 6, seed=1), ln, fp.Dense(6, 3, activation="softmax",
+                                                                seed=2)],
+                          loss="cross_entropy", optimizer=fp.optim.Adam(lr=0.01),
+                          dtype="float64")
+    sl = _layer_slices(model)[1]
+    before = model.params[sl].copy()
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.params[sl], before)
+    assert fp.LayerNorm.from_config(ln.get_config()).trainable is False
+    with pytest.raises(ValueError, match="ranges"):
+        model._engine.set_frozen([(0, model.n_params + 1)])
+    assert model._engine.frozen == [(sl.start, sl.stop)]     # a failed call changes nothing
