@@ -784,7 +784,25 @@ class Sequential:
 
     def _opt_args(self):
         """(kind, hyper, state) for the compiled update (cached by the optimizer)."""
+        self._sync_frozen()
         return self._optimizer._engine_args(self._n_params, self._dtype)
+
+    def _sync_frozen(self):
+        """Give the engine the [start, end) ranges of the frozen layers' parameters (layers
+        with ``trainable`` False), when they changed since the last call (O(layers))."""
+        ranges, off = [], 0
+        for layer in self._layers:
+            size = layer.n_params
+            if size and not layer.trainable:
+                if ranges and ranges[-1][1] == off:
+                    ranges[-1] = (ranges[-1][0], off + size)
+                else:
+                    ranges.append((off, off + size))
+            off += size
+        done = getattr(self, "_frozen_key", None)     # (engine, ranges) last given
+        if done is None or done[0] is not self._engine or done[1] != ranges:
+            self._engine.set_frozen(ranges)
+            self._frozen_key = (self._engine, ranges)
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None, comm=None):
@@ -833,6 +851,7 @@ class Sequential:
                         self._build_from(X)
                         t = opt.t + 1
                     args = self._step_args = opt._engine_args(self._n_params, self._dtype)
+                self._sync_frozen()
                 loss = self._engine.train_step_checked(X, y, *args, t)
                 if loss is not None:
                     if self._fwd is not None:

@@ -93,6 +93,9 @@ cdef struct Tape:
     bint refused        # the last step changed nothing: its loss or gradients were not finite
     double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
+    int n_frozen        # frozen parameter ranges (layer.trainable = False): [start, end)
+    Py_ssize_t *frozen  # pairs; the update skips them (their gradients are zeroed first)
+    char *fscratch      # their parameters and optimizer state, kept across the update
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -356,12 +359,13 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     if update and (not isfinite(loss) or (p.n_norm and not _stats_ok(p, n, params))):
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
-            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0:
+            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
+            p.n_frozen == 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
         if update:
-            p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
+            p.refused = not _update(p, params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
     if p.n_norm and not p.refused and _stats_ok(p, n, params):
         _commit(p, n, params)
@@ -369,18 +373,46 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     return loss
 
 
-cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int opt_kind,
-                  const double *hyper, floating **state, int n_state,
+cdef bint _update(Tape *p, floating *params, floating *grads, Py_ssize_t n_params,
+                  int opt_kind, const double *hyper, floating **state, int n_state,
                   long long t) noexcept nogil:
     """The optimizer update from grads, applied whole or refused (returns False, nothing
     written). One vectorized pass over the gradients (0.2 % of the large net's step), and one
     over the parameters and the state an update grows: refused when a gradient is not finite,
     or so large that the update or the optimizer's state could overflow (a v of inf would
-    freeze that parameter for good); see update_is_safe. NaN compares false: refused."""
-    cdef double gmax = _max_abs(grads, n_params)
+    freeze that parameter for good); see update_is_safe. NaN compares false: refused.
+
+    Frozen ranges (p.n_frozen): their gradients are zeroed first (so the refusal rule and
+    clip_norm see the trainable gradients only), their parameters and optimizer state are
+    kept in p.fscratch across the step and written back bit for bit."""
+    cdef int r, k
+    cdef Py_ssize_t a, m, off = 0
+    cdef floating *keep = <floating *> p.fscratch
+    cdef double gmax
+    for r in range(p.n_frozen):
+        memset(grads + p.frozen[2 * r], 0,
+               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+    gmax = _max_abs(grads, n_params)
     if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(keep + off, params + a, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:       # (unused state slots are NULL)
+                memcpy(keep + off, state[k] + a, m * sizeof(floating))
+            off += m
     optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
+    off = 0
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(params + a, keep + off, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:
+                memcpy(state[k] + a, keep + off, m * sizeof(floating))
+            off += m
     return True
 
 
@@ -498,7 +530,7 @@ cdef class Engine:
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
-    cdef object params, grads, state, ws, alloc_check
+    cdef object params, grads, state, ws, alloc_check, frozen_arr, fscratch_arr
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
@@ -803,6 +835,32 @@ cdef class Engine:
             self.p.norm = 0
         return loss
 
+    FROZEN_MAX_STATE = 7
+
+    def set_frozen(self, ranges):
+        """ranges: [(start, end), ...] of the flat parameter buffer that the update must not
+        change (frozen layers); [] for none. Room for the parameters and up to
+        FROZEN_MAX_STATE optimizer state buffers of each range is allocated here."""
+        cdef Py_ssize_t total = 0
+        arr = np.zeros(max(2 * len(ranges), 2), dtype=np.intp)
+        for i, (a, b) in enumerate(ranges):
+            if not 0 <= a < b <= self.n_params:
+                raise ValueError(f"ranges: ({a}, {b}) is not a range of the {self.n_params} "
+                                 f"parameters")
+            arr[2 * i], arr[2 * i + 1] = a, b
+            total += b - a
+        scratch = np.zeros(max(total, 1) * (1 + self.FROZEN_MAX_STATE), dtype=self.params.dtype)
+        self.frozen_arr, self.fscratch_arr = arr, scratch
+        self.p.frozen = <Py_ssize_t *> _ptr(arr)
+        self.p.fscratch = <char *> _ptr(scratch)
+        self.p.n_frozen = len(ranges)
+
+    property frozen:
+        """The frozen ranges, as set by set_frozen."""
+        def __get__(self):
+            return [(int(self.p.frozen[2 * i]), int(self.p.frozen[2 * i + 1]))
+                    for i in range(self.p.n_frozen)]
+
     def apply_update(self, int opt_kind, hyper, state, long long t):
         """Update only: the optimizer step t from grads, with the refusal rule of a fused step
         (see _update). Returns True when applied; False (last_refused set) when nothing
@@ -817,10 +875,10 @@ cdef class Engine:
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
-                ok = _update[double](<double *> pp, <double *> pg, self.n_params, opt_kind, h,
+                ok = _update[double](&self.p, <double *> pp, <double *> pg, self.n_params, opt_kind, h,
                                      <double **> qs, ns, t)
             else:
-                ok = _update[float](<float *> pp, <float *> pg, self.n_params, opt_kind, h,
+                ok = _update[float](&self.p, <float *> pp, <float *> pg, self.n_params, opt_kind, h,
                                     <float **> qs, ns, t)
             fp_ftz_end(csr)
         self.last_refused = not ok

@@ -47,6 +47,19 @@ class BatchNorm(_AffineNorm):
 
     _FIXED = _AffineNorm._FIXED + ("momentum",)
 
+    @property
+    def trainable(self):
+        """Always True: a frozen BatchNorm (Keras' inference-mode statistics) is not
+        implemented yet; setting False raises NotImplementedError."""
+        return True
+
+    @trainable.setter
+    def trainable(self, value):
+        if value is not True:
+            raise NotImplementedError(
+                f"BatchNorm.trainable = {value!r}: freezing a BatchNorm (running statistics in "
+                f"training) is not implemented yet")
+
     def __init__(self, momentum=0.1, eps=1e-5, dtype="float32"):
         momentum = V.check_real(momentum, "momentum", low=0.0, high=1.0)
         super().__init__(eps, dtype)

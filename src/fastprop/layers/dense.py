@@ -89,9 +89,10 @@ class Dense(Layer):
     """
 
     def __init__(self, n_in, n_out=_ONE_WIDTH, activation="identity", init=None,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, trainable=True):
         if n_out is _ONE_WIDTH:           # Dense(n_out): the input width comes at build
             n_in, n_out = None, n_in
+        self.trainable = trainable        # (checked first: a failed call builds nothing)
         self._n_in = None if n_in is None else V.check_size(n_in, "n_in")
         self._n_out = V.check_size(n_out, "n_out")
         self._activation = canonical_name(activation)
@@ -134,19 +135,23 @@ class Dense(Layer):
 
     def get_config(self):
         """``{"type": "Dense", "n_in", "n_out", "activation", "init"}`` (``n_in`` None while
-        the width is not inferred yet)."""
-        return {"type": type(self).__name__, "n_in": self.n_in, "n_out": self.n_out,
-                "activation": self.activation, "init": self.init}
+        the width is not inferred yet), and ``"trainable": False`` for a frozen layer (absent
+        when True, so older files load unchanged)."""
+        config = {"type": type(self).__name__, "n_in": self.n_in, "n_out": self.n_out,
+                  "activation": self.activation, "init": self.init}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
         """A Dense layer (zero weights; unbuilt when ``n_in`` is None) from :meth:`get_config`
         output."""
-        if set(config) != {"type", "n_in", "n_out", "activation", "init"}:
+        if set(config) - {"trainable"} != {"type", "n_in", "n_out", "activation", "init"}:
             raise ValueError(f"a Dense config has the keys type, n_in, n_out, activation, "
-                             f"init; got {sorted(config)}")
+                             f"init (and optionally trainable); got {sorted(config)}")
         layer = cls(config["n_in"], config["n_out"], activation=config["activation"],
-                    init="zeros", dtype=dtype)
+                    init="zeros", dtype=dtype, trainable=config.get("trainable", True))
         layer.init = canonical_init(config["init"])     # recorded; weights are loaded
         return layer
 
