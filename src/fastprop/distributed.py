@@ -270,6 +270,10 @@ def _refuse_batchnorm(model):
         raise ValueError("comm=: training a model with a BatchNorm layer over MPI is not "
                          "supported yet (its batch statistics would be each rank's own, not "
                          "the global batch's); use LayerNorm, or train without comm")
+    if any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in model.layers):
+        raise ValueError("comm=: training a model with a weight penalty (Dense l1 / l2) over "
+                         "MPI is not supported yet (every rank's gradient would add it, so the "
+                         "summed gradient would count it once per rank); train without comm")
 
 
 def train_step(model, X, y, sample_weight, comm):

@@ -94,7 +94,8 @@ class Layer:
     :meth:`get_weights` / :meth:`set_weights` read the declared parameters then the state
     buffers, in declaration order. ``trainable = False`` freezes the layer: in a model, the
     update leaves its parameters and their optimizer state unchanged (gradients still flow
-    through it to the layers before).
+    through it to the layers before); setting it tells the model that holds the layer, which
+    rebuilds its frozen ranges then (never per step).
 
     A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
     a live model holds to a second model raises ``ValueError`` (make a new layer, or
@@ -237,9 +238,14 @@ class Layer:
 
     @trainable.setter
     def trainable(self, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"trainable must be True or False, got {value!r}")
-        self._trainable = bool(value)
+        value = V.check_bool(value, "trainable")
+        if value == self.trainable:
+            return
+        object.__setattr__(self, "_trainable", value)
+        ref = self.__dict__.get("_owner")
+        owner = ref() if ref is not None else None
+        if owner is not None:          # the model rebuilds its frozen ranges now, not per step
+            owner._trainable_changed()
 
     @property
     def n_params(self):

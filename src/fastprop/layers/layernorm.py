@@ -171,6 +171,8 @@ class LayerNorm(_AffineNorm):
     eps : float > 0, default 1e-5
         Added to the variance.
     dtype : {"float32", "float64"}, default "float32"
+    trainable : bool, default True
+        False freezes ``gamma`` and ``beta`` in a model (not updated, optimizer state kept).
 
     Examples
     --------
