@@ -265,8 +265,10 @@ def _weight_sum(w, n):
 def _refuse_batchnorm(model):
     """Training with comm= and a BatchNorm is refused (the same decision on every rank, before
     any collective): each rank would normalize with its own shard's batch statistics, so the
-    step would not be the global batch's (there is no synchronized BatchNorm yet)."""
-    if any(isinstance(layer, BatchNorm) for layer in model.layers):
+    step would not be the global batch's (there is no synchronized BatchNorm yet). A frozen
+    BatchNorm (running statistics) is allowed. A weight penalty is refused too: each rank's
+    gradient would add it."""
+    if any(isinstance(layer, BatchNorm) and layer.trainable for layer in model.layers):
         raise ValueError("comm=: training a model with a BatchNorm layer over MPI is not "
                          "supported yet (its batch statistics would be each rank's own, not "
                          "the global batch's); use LayerNorm, or train without comm")
