@@ -320,3 +320,16 @@ def test_frozen_batchnorm_toggle_standalone_and_files(tmp_path):
         fp.BatchNorm(trainable="yes")
     with pytest.raises(TypeError, match="trainable"):
         fp.LayerNorm(trainable=None)
+
+
+def test_a_frozen_batchnorm_may_train_over_comm():
+    MPI = pytest.importorskip("mpi4py.MPI")
+    X, y = _bn_data(n=24, seed=9)
+    a, b = _bn_model(np.float64), _bn_model(np.float64)
+    a.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    b.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0, comm=MPI.COMM_SELF)
+    assert_close(b.params, a.params, np.float64, rtol=1e-12)
+    np.testing.assert_array_equal(b.state, a.state)
+    b.layers[1].trainable = True
+    with pytest.raises(ValueError, match="BatchNorm"):
+        b.train_step(X, y, comm=MPI.COMM_SELF)
