@@ -265,11 +265,17 @@ def _weight_sum(w, n):
 def _refuse_batchnorm(model):
     """Training with comm= and a BatchNorm is refused (the same decision on every rank, before
     any collective): each rank would normalize with its own shard's batch statistics, so the
-    step would not be the global batch's (there is no synchronized BatchNorm yet)."""
-    if any(isinstance(layer, BatchNorm) for layer in model.layers):
+    step would not be the global batch's (there is no synchronized BatchNorm yet). A frozen
+    BatchNorm (running statistics) is allowed. A weight penalty is refused too: each rank's
+    gradient would add it."""
+    if any(isinstance(layer, BatchNorm) and layer.trainable for layer in model.layers):
         raise ValueError("comm=: training a model with a BatchNorm layer over MPI is not "
                          "supported yet (its batch statistics would be each rank's own, not "
                          "the global batch's); use LayerNorm, or train without comm")
+    if any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in model.layers):
+        raise ValueError("comm=: training a model with a weight penalty (Dense l1 / l2) over "
+                         "MPI is not supported yet (every rank's gradient would add it, so the "
+                         "summed gradient would count it once per rank); train without comm")
 
 
 def train_step(model, X, y, sample_weight, comm):

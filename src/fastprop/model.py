@@ -137,13 +137,15 @@ def _tape(layers, acts, offsets):
     """The node list the engine runs (see ``_core/_node.pxd``): per layer
     (kind, n_in, n_out, activation code, rate, parameter offset, state offset, eps), an
     Activation after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of
-    the parameter-free kinds follow the chain. BatchNorm's rate is its momentum."""
+    the parameter-free kinds follow the chain. BatchNorm's rate is its momentum; a Dense's
+    tuple ends with its weight penalty (l1, l2)."""
     nodes, d, width, p_off, s_off = [], 0, None, 0, 0
     for i, layer in enumerate(layers):
         here, p_off, s_off = (p_off, s_off), p_off + layer.n_params, s_off + layer.n_state
         if isinstance(layer, Dense):
             nodes.append((_engine.NODE_KINDS["Dense"], layer.n_in, layer.n_out,
-                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0))
+                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0, layer.l1,
+                          layer.l2))
             width, d = layer.n_out, d + 1
             continue
         if isinstance(layer, _NORMS):
@@ -587,10 +589,13 @@ class Sequential:
         self.history = None
 
     def _make_engine(self, loss, rng):
-        """The compiled tape of these layers with ``loss`` (canonical, checked) and the
-        dropout stream at ``rng``."""
-        return _engine.Engine(_tape(self._layers, self._acts, self._offsets), loss_code(loss),
-                              self.params, self.grads, rng, V.check_alloc, self._state)
+        """The compiled tape of these layers with ``loss`` (canonical, checked), the
+        dropout stream at ``rng`` and the frozen layers' ranges."""
+        engine = _engine.Engine(_tape(self._layers, self._acts, self._offsets),
+                                loss_code(loss), self.params, self.grads, rng, V.check_alloc,
+                                self._state)
+        engine.set_frozen(self._frozen_ranges())
+        return engine
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -747,6 +752,7 @@ class Sequential:
         ValueError on an unbuilt model (as Keras): build it first (:meth:`build`)."""
         if self._pending is not None:
             raise ValueError(self._unbuilt_message("summary()"))
+        frozen = sum(b - a for a, b in self._frozen_ranges())
         rows = [("#", "layer", "output shape", "activation", "params")]
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
@@ -768,7 +774,8 @@ class Sequential:
             [f"Sequential: input (None, {self.n_in}), {self.dtype.name}", fmt(rows[0]), line]
             + [fmt(r) for r in rows[1:]]
             + [line, f"parameters: {self.n_params:,} ({self.n_params * self.dtype.itemsize:,} "
-                     f"bytes)  loss: {self.loss}  optimizer: {self.optimizer!r}"])
+                     f"bytes)  loss: {self.loss}  optimizer: {self.optimizer!r}",
+               f"trainable: {self.n_params - frozen:,}  non-trainable (frozen): {frozen:,}"])
         print(text, file=file if file is not None else sys.stdout)
         return text
 
@@ -785,6 +792,28 @@ class Sequential:
     def _opt_args(self):
         """(kind, hyper, state) for the compiled update (cached by the optimizer)."""
         return self._optimizer._engine_args(self._n_params, self._dtype)
+
+    def _frozen_ranges(self):
+        """The [start, end) ranges of the frozen layers' parameters (``trainable`` False),
+        adjacent ones merged (O(layers))."""
+        ranges, off = [], 0
+        for layer in self._layers:
+            size = layer.n_params
+            if size and not layer.trainable:
+                if ranges and ranges[-1][1] == off:
+                    ranges[-1] = (ranges[-1][0], off + size)
+                else:
+                    ranges.append((off, off + size))
+            off += size
+        return ranges
+
+    def _trainable_changed(self):
+        """A layer's ``trainable`` flag changed (its setter calls this on the model that
+        holds it): give the engine the new frozen ranges. The steps never look at the flags,
+        so a model without frozen layers pays nothing per step."""
+        with self._lock:
+            if self._pending is None:        # an unbuilt model reads the flags when built
+                self._engine.set_frozen(self._frozen_ranges())
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None, comm=None):
@@ -863,8 +892,9 @@ class Sequential:
 
     def _check_norm_rows(self, rows, what):
         """ValueError when a BatchNorm would train on a batch of one row (its variance is
-        undefined; PyTorch refuses it too)."""
-        if rows == 1 and any(isinstance(layer, BatchNorm) for layer in self._layers):
+        undefined; PyTorch refuses it too). A frozen BatchNorm uses its running statistics."""
+        if rows == 1 and any(isinstance(layer, BatchNorm) and layer.trainable
+                             for layer in self._layers):
             raise ValueError(f"{what} is a batch of one sample: BatchNorm in training needs "
                              f"more than one sample per batch (as torch.nn.BatchNorm1d); the "
                              f"model was not updated")
@@ -999,6 +1029,7 @@ class Sequential:
         z, a = self._outputs(X)
         out_act = ACTIVATIONS[_output_activation(self._layers, self._acts)]
         loss = _closs.loss_and_grad(loss_code(self.loss), out_act, z, a, y_dense, labels, w)
+        loss += self._engine.penalty()    # weight penalties: in the loss, as Keras reports it
         acc = self._accuracy(a, y_dense, labels)
         return (loss, acc, a) if outputs else (loss, acc)
 

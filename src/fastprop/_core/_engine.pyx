@@ -31,7 +31,8 @@ from fastprop._core._dense cimport FP_IDENTITY
 from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
                                    NODE_BATCHNORM, NODE_LAYERNORM)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
-                                         dense_node_delta, dense_node_sgd, dense_node_gemms)
+                                         dense_node_delta, dense_node_sgd, dense_node_gemms,
+                                         dense_node_penalty, dense_node_penalty_add)
 from fastprop._core._node_dropout cimport dropout_node_forward, dropout_node_backward
 from fastprop._core._node_activation cimport (activation_node_forward,
                                               activation_node_backward)
@@ -93,6 +94,10 @@ cdef struct Tape:
     bint refused        # the last step changed nothing: its loss or gradients were not finite
     double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
+    int n_frozen        # frozen parameter ranges (layer.trainable = False): [start, end)
+    Py_ssize_t *frozen  # pairs; the update skips them (their gradients are zeroed first)
+    char *fscratch      # their parameters and optimizer state, kept across the update
+    int n_penalty       # Dense nodes with a weight penalty (l1 / l2): 0 skips every penalty pass
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -266,10 +271,33 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
         if nd.kind == NODE_DENSE:
             dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
                                 _dprev(p, i, grads), n, i == p.L - 1, False)
+            if _penalized(nd):
+                dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
         elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
             norm_node_backward(nd, params, grads, n, training)
         else:
             _backward_no_params(p, nd, i, grads, n, training)
+
+
+cdef inline bint _penalized(Node *nd) noexcept nogil:
+    """A Dense node whose weight penalty counts (a frozen layer's does not: Keras sums the
+    penalties of trainable weights only)."""
+    return (nd.l1 != 0 or nd.l2 != 0) and not nd.frozen
+
+
+cdef double _penalty(Tape *p, const floating *params) noexcept nogil:
+    """The weight penalties' loss term: sum over the penalized Dense nodes of
+    l1 * sum|W| + l2 * sum W^2 (0 without any)."""
+    cdef int i
+    cdef double total = 0
+    cdef Node *nd
+    if p.n_penalty == 0:
+        return 0
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):
+            total += dense_node_penalty(nd, _W(nd, <floating *> params))
+    return total
 
 
 cdef inline void _backward_no_params(Tape *p, Node *nd, int i, floating *like, int n,
@@ -319,8 +347,14 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
         amax = _max_abs(<floating *> nd.x, <ptrdiff_t> n * nd.n_in)
         if not (lr * n * (amax if amax > 1 else 1.0) * dmax < limit):   # NaN / inf: refused
             return False
+        if _penalized(nd):     # the penalty's step: lr * (l1 + 2 * l2 * max|W|) at most
+            amax = _max_abs(_W(nd, params), <ptrdiff_t> nd.n_in * nd.n_out)
+            if not (lr * (nd.l1 + 2 * nd.l2 * amax) < limit):
+                return False
     for i in range(p.n_dense - 1, -1, -1):
         nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):     # from the old W (x.T @ dz does not read W)
+            dense_node_penalty_add(nd, _W(nd, params), _W(nd, params), -lr)
         dense_node_sgd(nd, _W(nd, params), _b(nd, params), _b(nd, grads), n, lr)
     return True
 
@@ -353,15 +387,18 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     p.refused = False
     _forward(p, X, params, n, True)
     loss = _loss_grad(p, y, labels, w, n, True)
+    if p.n_penalty:
+        loss += _penalty(p, params)
     if update and (not isfinite(loss) or (p.n_norm and not _stats_ok(p, n, params))):
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
-            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0:
+            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
+            p.n_frozen == 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
         if update:
-            p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
+            p.refused = not _update(p, params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
     if p.n_norm and not p.refused and _stats_ok(p, n, params):
         _commit(p, n, params)
@@ -369,18 +406,46 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     return loss
 
 
-cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int opt_kind,
-                  const double *hyper, floating **state, int n_state,
+cdef bint _update(Tape *p, floating *params, floating *grads, Py_ssize_t n_params,
+                  int opt_kind, const double *hyper, floating **state, int n_state,
                   long long t) noexcept nogil:
     """The optimizer update from grads, applied whole or refused (returns False, nothing
     written). One vectorized pass over the gradients (0.2 % of the large net's step), and one
     over the parameters and the state an update grows: refused when a gradient is not finite,
     or so large that the update or the optimizer's state could overflow (a v of inf would
-    freeze that parameter for good); see update_is_safe. NaN compares false: refused."""
-    cdef double gmax = _max_abs(grads, n_params)
+    freeze that parameter for good); see update_is_safe. NaN compares false: refused.
+
+    Frozen ranges (p.n_frozen): their gradients are zeroed first (so the refusal rule and
+    clip_norm see the trainable gradients only), their parameters and optimizer state are
+    kept in p.fscratch across the step and written back bit for bit."""
+    cdef int r, k
+    cdef Py_ssize_t a, m, off = 0
+    cdef floating *keep = <floating *> p.fscratch
+    cdef double gmax
+    for r in range(p.n_frozen):
+        memset(grads + p.frozen[2 * r], 0,
+               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+    gmax = _max_abs(grads, n_params)
     if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(keep + off, params + a, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:       # (unused state slots are NULL)
+                memcpy(keep + off, state[k] + a, m * sizeof(floating))
+            off += m
     optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
+    off = 0
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(params + a, keep + off, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:
+                memcpy(state[k] + a, keep + off, m * sizeof(floating))
+            off += m
     return True
 
 
@@ -498,7 +563,7 @@ cdef class Engine:
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
-    cdef object params, grads, state, ws, alloc_check
+    cdef object params, grads, state, ws, alloc_check, frozen_arr, fscratch_arr
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
@@ -511,7 +576,8 @@ cdef class Engine:
         """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off, eps) with
         kind one of NODE_KINDS (the module's constants), act an activation code, rate a
         Dropout's rate or a BatchNorm's momentum, p_off / s_off the first element of the
-        node's parameters / state (-1: none), eps a norm node's. state: the model's state
+        node's parameters / state (-1: none), eps a norm node's; a Dense's tuple may end with
+        its weight penalty (l1, l2) (>= 0, finite: checked by the caller). state: the model's state
         buffer (of params' dtype; held, its data read and written by BatchNorm nodes). alloc_check(nbytes, 1, name): the caller's check that a
         workspace of nbytes fits (raises ValueError); given by the Python tier, so the core
         imports nothing above it."""
@@ -528,7 +594,10 @@ cdef class Engine:
         self.max_width = 1
         for i, spec in enumerate(nodes):
             nd = &self.p.nodes[i]
-            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec
+            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec[:8]
+            if len(spec) > 8:          # a Dense's weight penalty (l1, l2)
+                nd.l1, nd.l2 = spec[8], spec[9]
+                self.p.n_penalty += nd.l1 != 0 or nd.l2 != 0
             nd.need_dprev = seen_params
             nd.inplace_grad = nd.kind != NODE_DENSE and i > 0
             seen_params = seen_params or nd.p_off >= 0
@@ -803,6 +872,43 @@ cdef class Engine:
             self.p.norm = 0
         return loss
 
+    FROZEN_MAX_STATE = 7
+
+    def set_frozen(self, ranges):
+        """ranges: [(start, end), ...] of the flat parameter buffer that the update must not
+        change (frozen layers); [] for none. Room for the parameters and up to
+        FROZEN_MAX_STATE optimizer state buffers of each range is allocated here. The nodes
+        whose parameters start inside a range are marked frozen (a BatchNorm then uses its
+        running statistics in training; a Dense's penalty no longer counts)."""
+        cdef Py_ssize_t total = 0
+        arr = np.zeros(max(2 * len(ranges), 2), dtype=np.intp)
+        for i, (a, b) in enumerate(ranges):
+            if not 0 <= a < b <= self.n_params:
+                raise ValueError(f"ranges: ({a}, {b}) is not a range of the {self.n_params} "
+                                 f"parameters")
+            arr[2 * i], arr[2 * i + 1] = a, b
+            total += b - a
+        scratch = np.zeros(max(total, 1) * (1 + self.FROZEN_MAX_STATE), dtype=self.params.dtype)
+        self.frozen_arr, self.fscratch_arr = arr, scratch
+        self.p.frozen = <Py_ssize_t *> _ptr(arr)
+        self.p.fscratch = <char *> _ptr(scratch)
+        self.p.n_frozen = len(ranges)
+        for i in range(self.p.L):       # a node is frozen when its parameters are
+            start = self.p.nodes[i].p_off
+            self.p.nodes[i].frozen = start >= 0 and any(a <= start < b for a, b in ranges)
+
+    def penalty(self):
+        """The weight penalties' loss term at the current parameters (0 without any)."""
+        if self.is_double:
+            return _penalty[double](&self.p, <double *> self.pdata)
+        return _penalty[float](&self.p, <float *> self.pdata)
+
+    property frozen:
+        """The frozen ranges, as set by set_frozen."""
+        def __get__(self):
+            return [(int(self.p.frozen[2 * i]), int(self.p.frozen[2 * i + 1]))
+                    for i in range(self.p.n_frozen)]
+
     def apply_update(self, int opt_kind, hyper, state, long long t):
         """Update only: the optimizer step t from grads, with the refusal rule of a fused step
         (see _update). Returns True when applied; False (last_refused set) when nothing
@@ -817,10 +923,10 @@ cdef class Engine:
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
-                ok = _update[double](<double *> pp, <double *> pg, self.n_params, opt_kind, h,
+                ok = _update[double](&self.p, <double *> pp, <double *> pg, self.n_params, opt_kind, h,
                                      <double **> qs, ns, t)
             else:
-                ok = _update[float](<float *> pp, <float *> pg, self.n_params, opt_kind, h,
+                ok = _update[float](&self.p, <float *> pp, <float *> pg, self.n_params, opt_kind, h,
                                     <float **> qs, ns, t)
             fp_ftz_end(csr)
         self.last_refused = not ok
@@ -925,10 +1031,12 @@ cdef class Engine:
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
+                loss += _penalty[double](&self.p, <double *> pp)
                 _backward[double](&self.p, <double *> pp, <double *> pg, n, training)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
+                loss += _penalty[float](&self.p, <float *> pp)
                 _backward[float](&self.p, <float *> pp, <float *> pg, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)

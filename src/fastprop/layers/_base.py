@@ -92,8 +92,10 @@ class Layer:
     ``Dense(n_out)``) reports ``built`` False until :meth:`build` is called with that width;
     a model calls it once the width is known (the previous layer, ``input_dim``, the data).
     :meth:`get_weights` / :meth:`set_weights` read the declared parameters then the state
-    buffers, in declaration order. ``trainable = False`` (freezing) is not implemented yet and
-    raises ``NotImplementedError``.
+    buffers, in declaration order. ``trainable = False`` freezes the layer: in a model, the
+    update leaves its parameters and their optimizer state unchanged (gradients still flow
+    through it to the layers before); setting it tells the model that holds the layer, which
+    rebuilds its frozen ranges then (never per step).
 
     A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
     a live model holds to a second model raises ``ValueError`` (make a new layer, or
@@ -230,16 +232,20 @@ class Layer:
 
     @property
     def trainable(self):
-        """Always True: freezing layers is not implemented yet (see the README)."""
-        return True
+        """bool: False freezes the layer's parameters (a model's update skips their range of
+        the flat buffer; their optimizer state does not move). Default True."""
+        return self.__dict__.get("_trainable", True)
 
     @trainable.setter
     def trainable(self, value):
-        if value is not True:
-            raise NotImplementedError(
-                f"{type(self).__name__}.trainable = {value!r}: freezing layers is not "
-                f"implemented yet (every layer's parameters are trained); a frozen layer would "
-                f"otherwise be silently trained")
+        value = V.check_bool(value, "trainable")
+        if value == self.trainable:
+            return
+        object.__setattr__(self, "_trainable", value)
+        ref = self.__dict__.get("_owner")
+        owner = ref() if ref is not None else None
+        if owner is not None:          # the model rebuilds its frozen ranges now, not per step
+            owner._trainable_changed()
 
     @property
     def n_params(self):
