@@ -255,19 +255,8 @@ def prepare_sample_weight(sample_weight, n, dtype, name="sample_weight"):
 def class_indices(loss, y_dense, labels, n_out, name="class_weight"):
     """The class of every sample for a single-label classification loss, as ``class_weight``
     reads it: the label (``cross_entropy``; the arg-max of probability rows), or target > 0.5
-    (``binary_cross_entropy`` with one output).
-
-    Parameters
-    ----------
-    loss : str
-        Canonical loss name.
-    y_dense : ndarray (n, n_out) or None
-    labels : ndarray (n,) of int64 or None
-        The targets as :func:`prepare_targets` gives them.
-    n_out : int
-        The model's output width.
-    name : str
-        The argument named by the error.
+    (``binary_cross_entropy`` with one output). ``loss``, ``y_dense``, ``labels``, ``n_out``
+    as for :func:`class_weight_vector`; ``name`` is the argument its error names.
 
     Returns
     -------
