@@ -22,6 +22,14 @@ as the error flag of that step's allreduce; an exception in a callback at the en
 is agreed on the same way. Nothing here is imported unless a ``comm`` is given; mpi4py is
 imported lazily.
 
+What ``fit`` has beyond the gradients is made global the same way, at no cost per step to a
+fit that does not use it: ``class_weight="balanced"`` sums the ranks' class counts in the
+allgather that agrees on the call's facts; the ``mae`` / ``mse`` metrics sum each batch's
+errors on its rank (in float64, from the step's own forward outputs) and reduce the two sums
+once per epoch rather than in the step's allreduce (whose buffer has the model's dtype);
+per-batch schedules read ``optimizer.iteration``, which advances by one per global step on
+every rank.
+
 Use it through ``comm=`` on :meth:`Sequential.fit`, :meth:`~Sequential.train_step`,
 :meth:`~Sequential.evaluate` and :meth:`~Sequential.predict`, and :func:`shard` to split the
 data.
