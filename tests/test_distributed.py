@@ -259,3 +259,36 @@ def test_comm_refuses_training_a_batchnorm_model_and_carries_layernorm():
     a.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
     b.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0, comm=MPI.COMM_SELF)
     np.testing.assert_allclose(b.params, a.params, rtol=1e-12, atol=1e-14)
+
+
+def test_comm_self_fit_with_class_weight_metrics_schedule_and_initial_epoch(dtype):
+    """fit(comm=MPI.COMM_SELF) with class_weight, the mae / mse metrics, a per-batch schedule
+    and initial_epoch equals fit without comm (History, parameters, schedule position), and
+    evaluate(comm=) reports the same metrics. (Two ranks: tests/mpi/worker_features.py.)"""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((45, 5)), rng.integers(0, 4, 45)
+    y[:25] = 0
+    models = []
+    for _ in range(2):
+        m, _ = make(dtype=dtype.name, optimizer=O.SGD(
+            lr=0.1, momentum=0.9, schedule=O.OneCycleLR(0.2, total_steps=30)))
+        m.compile(metrics=["mae", "mse"])
+        models.append(m)
+    kw = dict(epochs=4, initial_epoch=1, batch_size=8, shuffle=False, verbose=0,
+              validation_data=(X[:9], y[:9]))
+    for cw in ("balanced", {0: 0.25, 3: 2.0}):
+        ha = models[0].fit(X, y, class_weight=cw, **kw)
+        hb = models[1].fit(X, y, class_weight=cw, comm=MPI.COMM_SELF, **kw)
+        assert sorted(hb.history) == sorted(ha.history) == [
+            "accuracy", "loss", "lr", "mae", "mse", "val_accuracy", "val_loss", "val_mae",
+            "val_mse"]
+        assert hb.epoch == ha.epoch == [1, 2, 3]
+        for key in ha.history:
+            assert_close(hb.history[key], ha.history[key], dtype)
+        assert_close(models[1].params, models[0].params)
+        assert models[1].optimizer.iteration == models[0].optimizer.iteration == 4 * 6
+    a, b = models[0].evaluate(X, y), models[1].evaluate(X, y, comm=MPI.COMM_SELF)
+    assert sorted(a) == sorted(b) == ["accuracy", "loss", "mae", "mse"]
+    for key in a:
+        assert_close(b[key], a[key], dtype)

@@ -30,6 +30,7 @@ from fastprop.layers import (LAYERS, Activation, BatchNorm, Dense, Dropout, Laye
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
+from fastprop.losses import error_sums as _error_sums
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
@@ -218,16 +219,6 @@ def _check_metrics(metrics, loss, name="metrics"):
         if key not in out:
             out.append(key)
     return tuple(out)
-
-
-def _error_sums(a, y_dense, labels):
-    """(sum |a - y|, sum (a - y)^2, number of values) of outputs ``a`` against the dense
-    targets (one-hot rows of integer labels)."""
-    if y_dense is None:
-        y_dense = np.zeros_like(a)
-        y_dense[np.arange(a.shape[0]), labels] = 1
-    d = np.asarray(a, dtype=np.float64) - y_dense
-    return float(np.abs(d).sum()), float(np.einsum("ij,ij->", d, d)), d.size
 
 
 def _default_loss(activation):
@@ -1109,8 +1100,11 @@ class Sequential:
             decisions are the same everywhere; the progress bar, ``CSVLogger`` and
             ``ModelCheckpoint`` run on rank 0 only. An error on any rank (input, callback)
             raises on every rank. A CRC-32 of the parameters is compared across ranks after
-            every epoch. (``class_weight``, ``initial_epoch``, metrics and per-batch
-            schedules are not supported with ``comm``.)
+            every epoch. ``class_weight`` (``"balanced"`` counts the classes of all ranks),
+            ``initial_epoch``, the ``mae`` / ``mse`` metrics (sums reduced over the ranks) and
+            per-batch schedules (the lr of each global step) give what one process gets on the
+            union of the shards. A model with a BatchNorm layer is refused (its batch
+            statistics would be per rank).
         class_weight : dict of int to float, or "balanced", optional
             Weights of the classes (classification losses): each training sample's weight is
             multiplied by its class's (labels missing from the dict weigh 1); ``"balanced"``
@@ -1158,12 +1152,9 @@ class Sequential:
             self._build_from(X)
         if comm is not None:
             from fastprop import distributed
-            if class_weight is not None or initial_epoch is not None or self._metrics or \
-                    getattr(self._optimizer.schedule, "per_batch", False):
-                raise ValueError("class_weight, initial_epoch, metrics and per-batch schedules "
-                                 "are not supported with comm")
             return distributed.fit(self, X, y, epochs, batch_size, shuffle, validation_split,
-                                   validation_data, sample_weight, callbacks, verbose, comm)
+                                   validation_data, sample_weight, callbacks, verbose, comm,
+                                   class_weight, initial_epoch)
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):
