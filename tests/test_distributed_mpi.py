@@ -17,6 +17,7 @@ WORKERS = {  # worker -> number of checks it reports
     "worker_fit.py": 8,
     "worker_failures.py": 11,
     "worker_features.py": 18,
+    "worker_penalty.py": 9,
 }
 
 

@@ -225,11 +225,14 @@ def test_onnx_export_is_unaffected():
         assert list(getattr(a, field)) == list(getattr(b, field))
 
 
-def test_comm_refuses_a_penalty():
+def test_comm_counts_the_penalty_once():
+    """train_step(comm=) reports the data loss plus the penalty of the NumPy reference, once
+    (the rest of comm=: tests/test_distributed.py and tests/mpi/worker_penalty.py)."""
     MPI = pytest.importorskip("mpi4py.MPI")
     X, y = _data()
-    model = _model(fp.optim.Adam())
-    params = model.params.copy()
-    with pytest.raises(ValueError, match="penalty"):
-        model.train_step(X, y, comm=MPI.COMM_SELF)
-    np.testing.assert_array_equal(model.params, params)
+    pen, free = _model(fp.optim.Adam()), _model(fp.optim.Adam(), pen=False)
+    expected = _penalty(pen)
+    assert expected > 0
+    assert pen.train_step(X, y, comm=MPI.COMM_SELF) == pytest.approx(
+        free.train_step(X, y, comm=MPI.COMM_SELF) + expected, rel=1e-12)
+    assert not np.array_equal(pen.params, free.params)

@@ -30,6 +30,16 @@ once per epoch rather than in the step's allreduce (whose buffer has the model's
 per-batch schedules read ``optimizer.iteration``, which advances by one per global step on
 every rank.
 
+Weight penalties (``Dense(l1=, l2=)``) are a term of the global batch's loss, not of any
+sample: each rank's gradients-only pass leaves them out, and after the allreduce every rank adds
+their gradient to the summed gradients and their value to the summed loss
+(``Engine.add_penalty``), once per step as in one process (the parameters are the same on
+every rank, so are the added terms). Adding them on rank 0 before the allreduce would lose them
+on a step where rank 0's shard is empty. A model without a penalty does nothing more per step.
+Frozen layers (``trainable=False``) need nothing of their own: the update zeroes their
+gradients and keeps their parameters and optimizer state on every rank alike, and a frozen
+BatchNorm normalizes with its running statistics, the same on every rank.
+
 Use it through ``comm=`` on :meth:`Sequential.fit`, :meth:`~Sequential.train_step`,
 :meth:`~Sequential.evaluate` and :meth:`~Sequential.predict`, and :func:`shard` to split the
 data.
@@ -44,7 +54,7 @@ import numpy as np
 
 from fastprop import _validation as V
 from fastprop.callbacks import CallbackList, CSVLogger, ModelCheckpoint, ProgressBar
-from fastprop.layers import BatchNorm
+from fastprop.layers import BatchNorm, Dense
 from fastprop.losses import class_indices, class_weight_vector, error_sums
 
 __all__ = ["shard", "check_comm"]
@@ -225,6 +235,7 @@ class _Stepper:
         # the gradient buffer with the batch loss, the correct count and an error flag appended
         self.buf = np.empty(self.n + 3, dtype=model.dtype)
         self.MPI = _mpi()
+        self.penalized = False      # whether a step adds weight penalties (set by _stepper)
 
     def run(self, X, y_dense, labels, w, idx, normalizer, t):
         """One step at optimizer step ``t``; returns (global loss, global correct count,
@@ -232,7 +243,7 @@ class _Stepper:
         model, engine, n, buf = self.model, self.model._engine, self.n, self.buf
         err = None
         try:
-            loss = engine.compute_gradients(X, y_dense, labels, w, idx, normalizer)
+            loss = engine.compute_gradients(X, y_dense, labels, w, idx, normalizer, False)
             buf[:n] = model.grads
             buf[n], buf[n + 1], buf[n + 2] = loss, engine.last_correct, 0
         except Exception as exc:        # shared through the flag, re-raised below
@@ -247,6 +258,8 @@ class _Stepper:
                                f"see their error")
         model.grads[...] = buf[:n]
         loss, correct = float(buf[n]), float(buf[n + 1])
+        if self.penalized:      # the weight penalties, once per global step (see above)
+            loss += engine.add_penalty()
         refused = not np.isfinite(loss)
         if not refused:
             kind, hyper, state = model._opt_args()
@@ -264,7 +277,15 @@ def _stepper(model, comm, synced=False):
             broadcast_state(model, comm)
         st = _Stepper(model, comm)
         model.__dict__["_mpi_stepper"] = st
+    st.penalized = _penalized(model)
     return st
+
+
+def _penalized(model):
+    """Whether a trainable Dense of the model has a weight penalty (a frozen layer's does
+    not count, as in one process)."""
+    return any(isinstance(layer, Dense) and layer.trainable and (layer.l1 or layer.l2)
+               for layer in model.layers)
 
 
 def _weight_sum(w, n):
@@ -275,8 +296,7 @@ def _refuse_batchnorm(model):
     """Training with comm= and a BatchNorm is refused (the same decision on every rank, before
     any collective): each rank would normalize with its own shard's batch statistics, so the
     step would not be the global batch's (there is no synchronized BatchNorm). A frozen
-    BatchNorm (running statistics) is allowed. A weight penalty is refused too: each rank's
-    gradient would add it."""
+    BatchNorm (running statistics) is allowed."""
     if any(isinstance(layer, BatchNorm) and layer.trainable for layer in model.layers):
         raise ValueError("comm=: training a model with a BatchNorm layer over MPI is not "
                          "supported: each rank would normalize with its own shard's batch "
@@ -285,16 +305,12 @@ def _refuse_batchnorm(model):
                          "synchronized BatchNorm. Use LayerNorm (per sample: exact over "
                          "comm), freeze the BatchNorm (trainable=False: running statistics), "
                          "or train without comm (predict / evaluate with comm work)")
-    if any(getattr(layer, "l1", 0) or getattr(layer, "l2", 0) for layer in model.layers):
-        raise ValueError("comm=: training a model with a weight penalty (Dense l1 / l2) over "
-                         "MPI is not supported yet (every rank's gradient would add it, so the "
-                         "summed gradient would count it once per rank); train without comm")
 
 
 def train_step(model, X, y, sample_weight, comm):
     """``Sequential.train_step`` over ``comm``: every rank passes its part of the global batch
-    (possibly empty); returns the global batch loss. Collective. Refused (ValueError) for a
-    model with a BatchNorm layer."""
+    (possibly empty); returns the global batch loss (weight penalties included, once).
+    Collective. Refused (ValueError) for a model with a trainable BatchNorm layer."""
     comm = check_comm(comm)
     _refuse_batchnorm(model)
 
@@ -488,7 +504,7 @@ def _rank0_only(cb):
 def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_data,
         sample_weight, callbacks, verbose, comm, class_weight=None, initial_epoch=None):
     """``Sequential.fit`` over ``comm`` (see its docstring). Collective. Refused (ValueError)
-    for a model with a BatchNorm layer.
+    for a model with a trainable BatchNorm layer.
 
     As in one process on the union of the ranks' shards: ``class_weight="balanced"`` counts
     the classes of every rank (one allgather with the other facts of the call); the ``mae`` /

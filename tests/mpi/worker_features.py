@@ -6,7 +6,7 @@ import numpy as np
 
 import fastprop as fp
 from fastprop import callbacks as C, optim as O
-from _common import COMM, RANK, check, close, data, model, raises_everywhere
+from _common import COMM, RANK, check, close, data, interleave, model, raises_everywhere
 
 assert COMM.Get_size() == 2, "run with mpiexec -n 2"
 
@@ -35,16 +35,6 @@ def skewed(n, seed):
     y = np.concatenate([np.where(rng.random(n) < 0.7, 0, rng.integers(1, 3, n)),
                         rng.integers(1, 3, n)])
     return X, y
-
-
-def interleave(a, n, b):
-    """The union of the two halves of ``a`` (rank 0's rows [0, n), rank 1's [n, 2n)) ordered
-    as the global batches of a fit over the ranks with per-rank batch ``b``: batch i of rank 0,
-    then batch i of rank 1, ..."""
-    parts = []
-    for start in range(0, n, b):
-        parts += [a[start:min(start + b, n)], a[n + start:n + min(start + b, n)]]
-    return np.concatenate(parts)
 
 
 def union_case(dtype, schedule, class_weight):

@@ -271,7 +271,7 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
         if nd.kind == NODE_DENSE:
             dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
                                 _dprev(p, i, grads), n, i == p.L - 1, False)
-            if _penalized(nd):
+            if p.n_penalty and _penalized(nd):    # (0 in compute_gradients(penalty=False))
                 dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
         elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
             norm_node_backward(nd, params, grads, n, training)
@@ -298,6 +298,18 @@ cdef double _penalty(Tape *p, const floating *params) noexcept nogil:
         if _penalized(nd):
             total += dense_node_penalty(nd, _W(nd, <floating *> params))
     return total
+
+
+cdef double _penalty_add(Tape *p, const floating *params, floating *grads) noexcept nogil:
+    """grads += the weight penalties' gradient (l1 * sign(W) + 2 * l2 * W on each penalized
+    Dense's dW); returns their loss term, as _penalty."""
+    cdef int i
+    cdef Node *nd
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):
+            dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
+    return _penalty(p, params)
 
 
 cdef inline void _backward_no_params(Tape *p, Node *nd, int i, floating *like, int n,
@@ -852,25 +864,49 @@ cdef class Engine:
                          n, opt_kind, <const double *> _ptr(hyper), <void **> _ptr(state),
                          _len(state), t, update)
 
-    def compute_gradients(self, X, y, labels, w, idx, double normalizer):
+    def compute_gradients(self, X, y, labels, w, idx, double normalizer, bint penalty=True):
         """Gradients only: forward (training mode), loss and backward of X (n, n_in) or, when
         idx is given, of the rows idx of X / y / labels / w; grads := dL/dparams, where the
         loss is divided by normalizer (> 0) instead of the batch's weight sum (0). No update.
         Returns the loss; sets last_correct when count_correct. An empty batch (n = 0) gives
-        zero gradients and loss 0. Arrays as for train_step."""
+        zero gradients and loss 0. Arrays as for train_step. penalty=False leaves the weight
+        penalties out of the loss and the gradients (a sum of such gradients over shards
+        then gets them once from add_penalty)."""
         cdef int n = idx.shape[0] if idx is not None else X.shape[0]
+        cdef int n_penalty = self.p.n_penalty
         cdef double loss
         if n == 0:
             self.grads[...] = 0
             self.last_correct = 0
             return 0.0
         self.p.norm = normalizer if normalizer > 0 else 0
+        if not penalty:
+            self.p.n_penalty = 0
         try:
             loss = self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w),
                              <const int64_t *> _ptr(idx), n, 0, NULL, NULL, 0, 0, False)
         finally:
             self.p.norm = 0
+            self.p.n_penalty = n_penalty
         return loss
+
+    def add_penalty(self):
+        """grads += the weight penalties' gradient at the current parameters; returns their
+        loss term (0, and grads untouched, without any)."""
+        cdef void *pp = self.pdata
+        cdef void *pg = self.gdata
+        cdef double pen = 0
+        cdef unsigned int csr
+        if self.p.n_penalty == 0:
+            return 0.0
+        with nogil:
+            csr = fp_ftz_begin()
+            if self.is_double:
+                pen = _penalty_add[double](&self.p, <double *> pp, <double *> pg)
+            else:
+                pen = _penalty_add[float](&self.p, <float *> pp, <float *> pg)
+            fp_ftz_end(csr)
+        return pen
 
     FROZEN_MAX_STATE = 7
 
