@@ -236,3 +236,24 @@ def test_comm_counts_the_penalty_once():
     assert pen.train_step(X, y, comm=MPI.COMM_SELF) == pytest.approx(
         free.train_step(X, y, comm=MPI.COMM_SELF) + expected, rel=1e-12)
     assert not np.array_equal(pen.params, free.params)
+
+
+def test_compute_gradients_penalty_flag_sums_shards_to_the_whole_batch():
+    """compute_gradients(penalty=False) leaves the penalty out; shards of one batch given the
+    global normalizer sum to the whole batch's gradient when exactly one shard includes it."""
+    X, y = _data(n=12)
+    model = _model(fp.optim.Adam())
+    whole_loss = model.compute_gradients(X, y)
+    whole = model.grads.copy()
+    data_loss = model.compute_gradients(X, y, penalty=False)
+    assert whole_loss == pytest.approx(data_loss + _penalty(model), rel=1e-12)
+    assert not np.allclose(model.grads, whole)
+    l0 = model.compute_gradients(X[:5], y[:5], normalizer=12.0, penalty=True)
+    g0 = model.grads.copy()
+    l1 = model.compute_gradients(X[5:], y[5:], normalizer=12.0, penalty=False)
+    np.testing.assert_allclose(g0 + model.grads, whole, rtol=1e-12, atol=1e-14)
+    assert l0 + l1 == pytest.approx(whole_loss, rel=1e-12)
+    before = model.grads.copy()
+    with pytest.raises(TypeError, match="penalty"):
+        model.compute_gradients(X, y, penalty="no")
+    np.testing.assert_array_equal(model.grads, before)

@@ -931,7 +931,7 @@ class Sequential:
             self.last_loss = self._engine.backward(X, y_dense, labels, w, training)
         return self.grads
 
-    def compute_gradients(self, X, y, sample_weight=None, normalizer=None):
+    def compute_gradients(self, X, y, sample_weight=None, normalizer=None, penalty=True):
         """Gradients only: one compiled forward (training mode), loss and backward, no update.
 
         ``model.grads`` := the gradient of the batch loss ``sum_i w_i l_i / normalizer``; the
@@ -949,7 +949,11 @@ class Sequential:
             weight sum (``n_samples`` without weights). Shards of one global batch that each
             pass the global weight sum get gradients that *sum* to the global batch's gradient
             (each sample scaled as in one process); a shard whose weights are all 0 is then
-            allowed and gives zero gradients.
+            allowed and gives zero gradients. With Dense weight penalties (``l1`` / ``l2``),
+            pass ``penalty=True`` on exactly one shard so that the sum counts them once.
+        penalty : bool, default True
+            Include the Dense weight penalties (``l1`` / ``l2``) in the loss and the gradients;
+            ``False`` leaves them out (the data term only).
 
         Returns
         -------
@@ -959,6 +963,8 @@ class Sequential:
         if self._pending is not None:
             self._build_from(X)
         X = self._X(X)
+        if not isinstance(penalty, (bool, np.bool_)):
+            raise TypeError(f"penalty must be True or False, got {penalty!r}")
         if normalizer is None:
             y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
             normalizer = 0.0
@@ -968,7 +974,8 @@ class Sequential:
             y_dense, labels, w = _local_targets(self, y, X.shape[0], sample_weight)
         with self._lock:
             self._fwd = None
-            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer)
+            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer,
+                                                  bool(penalty))
 
     def apply_gradients(self):
         """One compiled optimizer update of ``model.params`` from ``model.grads``.
