@@ -748,3 +748,23 @@ def test_comm_self_equals_no_comm_with_a_custom_layer():
     assert_close(a.params, b.params, np.float64)
     assert_close(a.train_step(X, y, comm=MPI.COMM_SELF), b.train_step(X, y), np.float64)
     assert_close(a.params, b.params, np.float64)
+
+
+def test_a_frozen_custom_layer_stays_frozen_and_round_trips(registry):
+    registry(Counted)
+    X, y = data()
+    m = fp.Sequential([fp.Dense(4, 5, activation="tanh", seed=0), Counted(),
+                       fp.Dense(5, 3, activation="softmax", seed=1)],
+                      optimizer=fp.optim.Adam(lr=0.05), dtype="float64", seed=0)
+    m.layers[1].trainable = False
+    frozen = m.layers[1].w.copy(), m.layers[1].c.copy()
+    W0 = m.layers[0].W.copy()
+    m.fit(X, y, epochs=2, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(m.layers[1].w, frozen[0])
+    np.testing.assert_array_equal(m.layers[1].c, frozen[1])
+    assert not np.array_equal(m.layers[0].W, W0)            # the others train
+    np.testing.assert_array_equal(m.layers[1].calls, [8])   # its state still moves
+    assert m.layers[1].get_config() == {"type": "Counted", "trainable": False}
+    other = fp.from_bytes(m.to_bytes())
+    assert other.layers[1].trainable is False
+    np.testing.assert_array_equal(other.params, m.params)

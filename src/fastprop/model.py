@@ -34,6 +34,7 @@ from fastprop.layers._python import (PythonNodes, build_python_layer, gradcheck_
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
+from fastprop.losses import error_sums as _error_sums
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
@@ -156,7 +157,8 @@ def _tape(layers, acts, offsets, n_in):
     (kind, n_in, n_out, activation code, rate, parameter offset, state offset, eps), an
     Activation after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of
     the parameter-free kinds follow the chain from ``n_in``. BatchNorm's rate is its
-    momentum. Returns (nodes, the node index of each layer, None for a layer left out)."""
+    momentum; a Dense's tuple ends with its weight penalty (l1, l2). Returns (nodes, the node
+    index of each layer, None for a layer left out)."""
     nodes, d, width, p_off, s_off = [], 0, n_in, 0, 0
     where = []
     for i, layer in enumerate(layers):
@@ -171,7 +173,8 @@ def _tape(layers, acts, offsets, n_in):
             continue
         if isinstance(layer, Dense):
             nodes.append((_engine.NODE_KINDS["Dense"], layer.n_in, layer.n_out,
-                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0))
+                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0, layer.l1,
+                          layer.l2))
             width, d = layer.n_out, d + 1
             continue
         if isinstance(layer, _NORMS):
@@ -250,16 +253,6 @@ def _check_metrics(metrics, loss, name="metrics"):
         if key not in out:
             out.append(key)
     return tuple(out)
-
-
-def _error_sums(a, y_dense, labels):
-    """(sum |a - y|, sum (a - y)^2, number of values) of outputs ``a`` against the dense
-    targets (one-hot rows of integer labels)."""
-    if y_dense is None:
-        y_dense = np.zeros_like(a)
-        y_dense[np.arange(a.shape[0]), labels] = 1
-    d = np.asarray(a, dtype=np.float64) - y_dense
-    return float(np.abs(d).sum()), float(np.einsum("ij,ij->", d, d)), d.size
 
 
 def _default_loss(activation):
@@ -626,8 +619,9 @@ class Sequential:
         self.history = None
 
     def _make_engine(self, loss, rng):
-        """The compiled tape of these layers with ``loss`` (canonical, checked) and the
-        dropout stream at ``rng`` (and the runner of its Python nodes, if any)."""
+        """The compiled tape of these layers with ``loss`` (canonical, checked), the
+        dropout stream at ``rng``, the frozen layers' ranges (and the runner of its Python
+        nodes, if any)."""
         nodes, where = _tape(self._layers, self._acts, self._offsets, self._width_in)
         self._width_out = nodes[-1][2]
         entries, p_off = [], 0
@@ -647,8 +641,10 @@ class Sequential:
             runner = PythonNodes(entries, self._dtype, owner=weakref.ref(self),
                                  hold=lambda model: list(model._optimizer._state.values()))
         self._runner = runner
-        return _engine.Engine(nodes, loss_code(loss), self.params, self.grads, rng,
-                              V.check_alloc, self._state, runner)
+        engine = _engine.Engine(nodes, loss_code(loss), self.params, self.grads, rng,
+                                V.check_alloc, self._state, runner)
+        engine.set_frozen(self._frozen_ranges())
+        return engine
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -808,6 +804,7 @@ class Sequential:
         ValueError on an unbuilt model (as Keras): build it first (:meth:`build`)."""
         if self._pending is not None:
             raise ValueError(self._unbuilt_message("summary()"))
+        frozen = sum(b - a for a, b in self._frozen_ranges())
         rows = [("#", "layer", "output shape", "activation", "params")]
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
@@ -834,7 +831,8 @@ class Sequential:
             [f"Sequential: input (None, {self.n_in}), {self.dtype.name}", fmt(rows[0]), line]
             + [fmt(r) for r in rows[1:]]
             + [line, f"parameters: {self.n_params:,} ({self.n_params * self.dtype.itemsize:,} "
-                     f"bytes)  loss: {self.loss}  optimizer: {self.optimizer!r}"])
+                     f"bytes)  loss: {self.loss}  optimizer: {self.optimizer!r}",
+               f"trainable: {self.n_params - frozen:,}  non-trainable (frozen): {frozen:,}"])
         print(text, file=file if file is not None else sys.stdout)
         return text
 
@@ -851,6 +849,28 @@ class Sequential:
     def _opt_args(self):
         """(kind, hyper, state) for the compiled update (cached by the optimizer)."""
         return self._optimizer._engine_args(self._n_params, self._dtype)
+
+    def _frozen_ranges(self):
+        """The [start, end) ranges of the frozen layers' parameters (``trainable`` False),
+        adjacent ones merged (O(layers))."""
+        ranges, off = [], 0
+        for layer in self._layers:
+            size = layer.n_params
+            if size and not layer.trainable:
+                if ranges and ranges[-1][1] == off:
+                    ranges[-1] = (ranges[-1][0], off + size)
+                else:
+                    ranges.append((off, off + size))
+            off += size
+        return ranges
+
+    def _trainable_changed(self):
+        """A layer's ``trainable`` flag changed (its setter calls this on the model that
+        holds it): give the engine the new frozen ranges. The steps never look at the flags,
+        so a model without frozen layers pays nothing per step."""
+        with self._lock:
+            if self._pending is None:        # an unbuilt model reads the flags when built
+                self._engine.set_frozen(self._frozen_ranges())
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None, comm=None):
@@ -929,8 +949,9 @@ class Sequential:
 
     def _check_norm_rows(self, rows, what):
         """ValueError when a BatchNorm would train on a batch of one row (its variance is
-        undefined; PyTorch refuses it too)."""
-        if rows == 1 and any(isinstance(layer, BatchNorm) for layer in self._layers):
+        undefined; PyTorch refuses it too). A frozen BatchNorm uses its running statistics."""
+        if rows == 1 and any(isinstance(layer, BatchNorm) and layer.trainable
+                             for layer in self._layers):
             raise ValueError(f"{what} is a batch of one sample: BatchNorm in training needs "
                              f"more than one sample per batch (as torch.nn.BatchNorm1d); the "
                              f"model was not updated")
@@ -976,7 +997,7 @@ class Sequential:
             self.last_loss = self._engine.backward(X, y_dense, labels, w, training)
         return self.grads
 
-    def compute_gradients(self, X, y, sample_weight=None, normalizer=None):
+    def compute_gradients(self, X, y, sample_weight=None, normalizer=None, penalty=True):
         """Gradients only: one compiled forward (training mode), loss and backward, no update.
 
         ``model.grads`` := the gradient of the batch loss ``sum_i w_i l_i / normalizer``; the
@@ -994,7 +1015,11 @@ class Sequential:
             weight sum (``n_samples`` without weights). Shards of one global batch that each
             pass the global weight sum get gradients that *sum* to the global batch's gradient
             (each sample scaled as in one process); a shard whose weights are all 0 is then
-            allowed and gives zero gradients.
+            allowed and gives zero gradients. With Dense weight penalties (``l1`` / ``l2``),
+            pass ``penalty=True`` on exactly one shard so that the sum counts them once.
+        penalty : bool, default True
+            Include the Dense weight penalties (``l1`` / ``l2``) in the loss and the gradients;
+            ``False`` leaves them out (the data term only).
 
         Returns
         -------
@@ -1004,6 +1029,8 @@ class Sequential:
         if self._pending is not None:
             self._build_from(X)
         X = self._X(X)
+        if not isinstance(penalty, (bool, np.bool_)):
+            raise TypeError(f"penalty must be True or False, got {penalty!r}")
         if normalizer is None:
             y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
             normalizer = 0.0
@@ -1013,7 +1040,8 @@ class Sequential:
             y_dense, labels, w = _local_targets(self, y, X.shape[0], sample_weight)
         with self._lock:
             self._fwd = None
-            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer)
+            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer,
+                                                  bool(penalty))
 
     def apply_gradients(self):
         """One compiled optimizer update of ``model.params`` from ``model.grads``.
@@ -1065,6 +1093,7 @@ class Sequential:
         z, a = self._outputs(X)
         out_act = ACTIVATIONS[_output_activation(self._layers, self._acts)]
         loss = _closs.loss_and_grad(loss_code(self.loss), out_act, z, a, y_dense, labels, w)
+        loss += self._engine.penalty()    # weight penalties: in the loss, as Keras reports it
         acc = self._accuracy(a, y_dense, labels)
         return (loss, acc, a) if outputs else (loss, acc)
 
@@ -1144,8 +1173,11 @@ class Sequential:
             decisions are the same everywhere; the progress bar, ``CSVLogger`` and
             ``ModelCheckpoint`` run on rank 0 only. An error on any rank (input, callback)
             raises on every rank. A CRC-32 of the parameters is compared across ranks after
-            every epoch. (``class_weight``, ``initial_epoch``, metrics and per-batch
-            schedules are not supported with ``comm``.)
+            every epoch. ``class_weight`` (``"balanced"`` counts the classes of all ranks),
+            ``initial_epoch``, the ``mae`` / ``mse`` metrics (sums reduced over the ranks) and
+            per-batch schedules (the lr of each global step) give what one process gets on the
+            union of the shards. A model with a BatchNorm layer is refused (its batch
+            statistics would be per rank).
         class_weight : dict of int to float, or "balanced", optional
             Weights of the classes (classification losses): each training sample's weight is
             multiplied by its class's (labels missing from the dict weigh 1); ``"balanced"``
@@ -1193,12 +1225,9 @@ class Sequential:
             self._build_from(X)
         if comm is not None:
             from fastprop import distributed
-            if class_weight is not None or initial_epoch is not None or self._metrics or \
-                    getattr(self._optimizer.schedule, "per_batch", False):
-                raise ValueError("class_weight, initial_epoch, metrics and per-batch schedules "
-                                 "are not supported with comm")
             return distributed.fit(self, X, y, epochs, batch_size, shuffle, validation_split,
-                                   validation_data, sample_weight, callbacks, verbose, comm)
+                                   validation_data, sample_weight, callbacks, verbose, comm,
+                                   class_weight, initial_epoch)
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):

@@ -36,7 +36,8 @@ from fastprop._core._dense cimport FP_IDENTITY
 from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
                                    NODE_BATCHNORM, NODE_LAYERNORM, NODE_PYTHON)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
-                                         dense_node_delta, dense_node_sgd, dense_node_gemms)
+                                         dense_node_delta, dense_node_sgd, dense_node_gemms,
+                                         dense_node_penalty, dense_node_penalty_add)
 from fastprop._core._node_dropout cimport dropout_node_forward, dropout_node_backward
 from fastprop._core._node_activation cimport (activation_node_forward,
                                               activation_node_backward)
@@ -103,6 +104,10 @@ cdef struct Tape:
     bint refused        # the last step changed nothing: its loss or gradients were not finite
     double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
+    int n_frozen        # frozen parameter ranges (layer.trainable = False): [start, end)
+    Py_ssize_t *frozen  # pairs; the update skips them (their gradients are zeroed first)
+    char *fscratch      # their parameters and optimizer state, kept across the update
+    int n_penalty       # Dense nodes with a weight penalty (l1 / l2): 0 skips every penalty pass
     int n_python        # Python nodes (their calls take the GIL; see _py_node)
     bint py_failed      # a Python node raised in this call: the loops stopped there
     void *engine        # the Engine owning this tape (borrowed): Python nodes call it
@@ -304,6 +309,8 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
         if nd.kind == NODE_DENSE:
             dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
                                 _dprev(p, i, grads), n, i == p.L - 1, False)
+            if p.n_penalty and _penalized(nd):    # (0 in compute_gradients(penalty=False))
+                dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
         elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
             norm_node_backward(nd, params, grads, n, training)
         elif nd.kind == NODE_PYTHON:
@@ -316,6 +323,39 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
                 return
         else:
             _backward_no_params(p, nd, i, grads, n, training)
+
+
+cdef inline bint _penalized(Node *nd) noexcept nogil:
+    """A Dense node whose weight penalty counts (a frozen layer's does not: Keras sums the
+    penalties of trainable weights only)."""
+    return (nd.l1 != 0 or nd.l2 != 0) and not nd.frozen
+
+
+cdef double _penalty(Tape *p, const floating *params) noexcept nogil:
+    """The weight penalties' loss term: sum over the penalized Dense nodes of
+    l1 * sum|W| + l2 * sum W^2 (0 without any)."""
+    cdef int i
+    cdef double total = 0
+    cdef Node *nd
+    if p.n_penalty == 0:
+        return 0
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):
+            total += dense_node_penalty(nd, _W(nd, <floating *> params))
+    return total
+
+
+cdef double _penalty_add(Tape *p, const floating *params, floating *grads) noexcept nogil:
+    """grads += the weight penalties' gradient (l1 * sign(W) + 2 * l2 * W on each penalized
+    Dense's dW); returns their loss term, as _penalty."""
+    cdef int i
+    cdef Node *nd
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):
+            dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
+    return _penalty(p, params)
 
 
 cdef inline void _backward_no_params(Tape *p, Node *nd, int i, floating *like, int n,
@@ -365,8 +405,14 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
         amax = _max_abs(<floating *> nd.x, <ptrdiff_t> n * nd.n_in)
         if not (lr * n * (amax if amax > 1 else 1.0) * dmax < limit):   # NaN / inf: refused
             return False
+        if _penalized(nd):     # the penalty's step: lr * (l1 + 2 * l2 * max|W|) at most
+            amax = _max_abs(_W(nd, params), <ptrdiff_t> nd.n_in * nd.n_out)
+            if not (lr * (nd.l1 + 2 * nd.l2 * amax) < limit):
+                return False
     for i in range(p.n_dense - 1, -1, -1):
         nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):     # from the old W (x.T @ dz does not read W)
+            dense_node_penalty_add(nd, _W(nd, params), _W(nd, params), -lr)
         dense_node_sgd(nd, _W(nd, params), _b(nd, params), _b(nd, grads), n, lr)
     return True
 
@@ -405,11 +451,13 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
         _threads_end(&th)
         return 0.0
     loss = _loss_grad(p, y, labels, w, n, True)
+    if p.n_penalty:
+        loss += _penalty(p, params)
     if update and (not isfinite(loss) or (p.n_norm and not _stats_ok(p, n, params))):
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
-            p.n_python == 0:
+            p.n_frozen == 0 and p.n_python == 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
@@ -417,7 +465,7 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
             p.refused = True
             p.rng = rng0
         elif update:
-            p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
+            p.refused = not _update(p, params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
     if p.n_norm and not p.refused and _stats_ok(p, n, params):
         _commit(p, n, params)
@@ -425,18 +473,46 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     return loss
 
 
-cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int opt_kind,
-                  const double *hyper, floating **state, int n_state,
+cdef bint _update(Tape *p, floating *params, floating *grads, Py_ssize_t n_params,
+                  int opt_kind, const double *hyper, floating **state, int n_state,
                   long long t) noexcept nogil:
     """The optimizer update from grads, applied whole or refused (returns False, nothing
     written). One vectorized pass over the gradients (0.2 % of the large net's step), and one
     over the parameters and the state an update grows: refused when a gradient is not finite,
     or so large that the update or the optimizer's state could overflow (a v of inf would
-    freeze that parameter for good); see update_is_safe. NaN compares false: refused."""
-    cdef double gmax = _max_abs(grads, n_params)
+    freeze that parameter for good); see update_is_safe. NaN compares false: refused.
+
+    Frozen ranges (p.n_frozen): their gradients are zeroed first (so the refusal rule and
+    clip_norm see the trainable gradients only), their parameters and optimizer state are
+    kept in p.fscratch across the step and written back bit for bit."""
+    cdef int r, k
+    cdef Py_ssize_t a, m, off = 0
+    cdef floating *keep = <floating *> p.fscratch
+    cdef double gmax
+    for r in range(p.n_frozen):
+        memset(grads + p.frozen[2 * r], 0,
+               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+    gmax = _max_abs(grads, n_params)
     if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(keep + off, params + a, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:       # (unused state slots are NULL)
+                memcpy(keep + off, state[k] + a, m * sizeof(floating))
+            off += m
     optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
+    off = 0
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(params + a, keep + off, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:
+                memcpy(state[k] + a, keep + off, m * sizeof(floating))
+            off += m
     return True
 
 
@@ -563,7 +639,7 @@ cdef class Engine:
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
-    cdef object params, grads, state, ws, alloc_check
+    cdef object params, grads, state, ws, alloc_check, frozen_arr, fscratch_arr
     cdef object python_node  # the Python tier's callable of the Python nodes (None: none)
     cdef list errors         # exceptions Python nodes raised in the current training call
     cdef readonly bint in_python   # a Python node of a training call is running: the calls
@@ -581,7 +657,8 @@ cdef class Engine:
         """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off, eps) with
         kind one of NODE_KINDS (the module's constants), act an activation code, rate a
         Dropout's rate or a BatchNorm's momentum, p_off / s_off the first element of the
-        node's parameters / state (-1: none), eps a norm node's. state: the model's state
+        node's parameters / state (-1: none), eps a norm node's; a Dense's tuple may end with
+        its weight penalty (l1, l2) (>= 0, finite: checked by the caller). state: the model's state
         buffer (of params' dtype; held, its data read and written by BatchNorm nodes). alloc_check(nbytes, 1, name): the caller's check that a
         workspace of nbytes fits (raises ValueError); given by the Python tier, so the core
         imports nothing above it. python_node(i, phase, x, training): the Python tier's runner
@@ -599,7 +676,10 @@ cdef class Engine:
         self.max_width = 1
         for i, spec in enumerate(nodes):
             nd = &self.p.nodes[i]
-            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec
+            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec[:8]
+            if len(spec) > 8:          # a Dense's weight penalty (l1, l2)
+                nd.l1, nd.l2 = spec[8], spec[9]
+                self.p.n_penalty += nd.l1 != 0 or nd.l2 != 0
             nd.need_dprev = seen_params
             # a Python node may change the width: its delta has a buffer of its own
             nd.inplace_grad = nd.kind != NODE_DENSE and nd.kind != NODE_PYTHON and i > 0
@@ -938,25 +1018,86 @@ cdef class Engine:
                          n, opt_kind, <const double *> _ptr(hyper), <void **> _ptr(state),
                          _len(state), t, update)
 
-    def compute_gradients(self, X, y, labels, w, idx, double normalizer):
+    def compute_gradients(self, X, y, labels, w, idx, double normalizer, bint penalty=True):
         """Gradients only: forward (training mode), loss and backward of X (n, n_in) or, when
         idx is given, of the rows idx of X / y / labels / w; grads := dL/dparams, where the
         loss is divided by normalizer (> 0) instead of the batch's weight sum (0). No update.
         Returns the loss; sets last_correct when count_correct. An empty batch (n = 0) gives
-        zero gradients and loss 0. Arrays as for train_step."""
+        zero gradients and loss 0. Arrays as for train_step. penalty=False leaves the weight
+        penalties out of the loss and the gradients (a sum of such gradients over shards
+        then gets them once from add_penalty)."""
         cdef int n = idx.shape[0] if idx is not None else X.shape[0]
+        cdef int n_penalty = self.p.n_penalty
         cdef double loss
         if n == 0:
             self.grads[...] = 0
             self.last_correct = 0
             return 0.0
         self.p.norm = normalizer if normalizer > 0 else 0
+        if not penalty:
+            self.p.n_penalty = 0
         try:
             loss = self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w),
                              <const int64_t *> _ptr(idx), n, 0, NULL, NULL, 0, 0, False)
         finally:
             self.p.norm = 0
+            self.p.n_penalty = n_penalty
         return loss
+
+    def add_penalty(self):
+        """grads += the weight penalties' gradient at the current parameters; returns their
+        loss term (0, and grads untouched, without any)."""
+        cdef void *pp = self.pdata
+        cdef void *pg = self.gdata
+        cdef double pen = 0
+        cdef unsigned int csr
+        if self.p.n_penalty == 0:
+            return 0.0
+        with nogil:
+            csr = fp_ftz_begin()
+            if self.is_double:
+                pen = _penalty_add[double](&self.p, <double *> pp, <double *> pg)
+            else:
+                pen = _penalty_add[float](&self.p, <float *> pp, <float *> pg)
+            fp_ftz_end(csr)
+        return pen
+
+    FROZEN_MAX_STATE = 7
+
+    def set_frozen(self, ranges):
+        """ranges: [(start, end), ...] of the flat parameter buffer that the update must not
+        change (frozen layers); [] for none. Room for the parameters and up to
+        FROZEN_MAX_STATE optimizer state buffers of each range is allocated here. The nodes
+        whose parameters start inside a range are marked frozen (a BatchNorm then uses its
+        running statistics in training; a Dense's penalty no longer counts)."""
+        cdef Py_ssize_t total = 0
+        arr = np.zeros(max(2 * len(ranges), 2), dtype=np.intp)
+        for i, (a, b) in enumerate(ranges):
+            if not 0 <= a < b <= self.n_params:
+                raise ValueError(f"ranges: ({a}, {b}) is not a range of the {self.n_params} "
+                                 f"parameters")
+            arr[2 * i], arr[2 * i + 1] = a, b
+            total += b - a
+        scratch = np.zeros(max(total, 1) * (1 + self.FROZEN_MAX_STATE), dtype=self.params.dtype)
+        self.frozen_arr, self.fscratch_arr = arr, scratch
+        self.p.frozen = <Py_ssize_t *> _ptr(arr)
+        self.p.fscratch = <char *> _ptr(scratch)
+        self.p.n_frozen = len(ranges)
+        for i in range(self.p.L):       # a node is frozen when its parameters are
+            start = self.p.nodes[i].p_off
+            self.p.nodes[i].frozen = start >= 0 and any(a <= start < b for a, b in ranges)
+
+    def penalty(self):
+        """The weight penalties' loss term at the current parameters (0 without any)."""
+        if self.is_double:
+            return _penalty[double](&self.p, <double *> self.pdata)
+        return _penalty[float](&self.p, <float *> self.pdata)
+
+    property frozen:
+        """The frozen ranges, as set by set_frozen."""
+        def __get__(self):
+            return [(int(self.p.frozen[2 * i]), int(self.p.frozen[2 * i + 1]))
+                    for i in range(self.p.n_frozen)]
 
     def apply_update(self, int opt_kind, hyper, state, long long t):
         """Update only: the optimizer step t from grads, with the refusal rule of a fused step
@@ -973,10 +1114,10 @@ cdef class Engine:
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
-                ok = _update[double](<double *> pp, <double *> pg, self.n_params, opt_kind, h,
+                ok = _update[double](&self.p, <double *> pp, <double *> pg, self.n_params, opt_kind, h,
                                      <double **> qs, ns, t)
             else:
-                ok = _update[float](<float *> pp, <float *> pg, self.n_params, opt_kind, h,
+                ok = _update[float](&self.p, <float *> pp, <float *> pg, self.n_params, opt_kind, h,
                                     <float **> qs, ns, t)
             fp_ftz_end(csr)
         self.last_refused = not ok
@@ -1116,10 +1257,12 @@ cdef class Engine:
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
+                loss += _penalty[double](&self.p, <double *> pp)
                 _backward[double](&self.p, <double *> pp, <double *> pg, n, training)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
+                loss += _penalty[float](&self.p, <float *> pp)
                 _backward[float](&self.p, <float *> pp, <float *> pg, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)

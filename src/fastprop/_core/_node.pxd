@@ -36,3 +36,8 @@ cdef struct Node:
     char *a                 # the output (n, n_out)
     char *g                 # the delta of the output (n, n_out): da, then dz in place
     char *w                 # the node's own workspace (Dropout: its mask (n, n_in))
+    bint frozen             # its parameters lie in a frozen range (layer.trainable = False):
+                            # a BatchNorm then normalizes with its running statistics in
+                            # training too (Keras), a Dense adds no weight penalty
+    double l1               # Dense: weight penalty l1 * sum|W| + l2 * sum W^2 added to the
+    double l2               # loss (kernel_regularizer; b spared), its gradient to dW

@@ -92,8 +92,10 @@ class Layer:
     ``Dense(n_out)``) reports ``built`` False until :meth:`build` is called with that width;
     a model calls it once the width is known (the previous layer, ``input_dim``, the data).
     :meth:`get_weights` / :meth:`set_weights` read the declared parameters then the state
-    buffers, in declaration order. ``trainable = False`` (freezing) is not implemented yet and
-    raises ``NotImplementedError``.
+    buffers, in declaration order. ``trainable = False`` freezes the layer: in a model, the
+    update leaves its parameters and their optimizer state unchanged (gradients still flow
+    through it to the layers before); setting it tells the model that holds the layer, which
+    rebuilds its frozen ranges then (never per step).
 
     A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
     a live model holds to a second model raises ``ValueError`` (make a new layer, or
@@ -256,16 +258,20 @@ class Layer:
 
     @property
     def trainable(self):
-        """Always True: freezing layers is not implemented yet (see the README)."""
-        return True
+        """bool: False freezes the layer's parameters (a model's update skips their range of
+        the flat buffer; their optimizer state does not move). Default True."""
+        return self.__dict__.get("_trainable", True)
 
     @trainable.setter
     def trainable(self, value):
-        if value is not True:
-            raise NotImplementedError(
-                f"{type(self).__name__}.trainable = {value!r}: freezing layers is not "
-                f"implemented yet (every layer's parameters are trained); a frozen layer would "
-                f"otherwise be silently trained")
+        value = V.check_bool(value, "trainable")
+        if value == self.trainable:
+            return
+        object.__setattr__(self, "_trainable", value)
+        ref = self.__dict__.get("_owner")
+        owner = ref() if ref is not None else None
+        if owner is not None:          # the model rebuilds its frozen ranges now, not per step
+            owner._trainable_changed()
 
     @property
     def n_params(self):
@@ -302,30 +308,35 @@ class Layer:
     def get_config(self):
         """JSON-serialisable ``{"type": <registered name>, **constructor arguments}``.
 
-        The default, ``{"type": <class name>}``, suits a layer whose constructor takes no
-        arguments; a custom layer with arguments returns ``{**super().get_config(), "arg":
-        value, ...}`` (JSON values), which the default :meth:`from_config` passes back to its
-        constructor as keyword arguments. Parameters and state are not part of it (a model
-        file carries them)."""
-        return {"type": type(self).__name__}
+        The default, ``{"type": <class name>}`` (and ``"trainable": False`` for a frozen
+        layer), suits a layer whose constructor takes no arguments; a custom layer with
+        arguments returns ``{**super().get_config(), "arg": value, ...}`` (JSON values), which
+        the default :meth:`from_config` passes back to its constructor as keyword arguments.
+        Parameters and state are not part of it (a model file carries them)."""
+        config = {"type": type(self).__name__}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
         """A layer from :meth:`get_config` output (parameters at their initial values).
 
-        The default calls ``cls(**arguments)`` with every key of ``config`` but ``type``;
-        a constructor that refuses them raises ``ValueError``. ``dtype`` is the model's (a
-        model casts the parameters to it)."""
+        The default calls ``cls(**arguments)`` with every key of ``config`` but ``type`` and
+        ``trainable`` (set on the new layer); a constructor that refuses them raises
+        ``ValueError``. ``dtype`` is the model's (a model casts the parameters to it)."""
         if not isinstance(config, dict) or config.get("type") != cls.__name__:
             raise ValueError(f"a {cls.__name__} config is a dict whose type is "
                              f"{cls.__name__!r}, got {config!r}")
-        args = {k: v for k, v in config.items() if k != "type"}
+        args = {k: v for k, v in config.items() if k not in ("type", "trainable")}
         try:
-            return cls(**args)
+            layer = cls(**args)
         except TypeError as e:
             raise ValueError(f"{cls.__name__}(**{args!r}) failed ({e}): a layer whose "
                              f"constructor takes arguments returns them from get_config") \
                 from None
+        layer.trainable = config.get("trainable", True)
+        return layer
 
     def __call__(self, a_prev, training=False):
         return self.forward(a_prev, training=training)

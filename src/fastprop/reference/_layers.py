@@ -6,7 +6,8 @@ parameters), and is registered under the name of the kind it mirrors (``fastprop
 that :func:`layer_from` and :meth:`ReferenceModel.from_model` find it. A new kind adds one class
 decorated with :func:`register_reference_layer`. Nothing here imports fastprop's compiled code:
 a fastprop layer is read through its public attributes only (``W``, ``b``, ``activation``,
-``rate``).
+``rate``, ``trainable``, ``l1``, ``l2``). Every twin has a ``trainable`` flag (a frozen layer:
+:class:`~fastprop.reference.ReferenceModel` does not update its parameters).
 """
 import copy
 from collections import namedtuple
@@ -126,18 +127,32 @@ class Dense:
     b : ndarray (n_out,)
     activation : str, default "identity"
         A canonical activation name.
+    l1, l2 : float, default 0.0
+        Weight penalty ``l1 * sum|W| + l2 * sum W**2`` (see :meth:`penalty`), which
+        :class:`~fastprop.reference.ReferenceModel` adds to its loss.
+    trainable : bool, default True
     """
 
     kind = "Dense"
     param_names = ("W", "b")
 
-    def __init__(self, W, b, activation="identity"):
+    def __init__(self, W, b, activation="identity", l1=0.0, l2=0.0, trainable=True):
         self.W, self.b, self.activation = W, b, activation
+        self.l1, self.l2, self.trainable = float(l1), float(l2), bool(trainable)
 
     @classmethod
     def from_layer(cls, layer):
-        """Twin of a fastprop ``Dense`` (its W and b copied)."""
-        return cls(np.array(layer.W), np.array(layer.b), layer.activation)
+        """Twin of a fastprop ``Dense`` (its W and b copied; penalty, trainable)."""
+        return cls(np.array(layer.W), np.array(layer.b), layer.activation,
+                   getattr(layer, "l1", 0.0), getattr(layer, "l2", 0.0),
+                   getattr(layer, "trainable", True))
+
+    def penalty(self):
+        """Return ``(loss, dW)``: ``l1 * sum|W| + l2 * sum W**2`` (float64) and its gradient
+        ``l1 * sign(W) + 2 * l2 * W`` (the dtype of W)."""
+        W = np.asarray(self.W, dtype=np.float64)
+        loss = self.l1 * np.abs(W).sum() + self.l2 * (W * W).sum()
+        return float(loss), (self.l1 * np.sign(W) + 2 * self.l2 * W).astype(self.W.dtype)
 
     def forward(self, a_prev, training=False):
         """Return ``(a, cache)``: ``a = g(a_prev @ W + b)`` (n, n_out); ``training`` unused."""
