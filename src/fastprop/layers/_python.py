@@ -91,9 +91,12 @@ def _checked(value, what, shape, dtype):
                         f"x.astype(a_prev.dtype))")
     if value.shape != shape:
         raise ValueError(f"{what} has shape {value.shape}, expected {shape}")
-    if not np.isfinite(value).all():
+    value = np.ascontiguousarray(value)
+    if not value.flags.aligned:
+        value = value.copy()
+    if not V.all_finite(value):           # one compiled pass, no temporary
         raise ValueError(f"{what} contains NaN or infinity")
-    return np.ascontiguousarray(value)
+    return value
 
 
 class PythonNodes:
