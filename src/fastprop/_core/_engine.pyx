@@ -14,6 +14,11 @@
 # and run in place. The
 # output node's delta is written directly by the fused loss kernel.
 #
+# A Python layer is a NODE_PYTHON node: the loops take the GIL only at it, to call the Python
+# tier's runner with a copy of the node's input, and copy its checked result into the
+# workspace (see _py_node, Engine._call_python); an exception there stops the call, changing
+# nothing, and is re-raised by the entry point.
+#
 # predict() uses its own per-call scratch (malloc'd inside nogil) and a private copy of each
 # node, never the shared workspace, so several threads may predict with one model at once.
 # Training calls share the workspace: the model serializes them with a lock.
@@ -29,7 +34,7 @@ import numpy as np
 
 from fastprop._core._dense cimport FP_IDENTITY
 from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
-                                   NODE_BATCHNORM, NODE_LAYERNORM)
+                                   NODE_BATCHNORM, NODE_LAYERNORM, NODE_PYTHON)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
                                          dense_node_delta, dense_node_sgd, dense_node_gemms,
                                          dense_node_penalty, dense_node_penalty_add)
@@ -46,7 +51,12 @@ cnp.import_array()
 
 # the node kinds, read by the tape compiler (fastprop.model) from here: defined once
 NODE_KINDS = {"Dense": NODE_DENSE, "Dropout": NODE_DROPOUT, "Activation": NODE_ACTIVATION,
-              "BatchNorm": NODE_BATCHNORM, "LayerNorm": NODE_LAYERNORM}
+              "BatchNorm": NODE_BATCHNORM, "LayerNorm": NODE_LAYERNORM, "Python": NODE_PYTHON}
+
+# the phases of a Python node's call (Engine._call_python): forward of a training call (the
+# layer keeps its cache), backward, forward of predict (no cache), and the undo of a failed
+# training call (the Python layers' parameters and state as they were before it)
+PY_FORWARD, PY_BACKWARD, PY_PREDICT, PY_UNDO = 0, 1, 2, 3
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -98,6 +108,11 @@ cdef struct Tape:
     Py_ssize_t *frozen  # pairs; the update skips them (their gradients are zeroed first)
     char *fscratch      # their parameters and optimizer state, kept across the update
     int n_penalty       # Dense nodes with a weight penalty (l1 / l2): 0 skips every penalty pass
+    int n_python        # Python nodes (their calls take the GIL; see _py_node)
+    bint py_failed      # a Python node raised in this call: the loops stopped there
+    void *engine        # the Engine owning this tape (borrowed): Python nodes call it
+    void *errors        # its list of exceptions raised by Python nodes (borrowed)
+    unsigned int csr    # the floating-point mode of the call's caller (Python nodes run in it)
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -222,6 +237,25 @@ cdef inline floating *_dprev(Tape *p, int i, floating *dummy) noexcept nogil:
     return <floating *> p.nodes[i - 1].g if p.nodes[i].need_dprev else NULL
 
 
+cdef class Engine
+
+
+cdef bint _py_node(Tape *p, void *errors, int i, int n, int phase, bint training, char *x,
+                   char *out) noexcept nogil:
+    """Call the Python layer of node i with the GIL (see Engine._call_python): its input x
+    (n, width) copied in, its checked result copied to out (NULL: none wanted). False when
+    it raised: the exception is appended to errors (a list), and the caller stops its loop.
+    The layer's NumPy code runs in the caller's floating-point mode (no flush-to-zero)."""
+    cdef bint ok
+    cdef unsigned int mode = fp_ftz_begin()
+    fp_ftz_end(p.csr)
+    with gil:
+        ok = (<Engine> p.engine)._call_python(<list> <object> errors, i, n, phase, training,
+                                              x, out)
+    fp_ftz_end(mode)
+    return ok
+
+
 cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
                    bint training) noexcept nogil:
     """Every node's output into the workspace, in order (dropout masks drawn when training)."""
@@ -237,6 +271,10 @@ cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
                 dropout_node_forward(nd, <floating *> NULL, n, &p.rng)
         elif nd.kind == NODE_ACTIVATION:
             activation_node_forward(nd, <floating *> NULL, n)
+        elif nd.kind == NODE_PYTHON:
+            if not _py_node(p, p.errors, i, n, 0, training, nd.x, nd.a):
+                p.py_failed = True
+                return
         else:
             norm_node_forward(nd, params, <floating *> p.state, n, training)
 
@@ -275,6 +313,14 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
                 dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
         elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
             norm_node_backward(nd, params, grads, n, training)
+        elif nd.kind == NODE_PYTHON:
+            # its parameters' gradients are written by the Python tier into grads; da_prev
+            # into the previous node's g when a node before has parameters
+            if (nd.p_off >= 0 or nd.need_dprev) and not _py_node(
+                    p, p.errors, i, n, 1, training, nd.g,
+                    p.nodes[i - 1].g if nd.need_dprev else NULL):
+                p.py_failed = True
+                return
         else:
             _backward_no_params(p, nd, i, grads, n, training)
 
@@ -395,9 +441,15 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     become NaN / inf through a step."""
     cdef double loss
     cdef Threads th
+    cdef uint64_t rng0 = p.rng
     _threads_begin(&th, p, n)
     p.refused = False
     _forward(p, X, params, n, True)
+    if p.py_failed:               # a Python node raised: nothing more runs, nothing changed
+        p.refused = True
+        p.rng = rng0
+        _threads_end(&th)
+        return 0.0
     loss = _loss_grad(p, y, labels, w, n, True)
     if p.n_penalty:
         loss += _penalty(p, params)
@@ -405,11 +457,14 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
             hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
-            p.n_frozen == 0:
+            p.n_frozen == 0 and p.n_python == 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
-        if update:
+        if p.py_failed:
+            p.refused = True
+            p.rng = rng0
+        elif update:
             p.refused = not _update(p, params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
     if p.n_norm and not p.refused and _stats_ok(p, n, params):
@@ -489,19 +544,21 @@ cdef double _count_correct(Tape *p, const floating *y, const long long *labels,
 
 cdef void _predict(Tape *p, const floating *X, const floating *params, int n, int rows,
                    floating *buf0, floating *buf1, floating *out_a, floating *out_z,
-                   double *scratch) noexcept nogil:
+                   double *scratch, void *errors) noexcept nogil:
     """Inference in chunks of `rows` samples through two ping-pong buffers: a copy of the
     tape's nodes (so that concurrent calls never share one) bound to them node by node. The
     output node writes a to out_a and, if out_z is not NULL, the input of its activation
     (a Dense's z, an Activation node's x, a norm node's output) to out_z. Dropout nodes pass
-    through. scratch: 2 * max_norm doubles then max(rows, max_norm) values (norm nodes)."""
+    through. scratch: 2 * max_norm doubles then max(rows, max_norm) values (norm nodes).
+    A Python node that raises stops the call (its exception appended to errors, a list)."""
     cdef int r0 = 0, nr, i, n_in0 = p.nodes[0].n_in
+    cdef bint failed = False
     cdef floating *cur
     cdef floating *nxt
     cdef Node nd
     cdef Threads th
     _threads_begin(&th, p, rows if n > rows else n)
-    while r0 < n:
+    while r0 < n and not failed:
         nr = rows if n - r0 > rows else n - r0
         cur = <floating *> (X + <ptrdiff_t> r0 * n_in0)
         for i in range(p.L):
@@ -524,6 +581,13 @@ cdef void _predict(Tape *p, const floating *X, const floating *params, int n, in
                     memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, cur,
                            <size_t> nr * nd.n_out * sizeof(floating))
                 activation_node_forward(&nd, <floating *> NULL, nr)
+            elif nd.kind == NODE_PYTHON:
+                if not _py_node(p, errors, i, nr, 2, False, nd.x, nd.a):
+                    failed = True
+                    break
+                if i == p.L - 1 and out_z != NULL:
+                    memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, nxt,
+                           <size_t> nr * nd.n_out * sizeof(floating))
             else:
                 norm_node_predict(&nd, params, <floating *> p.state, nr,
                                   <floating *> (scratch + 2 * p.max_norm), scratch)
@@ -576,6 +640,11 @@ cdef class Engine:
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
     cdef object params, grads, state, ws, alloc_check, frozen_arr, fscratch_arr
+    cdef object python_node  # the Python tier's callable of the Python nodes (None: none)
+    cdef list errors         # exceptions Python nodes raised in the current training call
+    cdef readonly bint in_python   # a Python node of a training call is running: the calls
+                                   # that use the workspace are refused (see _not_in_python)
+    cdef int typenum
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
@@ -584,7 +653,7 @@ cdef class Engine:
         memset(&self.p, 0, sizeof(Tape))
 
     def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None,
-                 state=None):
+                 state=None, python_node=None):
         """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off, eps) with
         kind one of NODE_KINDS (the module's constants), act an activation code, rate a
         Dropout's rate or a BatchNorm's momentum, p_off / s_off the first element of the
@@ -592,7 +661,8 @@ cdef class Engine:
         its weight penalty (l1, l2) (>= 0, finite: checked by the caller). state: the model's state
         buffer (of params' dtype; held, its data read and written by BatchNorm nodes). alloc_check(nbytes, 1, name): the caller's check that a
         workspace of nbytes fits (raises ValueError); given by the Python tier, so the core
-        imports nothing above it."""
+        imports nothing above it. python_node(i, phase, x, training): the Python tier's runner
+        of the NODE_PYTHON nodes (required when there are any; see _call_python)."""
         cdef int L = len(nodes), i, j
         cdef Node *nd
         cdef bint seen_params = False
@@ -611,7 +681,8 @@ cdef class Engine:
                 nd.l1, nd.l2 = spec[8], spec[9]
                 self.p.n_penalty += nd.l1 != 0 or nd.l2 != 0
             nd.need_dprev = seen_params
-            nd.inplace_grad = nd.kind != NODE_DENSE and i > 0
+            # a Python node may change the width: its delta has a buffer of its own
+            nd.inplace_grad = nd.kind != NODE_DENSE and nd.kind != NODE_PYTHON and i > 0
             seen_params = seen_params or nd.p_off >= 0
             if nd.kind == NODE_DENSE:
                 self.p.dense[self.p.n_dense] = i
@@ -619,7 +690,15 @@ cdef class Engine:
             elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
                 self.p.n_norm += 1
                 self.p.max_norm = max(self.p.max_norm, nd.n_in)
+            elif nd.kind == NODE_PYTHON:
+                self.p.n_python += 1
             self.max_width = max(self.max_width, nd.n_out)
+        if self.p.n_python and not callable(python_node):
+            raise TypeError("a tape with Python nodes needs the python_node callable")
+        self.python_node = python_node
+        self.errors = []
+        self.p.engine = <void *> self
+        self.p.errors = <void *> self.errors
         self.p.loss = loss
         self.p.rng = seed
         self.params, self.grads, self.state = params, grads, state
@@ -628,6 +707,7 @@ cdef class Engine:
         self.gdata = _ptr(grads)
         self.is_double = params.dtype == np.float64
         self.itemsize = params.dtype.itemsize
+        self.typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
         self.n_params = params.shape[0]
         self.n_in0 = self.p.nodes[0].n_in
         self.k = self.p.nodes[L - 1].n_out
@@ -637,6 +717,75 @@ cdef class Engine:
     def __dealloc__(self):
         free(self.p.nodes)
         free(self.p.dense)
+
+    property has_python_nodes:
+        """Whether the tape has Python nodes (NODE_PYTHON): their calls take the GIL, and a
+        call must run them on the calling thread, one batch at a time."""
+        def __get__(self):
+            return self.p.n_python > 0
+
+    cdef bint _call_python(self, list errors, int i, int n, int phase, bint training,
+                           char *x, char *out) noexcept:
+        """Node i's Python call (the GIL held): python_node(i, phase, x_copy, training) with
+        x (n, width in) copied out of the workspace (the layer may keep what it is given);
+        its result, an (n, width out) C-contiguous array of the model dtype that the Python
+        tier checked, is copied to out unless out is NULL. phase: PY_FORWARD (width in is
+        n_in; out the node's a), PY_BACKWARD (x the node's delta (n, n_out); out the previous
+        node's delta (n, n_in)), PY_PREDICT. Any exception: appended to errors, False."""
+        cdef Node *nd = &self.p.nodes[i]
+        cdef int w_in = nd.n_out if phase == PY_BACKWARD else nd.n_in
+        cdef int w_out = nd.n_in if phase == PY_BACKWARD else nd.n_out
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray res
+        dims[0] = n
+        dims[1] = w_in
+        cdef bint outer = self.in_python
+        try:
+            arg = np.array(cnp.PyArray_SimpleNewFromData(2, dims, self.typenum, <void *> x))
+            if phase != PY_PREDICT:       # predict runs on scratch of its own: allowed inside
+                self.in_python = True
+            try:
+                result = self.python_node(i, phase, arg, training)
+            finally:
+                self.in_python = outer
+            if out != NULL:
+                if not cnp.PyArray_CheckExact(result):
+                    raise TypeError(f"the Python node {i} returned {type(result).__name__}")
+                res = <cnp.ndarray> result
+                if cnp.PyArray_TYPE(res) != self.typenum or cnp.PyArray_NDIM(res) != 2 or \
+                        cnp.PyArray_DIMS(res)[0] != n or cnp.PyArray_DIMS(res)[1] != w_out or \
+                        not cnp.PyArray_IS_C_CONTIGUOUS(res) or not cnp.PyArray_ISALIGNED(res):
+                    raise ValueError(f"the Python node {i} returned a {result.dtype} array of "
+                                     f"shape {result.shape}, not ({n}, {w_out}) of the model's")
+                memcpy(out, cnp.PyArray_DATA(res), <size_t> n * w_out * self.itemsize)
+            return True
+        except BaseException as exc:
+            errors.append(exc)
+            return False
+
+    cdef int _not_in_python(self) except -1:
+        """RuntimeError when called from a Python node of a running training call: the call
+        would overwrite (or reallocate) the workspace that call is using."""
+        if self.in_python:
+            raise RuntimeError("a custom layer's forward / backward cannot train or run the "
+                               "textbook passes of the model it belongs to (train_step, fit, "
+                               "forward, backward, compute_gradients, apply_gradients are "
+                               "refused inside it; predict and evaluate are allowed)")
+        return 0
+
+    cdef int _python_failed(self, bint undo) except -1:
+        """After a call whose step failed with Python nodes in the tape: with undo, have the
+        Python tier restore its layers' parameters and state (PY_UNDO); then re-raise the
+        exception a Python node raised, unchanged, if one did."""
+        failed = self.p.py_failed
+        self.p.py_failed = False
+        if undo:
+            self.python_node(-1, PY_UNDO, None, False)
+        if failed and self.errors:
+            exc = self.errors[len(self.errors) - 1]
+            del self.errors[:]
+            raise exc
+        return 0
 
     property n_threads:
         """BLAS threads for large layers (0: whatever the BLAS is set to)."""
@@ -684,6 +833,7 @@ cdef class Engine:
         its own workspace (a Dropout's mask); then the gathered minibatch."""
         if n <= self.capacity:
             return
+        self._not_in_python()
         cdef int L = self.p.L, i
         cdef Py_ssize_t off = 0, sz = self.itemsize
         cdef Node *nd
@@ -762,6 +912,8 @@ cdef class Engine:
         cdef int typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
         cdef Py_ssize_t n
         cdef bint ok = True, labels
+        if self.in_python:
+            self._not_in_python()
         if not cnp.PyArray_Check(X):
             return None
         n = cnp.PyArray_DIMS(<cnp.ndarray> X)[0] if cnp.PyArray_NDIM(<cnp.ndarray> X) == 2 \
@@ -794,6 +946,8 @@ cdef class Engine:
             if ok:
                 loss = self._run_nogil(px, NULL if labels else py, py if labels else NULL,
                                        NULL, NULL, n, opt_kind, h, qs, ns, t, True)
+        if ok and self.p.refused and self.p.n_python:
+            self._python_failed(True)
         return loss if ok else None
 
     cdef bint _inputs_ok(self, const void *px, const void *py, Py_ssize_t n) noexcept nogil:
@@ -956,6 +1110,7 @@ cdef class Engine:
         cdef int ns = _len(state)
         cdef bint ok
         cdef unsigned int csr
+        self._not_in_python()
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
@@ -972,10 +1127,14 @@ cdef class Engine:
                      int opt_kind, const double *h, void **qs, int ns, long long t,
                      bint update) except? -1.0:
         cdef double loss
+        if self.in_python:
+            self._not_in_python()
         if n > self.capacity:
             self.ensure_capacity(n)
         with nogil:
             loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update)
+        if self.p.refused and self.p.n_python:
+            self._python_failed(True)
         return loss
 
     cdef double _run_nogil(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
@@ -986,8 +1145,17 @@ cdef class Engine:
         cdef void *pg = self.gdata
         cdef double loss
         cdef unsigned int csr = fp_ftz_begin()
+        self.p.csr = csr     # the caller's mode, for Python nodes
         if pi != NULL:
             self._gather(px, py, pl, pw, pi, n)
+            px = self.p.xb
+            py = NULL if py == NULL else self.p.yb
+            pl = NULL if pl == NULL else self.p.lb
+            pw = NULL if pw == NULL else self.p.wb
+        elif self.p.n_python:
+            # the caller's arrays are reachable from the Python layers' code: the step reads
+            # copies (labels changed in place during the step cannot index out of range)
+            self._copy_batch(px, py, pl, pw, n)
             px = self.p.xb
             py = NULL if py == NULL else self.p.yb
             pl = NULL if pl == NULL else self.p.lb
@@ -1010,6 +1178,18 @@ cdef class Engine:
         fp_ftz_end(csr)
         self.last_refused = self.p.refused
         return loss
+
+    cdef void _copy_batch(self, const void *px, const void *py, const void *pl,
+                          const void *pw, int n) noexcept nogil:
+        """X, y, labels, w (those given) of a batch of n rows into the gather buffers."""
+        cdef size_t sz = self.itemsize
+        memcpy(self.p.xb, px, <size_t> n * self.n_in0 * sz)
+        if py != NULL:
+            memcpy(self.p.yb, py, <size_t> n * self.k * sz)
+        if pl != NULL:
+            memcpy(self.p.lb, pl, <size_t> n * 8)
+        if pw != NULL:
+            memcpy(self.p.wb, pw, <size_t> n * sz)
 
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
                       const int64_t *idx, int n) noexcept nogil:
@@ -1036,10 +1216,14 @@ cdef class Engine:
         cdef void *px = _ptr(X)
         cdef void *pp = _ptr(self.params)
         cdef Threads th
+        cdef uint64_t rng0 = self.p.rng
+        self._not_in_python()
         self.ensure_capacity(n)
         cdef unsigned int csr
+        self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             _threads_begin(&th, &self.p, n)
             if self.is_double:
                 _forward[double](&self.p, <double *> px, <double *> pp, n, training)
@@ -1047,6 +1231,9 @@ cdef class Engine:
                 _forward[float](&self.p, <float *> px, <float *> pp, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)
+        if self.p.py_failed:
+            self.p.rng = rng0
+            self._python_failed(True)
 
     def backward(self, X, y, labels, w, bint training):
         """After forward(X, training): loss, then grads := dL/dparams. Returns the loss."""
@@ -1060,8 +1247,11 @@ cdef class Engine:
         cdef double loss
         cdef Threads th
         cdef unsigned int csr
+        self._not_in_python()
+        self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             _threads_begin(&th, &self.p, n)
             _bind(&self.p, px, training)
             if self.is_double:
@@ -1076,6 +1266,8 @@ cdef class Engine:
                 _backward[float](&self.p, <float *> pp, <float *> pg, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)
+        if self.p.py_failed:
+            self._python_failed(False)
         return loss
 
     def gemm_floor(self, X, bint train=True):
@@ -1170,8 +1362,11 @@ cdef class Engine:
         cdef void *b1
         cdef bint failed = False
         cdef unsigned int csr
+        cdef list errors = []
+        cdef void *perr = <void *> errors
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             b0 = malloc(2 * nbytes + extra + 8)
             if b0 == NULL:
                 failed = True
@@ -1181,12 +1376,14 @@ cdef class Engine:
                 if self.is_double:
                     _predict[double](&self.p, <double *> px, <double *> pp, n, chunk,
                                      <double *> b0, <double *> b1, <double *> pa,
-                                     <double *> pz, scratch)
+                                     <double *> pz, scratch, perr)
                 else:
                     _predict[float](&self.p, <float *> px, <float *> pp, n, chunk,
                                     <float *> b0, <float *> b1, <float *> pa, <float *> pz,
-                                    scratch)
+                                    scratch, perr)
                 free(b0)
             fp_ftz_end(csr)
         if failed:
             raise MemoryError("predict: no memory for the scratch buffers")
+        if errors:          # a Python node raised: its exception, unchanged
+            raise errors[0]

@@ -177,14 +177,15 @@ class ReferenceModel:
         last = len(self.layers) - 1
         if isinstance(self.layers[-1], Dense):
             caches[-1] = out._replace(activation="identity")
-        else:                               # an Activation node ends the model
+        elif isinstance(self.layers[-1], Activation):   # an Activation node ends the model
             last -= 1
-        first_dense = next(i for i, t in enumerate(self.layers) if isinstance(t, Dense))
+        # (a custom Python layer's output has no activation: dz is its da)
+        first_param = next(i for i, t in enumerate(self.layers) if t.param_names)
         da = dz
         for i in range(last, -1, -1):
             twin = self.layers[i]
             if isinstance(twin, Dense):
-                da, *grads = twin.backward(da, caches[i], need_da_prev=i > first_dense)
+                da, *grads = twin.backward(da, caches[i], need_da_prev=i > first_param)
             else:
                 da, *grads = twin.backward(da, caches[i])
             for view, g in zip(self._grad_views[i], grads):
