@@ -259,3 +259,143 @@ def test_comm_refuses_training_a_batchnorm_model_and_carries_layernorm():
     a.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
     b.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0, comm=MPI.COMM_SELF)
     np.testing.assert_allclose(b.params, a.params, rtol=1e-12, atol=1e-14)
+
+
+def test_comm_self_fit_with_class_weight_metrics_schedule_and_initial_epoch(dtype):
+    """fit(comm=MPI.COMM_SELF) with class_weight, the mae / mse metrics, a per-batch schedule
+    and initial_epoch equals fit without comm (History, parameters, schedule position), and
+    evaluate(comm=) reports the same metrics. (Two ranks: tests/mpi/worker_features.py.)"""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((45, 5)), rng.integers(0, 4, 45)
+    y[:25] = 0
+    models = []
+    for _ in range(2):
+        m, _ = make(dtype=dtype.name, optimizer=O.SGD(
+            lr=0.1, momentum=0.9, schedule=O.OneCycleLR(0.2, total_steps=30)))
+        m.compile(metrics=["mae", "mse"])
+        models.append(m)
+    kw = dict(epochs=4, initial_epoch=1, batch_size=8, shuffle=False, verbose=0,
+              validation_data=(X[:9], y[:9]))
+    for cw in ("balanced", {0: 0.25, 3: 2.0}):
+        ha = models[0].fit(X, y, class_weight=cw, **kw)
+        hb = models[1].fit(X, y, class_weight=cw, comm=MPI.COMM_SELF, **kw)
+        assert sorted(hb.history) == sorted(ha.history) == [
+            "accuracy", "loss", "lr", "mae", "mse", "val_accuracy", "val_loss", "val_mae",
+            "val_mse"]
+        assert hb.epoch == ha.epoch == [1, 2, 3]
+        for key in ha.history:
+            assert_close(hb.history[key], ha.history[key], dtype)
+        assert_close(models[1].params, models[0].params)
+        assert models[1].optimizer.iteration == models[0].optimizer.iteration == 4 * 6
+    a, b = models[0].evaluate(X, y), models[1].evaluate(X, y, comm=MPI.COMM_SELF)
+    assert sorted(a) == sorted(b) == ["accuracy", "loss", "mae", "mse"]
+    for key in a:
+        assert_close(b[key], a[key], dtype)
+
+
+# -- weight penalties and frozen layers under comm= -------------------------------------------
+FUSED_SGD_AND_ADAM = [lambda: O.SGD(lr=0.1), lambda: O.Adam(lr=0.01)]
+
+
+def penalized(dtype, optimizer, frozen=()):
+    """Dense penalties on three layers (l2 only, l1 and l2, l1 only; a frozen layer's penalty
+    does not count) around a LayerNorm and a frozen BatchNorm with running statistics away
+    from 0 / 1 (a trainable one is refused under comm); the layers of ``frozen`` frozen."""
+    layers = [fp.Dense(5, 8, activation="tanh", seed=1, l2=0.04), fp.LayerNorm(),
+              fp.Dense(8, 6, activation="relu", seed=2, l1=0.01, l2=0.02), fp.BatchNorm(),
+              fp.Dense(6, 4, activation="softmax", seed=3, l1=0.03)]
+    model = fp.Sequential(layers, loss="cross_entropy", optimizer=optimizer, dtype=dtype,
+                          seed=0)
+    bn = model.layers[3]
+    bn.running_mean, bn.running_var = np.linspace(-0.5, 0.5, 6), np.linspace(0.5, 2.0, 6)
+    for i in {3, *frozen}:
+        model.layers[i].trainable = False
+    return model
+
+
+def layer_slices(model):
+    out, off = [], 0
+    for layer in model.layers:
+        out.append(slice(off, off + layer.n_params))
+        off += layer.n_params
+    return out
+
+
+@pytest.mark.parametrize("opt", FUSED_SGD_AND_ADAM, ids=["sgd", "adam"])
+def test_compute_gradients_penalty_flag_and_add_penalty(opt, dtype):
+    """The engine's gradients-only pass with penalty=False leaves the weight penalties out of
+    the loss and the gradients; add_penalty adds exactly them (default: unchanged)."""
+    m = penalized(dtype.name, opt())
+    X, y = batch("cross_entropy", 4, n=10)
+    loss = m.compute_gradients(X, y)
+    with_pen = m.grads.copy()
+    engine, (Xc, y_dense, labels, w) = m._engine, (m._X(X),) + m._targets(y, 10, None)
+    bare = engine.compute_gradients(Xc, y_dense, labels, w, None, 0.0, False)
+    pen = engine.add_penalty()
+    assert pen > 0
+    assert_close(bare + pen, m.evaluate(X, y)["loss"], dtype)     # (no dropout)
+    assert_close(bare + pen, loss, dtype)
+    assert_close(m.grads, with_pen, dtype)
+    assert engine.compute_gradients(Xc, y_dense, labels, w, None, 0.0) == loss
+    np.testing.assert_array_equal(m.grads, with_pen)       # the default counts them
+    free = penalized(dtype.name, opt())
+    for layer in (0, 2, 4):
+        free.layers[layer].trainable = False
+    assert free._engine.add_penalty() == 0.0
+
+
+@pytest.mark.parametrize("opt", FUSED_SGD_AND_ADAM, ids=["sgd", "adam"])
+def test_comm_self_counts_weight_penalties_once(opt, dtype):
+    """fit / train_step / evaluate with comm=MPI.COMM_SELF and weight penalties equal the same
+    calls without comm: the penalty is in the loss (History, val_loss, train_step's return)
+    and in the update once. (Two ranks: tests/mpi/worker_penalty.py.)"""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    X, y = batch("cross_entropy", 4, n=30, seed=3)
+    a, b = penalized(dtype.name, opt()), penalized(dtype.name, opt())
+    kw = dict(epochs=3, batch_size=8, shuffle=False, verbose=0, validation_data=(X[:9], y[:9]))
+    ha = a.fit(X, y, **kw)
+    hb = b.fit(X, y, comm=MPI.COMM_SELF, **kw)
+    assert sorted(hb.history) == sorted(ha.history)
+    for key in ha.history:
+        assert_close(hb.history[key], ha.history[key], dtype)
+    assert_close(b.params, a.params, dtype)
+    for name in a.optimizer.state:
+        assert_close(b.optimizer.state[name], a.optimizer.state[name], dtype)
+    assert_close(b.train_step(X, y, comm=MPI.COMM_SELF), a.train_step(X, y), dtype)
+    assert_close(b.params, a.params, dtype)
+    assert_close(b.evaluate(X, y, comm=MPI.COMM_SELF)["loss"], a.evaluate(X, y)["loss"], dtype)
+    # the penalty is really there: the same model without it reports a smaller loss
+    c = penalized(dtype.name, opt(), frozen=(0, 2, 4))
+    c.set_weights(b.get_weights())
+    assert c.evaluate(X, y, comm=MPI.COMM_SELF)["loss"] < b.evaluate(X, y)["loss"] - 1e-3
+
+
+@pytest.mark.parametrize("opt", FUSED_SGD_AND_ADAM, ids=["sgd", "adam"])
+def test_comm_self_frozen_layers(opt, dtype):
+    """A frozen Dense (its penalty then does not count), LayerNorm and BatchNorm under
+    comm=MPI.COMM_SELF: their parameters and optimizer state stay bit for bit, the BatchNorm's
+    running statistics too, and the other layers train as without comm; unfreezing the Dense
+    makes its penalty count again."""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    X, y = batch("cross_entropy", 4, n=24, seed=5)
+    a, b = (penalized(dtype.name, opt(), frozen=(0, 1)) for _ in range(2))
+    start, state = b.params.copy(), b.state.copy()
+    kw = dict(epochs=2, batch_size=8, shuffle=False, verbose=0)
+    ha, hb = a.fit(X, y, **kw), b.fit(X, y, comm=MPI.COMM_SELF, **kw)
+    assert_close(hb.history["loss"], ha.history["loss"], dtype)
+    sl = layer_slices(b)
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(b.params[sl[i]], start[sl[i]])
+        for name in b.optimizer.state:
+            np.testing.assert_array_equal(b.optimizer.state[name][sl[i]], 0)
+    np.testing.assert_array_equal(b.state, state)
+    for i in (2, 4):
+        assert not np.array_equal(b.params[sl[i]], start[sl[i]])
+    assert_close(b.params, a.params, dtype)
+    for m in (a, b):
+        m.layers[0].trainable = True
+    ha, hb = a.fit(X, y, **kw), b.fit(X, y, comm=MPI.COMM_SELF, **kw)
+    assert_close(hb.history["loss"], ha.history["loss"], dtype)
+    assert_close(b.params, a.params, dtype)
+    assert not np.array_equal(b.params[sl[0]], start[sl[0]])

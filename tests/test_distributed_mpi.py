@@ -16,6 +16,8 @@ WORKERS = {  # worker -> number of checks it reports
     "worker_equality.py": 55,
     "worker_fit.py": 8,
     "worker_failures.py": 11,
+    "worker_features.py": 18,
+    "worker_penalty.py": 9,
 }
 
 

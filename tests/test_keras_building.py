@@ -1,6 +1,6 @@
 """Keras-style building: Dense(n_out) with its input width inferred, Sequential(input_dim=),
 model.add, model.build, unbuilt models (summary, save, config), get_weights / set_weights,
-layer.trainable (not implemented: refused)."""
+layer.trainable (a checked flag)."""
 import copy
 import io
 import pickle
@@ -376,15 +376,17 @@ def test_layer_get_set_weights_follow_the_protocol():
 
 
 # -- trainable -------------------------------------------------------------------------------------
-def test_trainable_false_is_refused_not_ignored():
+def test_trainable_is_a_checked_flag():
     layer = fp.Dense(3, 2)
     assert layer.trainable is True
-    with pytest.raises(NotImplementedError, match="freezing"):
-        layer.trainable = False
-    assert layer.trainable is True
-    layer.trainable = True                      # the one supported value
-    with pytest.raises(NotImplementedError, match="freezing"):
-        fp.Dropout(0.1).trainable = False
+    layer.trainable = False                     # freezing (tests/test_freeze.py)
+    assert layer.trainable is False
+    with pytest.raises(TypeError, match="trainable"):
+        layer.trainable = "no"
+    assert layer.trainable is False
+    bn = fp.BatchNorm()
+    bn.trainable = False                        # a frozen BatchNorm (tests/test_freeze.py)
+    assert bn.trainable is False
 
 
 def test_readme_example_runs():

@@ -198,17 +198,21 @@ def test_schedule_config_round_trip_and_bad_position():
     assert (opt.epoch, opt.iteration) == (0, 0)
 
 
-def test_distributed_fit_continues_the_schedule_and_refuses_the_rest():
+@pytest.mark.parametrize("schedule", [O.StepLR(2, 0.5)] + [s for s, _ in PER_BATCH[:3]],
+                         ids=lambda s: type(s).__name__)
+def test_distributed_fit_continues_the_schedule(schedule):
+    """With comm (one rank), fit(2) then fit(2) is fit(4): the schedule's epoch and iteration
+    advance as without comm, per-epoch and per-batch schedules alike, and
+    fit(initial_epoch=2) resumes at the same rates."""
     MPI = pytest.importorskip("mpi4py.MPI")
     X, y = _data()
-    a, b = _model(O.StepLR(2, 0.5)), _model(O.StepLR(2, 0.5))
+    a, b, c = (_model(pickle.loads(pickle.dumps(schedule))) for _ in range(3))
     a.fit(X, y, epochs=2, batch_size=16, verbose=0, comm=MPI.COMM_SELF)
     h = a.fit(X, y, epochs=2, batch_size=16, verbose=0, comm=MPI.COMM_SELF)
     hb = b.fit(X, y, epochs=4, batch_size=16, verbose=0)
-    assert a.optimizer.epoch == 4 and h.history["lr"] == hb.history["lr"][2:]
+    assert (a.optimizer.epoch, a.optimizer.iteration) == (4, 4 * 5) == \
+        (b.optimizer.epoch, b.optimizer.iteration)
+    assert h.history["lr"] == hb.history["lr"][2:]
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
-    c = _model(O.LinearLR())
-    for kw in (dict(class_weight="balanced"), dict(initial_epoch=0), {}):
-        with pytest.raises(ValueError, match="not supported with comm"):
-            c.fit(X, y, epochs=1, verbose=0, comm=MPI.COMM_SELF, **kw)
-    assert c.optimizer.t == 0
+    hc = c.fit(X, y, epochs=4, batch_size=16, verbose=0, initial_epoch=2, comm=MPI.COMM_SELF)
+    assert hc.history["lr"] == hb.history["lr"][2:] and c.optimizer.iteration == 4 * 5

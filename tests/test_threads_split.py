@@ -255,12 +255,6 @@ def test_default_cost_model_splits_the_small_net_not_the_tiny_one():
     assert small._engine.split_plan(8) == 1           # 4 rows per thread
 
 
-def test_python_node_flag_stops_the_split(split_all):
-    m = _threaded(_dense_net(np.float64, [fp.Dense(16, activation="relu")]))
-    assert m._engine.split_plan(10) == 2
-    m._engine.has_python_nodes = True
-    assert m._engine.split_plan(10) == 1
-    assert m._engine.split_plan(10, False) == 1
 
 
 def test_non_finite_in_one_slice_refuses_the_whole_step(split_all, dtype):
@@ -421,3 +415,128 @@ def test_first_layer_by_columns_or_by_rows(split_all, dtype, first, batch):
                                                            fp.Dense(8, activation="relu")]))
     h1, h2 = _fit_both(one, many, X, y, batch_size=batch, epochs=1)
     _assert_same_training(one, many, h1, h2, dtype)
+
+
+# -- the split beside frozen layers, weight penalties and custom Python layers ------------------
+# Training steps with frozen ranges or Dense penalties are not split (they take the one-thread
+# path); a tape with a Python node never splits. Each test checks the plan, then equality with
+# the one-thread model over fit (float64 1e-12, float32 1e-5: conftest.assert_close).
+
+
+class _Scale(fp.Layer):
+    """A custom Python layer: one weight per column."""
+
+    def build(self, n_in):
+        self.add_param("w", (n_in,), init="ones")
+        return n_in
+
+    def forward(self, a_prev, training=False):
+        return a_prev * self.w, a_prev
+
+    def backward(self, da, cache):
+        return da * self.w, (da * cache).sum(0)
+
+
+def _frozen_net(dtype, kind, optimizer=None):
+    middle = {"dense": lambda: fp.Dense(16, activation="tanh"), "layernorm": fp.LayerNorm,
+              "batchnorm": fp.BatchNorm}[kind]
+    m = _dense_net(dtype, [fp.Dense(16, activation="relu"), middle(),
+                           fp.Dense(8, activation="relu")], optimizer=optimizer)
+    m.layers[1].trainable = False
+    return m
+
+
+@pytest.mark.parametrize("kind", ["dense", "layernorm", "batchnorm"])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_frozen_layers_equal_one_thread(split_all, dtype, kind, opt):
+    X, y = _data(dtype)
+    make_opt = {"sgd": lambda: fp.optim.SGD(0.1), "adam": lambda: fp.optim.Adam(1e-2)}[opt]
+    one, many = _pair(lambda: _frozen_net(dtype, kind, make_opt()))
+    frozen = many.layers[1].get_weights()
+    assert many._engine.split_plan(10) == 1              # frozen ranges: not split
+    assert many._engine.split_plan(10, False) == 2       # predict still splits
+    h1, h2 = _fit_both(one, many, X, y)
+    _assert_same_training(one, many, h1, h2, dtype)
+    for got, before in zip(many.layers[1].get_weights(), frozen):
+        np.testing.assert_array_equal(got, before)       # kept bit for bit
+    assert_close(many.predict(X), one.predict(X), dtype)
+    many.layers[1].trainable = True                      # unfrozen: splits again
+    if kind != "batchnorm":
+        assert many._engine.split_plan(10) == 2
+        one.layers[1].trainable = True
+        h1, h2 = _fit_both(one, many, X, y)
+        _assert_same_training(one, many, h1, h2, dtype)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_penalties_equal_one_thread(split_all, dtype, opt):
+    """Dense l1 / l2: the penalty's loss and dW count once (fused SGD and Adam)."""
+    X, y = _data(dtype)
+    make_opt = {"sgd": lambda: fp.optim.SGD(0.1), "adam": lambda: fp.optim.Adam(1e-2)}[opt]
+    one, many = _pair(lambda: _dense_net(
+        dtype, [fp.Dense(16, activation="relu", l1=1e-3, l2=1e-2),
+                fp.Dense(8, activation="relu", l2=5e-3)], optimizer=make_opt()))
+    assert many._engine.split_plan(10) == 1
+    h1, h2 = _fit_both(one, many, X, y)
+    _assert_same_training(one, many, h1, h2, dtype)
+    assert_close(np.array(many.train_step(X[:10], y[:10])),
+                 np.array(one.train_step(X[:10], y[:10])), dtype)
+    assert_close(many.params, one.params, dtype)
+
+
+def test_compute_gradients_without_penalty_equal_one_thread(split_all, dtype):
+    """penalty=False clears the penalties for its call: that call may split, and equals one
+    thread's (no penalty term in the gradients); penalty=True equals too."""
+    X, y = _data(dtype, n=20)
+    one, many = _pair(lambda: _dense_net(
+        dtype, [fp.Dense(16, activation="relu", l2=1e-2)], optimizer=fp.optim.SGD(0.1)))
+    for penalty in (False, True, False):
+        l1 = one.compute_gradients(X, y, penalty=penalty)
+        l2 = many.compute_gradients(X, y, penalty=penalty)
+        assert_close(np.array(l2), np.array(l1), dtype)
+        assert_close(many.grads, one.grads, dtype)
+    plain = _dense_net(dtype, [fp.Dense(16, activation="relu")], optimizer=fp.optim.SGD(0.1))
+    plain.set_weights(one.get_weights())
+    plain.n_threads = 1
+    plain.compute_gradients(X, y)
+    assert_close(many.grads, plain.grads, dtype)         # penalty=False: no penalty term
+    assert many._engine.penalty() > 0                    # (while the model has one)
+
+
+def test_python_layer_runs_on_one_thread_and_equals(split_all, dtype):
+    X, y = _data(dtype)
+
+    def make():
+        m = _dense_net(dtype, [fp.Dense(16, activation="tanh"), _Scale(),
+                               fp.Dense(8, activation="relu")])
+        m.layers[1].w[...] = np.linspace(0.5, 1.5, 16)
+        return m
+
+    one, many = _pair(make)
+    assert many._engine.has_python_nodes
+    assert many._engine.split_plan(10) == 1
+    assert many._engine.split_plan(10, False) == 1       # predict too: the layer holds the GIL
+    h1, h2 = _fit_both(one, many, X, y)
+    _assert_same_training(one, many, h1, h2, dtype)
+    assert_close(many.layers[1].w, one.layers[1].w, dtype)
+    assert_close(many.predict(X), one.predict(X), dtype)
+
+
+@pytest.mark.parametrize("case", ["frozen", "penalty", "python"])
+def test_unsplit_features_are_deterministic(split_all, case):
+    """Two runs with two threads of a model with a frozen layer, a penalty or a Python layer
+    are bit-identical."""
+    X, y = _data(np.float32)
+
+    def make():
+        if case == "frozen":
+            return _frozen_net(np.float32, "layernorm")
+        if case == "penalty":
+            return _dense_net(np.float32, [fp.Dense(16, activation="relu", l1=1e-3)])
+        return _dense_net(np.float32, [fp.Dense(16, activation="relu"), _Scale()])
+
+    a, b = _threaded(make()), _threaded(make())
+    b.set_weights(a.get_weights())
+    for m in (a, b):
+        m.fit(X, y, epochs=2, batch_size=10, verbose=0)
+    np.testing.assert_array_equal(a.params, b.params)

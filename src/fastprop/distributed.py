@@ -22,6 +22,24 @@ as the error flag of that step's allreduce; an exception in a callback at the en
 is agreed on the same way. Nothing here is imported unless a ``comm`` is given; mpi4py is
 imported lazily.
 
+What ``fit`` has beyond the gradients is made global the same way, at no cost per step to a
+fit that does not use it: ``class_weight="balanced"`` sums the ranks' class counts in the
+allgather that agrees on the call's facts; the ``mae`` / ``mse`` metrics sum each batch's
+errors on its rank (in float64, from the step's own forward outputs) and reduce the two sums
+once per epoch rather than in the step's allreduce (whose buffer has the model's dtype);
+per-batch schedules read ``optimizer.iteration``, which advances by one per global step on
+every rank.
+
+Weight penalties (``Dense(l1=, l2=)``) are a term of the global batch's loss, not of any
+sample: each rank's gradients-only pass leaves them out, and after the allreduce every rank adds
+their gradient to the summed gradients and their value to the summed loss
+(``Engine.add_penalty``), once per step as in one process (the parameters are the same on
+every rank, so are the added terms). Adding them on rank 0 before the allreduce would lose them
+on a step where rank 0's shard is empty. A model without a penalty does nothing more per step.
+Frozen layers (``trainable=False``) need nothing of their own: the update zeroes their
+gradients and keeps their parameters and optimizer state on every rank alike, and a frozen
+BatchNorm normalizes with its running statistics, the same on every rank.
+
 Use it through ``comm=`` on :meth:`Sequential.fit`, :meth:`~Sequential.train_step`,
 :meth:`~Sequential.evaluate` and :meth:`~Sequential.predict`, and :func:`shard` to split the
 data.
@@ -36,7 +54,8 @@ import numpy as np
 
 from fastprop import _validation as V
 from fastprop.callbacks import CallbackList, CSVLogger, ModelCheckpoint, ProgressBar
-from fastprop.layers import BatchNorm
+from fastprop.layers import BatchNorm, Dense
+from fastprop.losses import class_indices, class_weight_vector, error_sums
 
 __all__ = ["shard", "check_comm"]
 
@@ -216,6 +235,7 @@ class _Stepper:
         # the gradient buffer with the batch loss, the correct count and an error flag appended
         self.buf = np.empty(self.n + 3, dtype=model.dtype)
         self.MPI = _mpi()
+        self.penalized = False      # whether a step adds weight penalties (set by _stepper)
 
     def run(self, X, y_dense, labels, w, idx, normalizer, t):
         """One step at optimizer step ``t``; returns (global loss, global correct count,
@@ -223,7 +243,7 @@ class _Stepper:
         model, engine, n, buf = self.model, self.model._engine, self.n, self.buf
         err = None
         try:
-            loss = engine.compute_gradients(X, y_dense, labels, w, idx, normalizer)
+            loss = engine.compute_gradients(X, y_dense, labels, w, idx, normalizer, False)
             buf[:n] = model.grads
             buf[n], buf[n + 1], buf[n + 2] = loss, engine.last_correct, 0
         except Exception as exc:        # shared through the flag, re-raised below
@@ -238,6 +258,8 @@ class _Stepper:
                                f"see their error")
         model.grads[...] = buf[:n]
         loss, correct = float(buf[n]), float(buf[n + 1])
+        if self.penalized:      # the weight penalties, once per global step (see above)
+            loss += engine.add_penalty()
         refused = not np.isfinite(loss)
         if not refused:
             kind, hyper, state = model._opt_args()
@@ -255,7 +277,15 @@ def _stepper(model, comm, synced=False):
             broadcast_state(model, comm)
         st = _Stepper(model, comm)
         model.__dict__["_mpi_stepper"] = st
+    st.penalized = _penalized(model)
     return st
+
+
+def _penalized(model):
+    """Whether a trainable Dense of the model has a weight penalty (a frozen layer's does
+    not count, as in one process)."""
+    return any(isinstance(layer, Dense) and layer.trainable and (layer.l1 or layer.l2)
+               for layer in model.layers)
 
 
 def _weight_sum(w, n):
@@ -265,17 +295,22 @@ def _weight_sum(w, n):
 def _refuse_batchnorm(model):
     """Training with comm= and a BatchNorm is refused (the same decision on every rank, before
     any collective): each rank would normalize with its own shard's batch statistics, so the
-    step would not be the global batch's (there is no synchronized BatchNorm yet)."""
-    if any(isinstance(layer, BatchNorm) for layer in model.layers):
+    step would not be the global batch's (there is no synchronized BatchNorm). A frozen
+    BatchNorm (running statistics) is allowed."""
+    if any(isinstance(layer, BatchNorm) and layer.trainable for layer in model.layers):
         raise ValueError("comm=: training a model with a BatchNorm layer over MPI is not "
-                         "supported yet (its batch statistics would be each rank's own, not "
-                         "the global batch's); use LayerNorm, or train without comm")
+                         "supported: each rank would normalize with its own shard's batch "
+                         "mean and variance (and update the running statistics from them), "
+                         "so a step would not be the global batch's step; fastprop has no "
+                         "synchronized BatchNorm. Use LayerNorm (per sample: exact over "
+                         "comm), freeze the BatchNorm (trainable=False: running statistics), "
+                         "or train without comm (predict / evaluate with comm work)")
 
 
 def train_step(model, X, y, sample_weight, comm):
     """``Sequential.train_step`` over ``comm``: every rank passes its part of the global batch
-    (possibly empty); returns the global batch loss. Collective. Refused (ValueError) for a
-    model with a BatchNorm layer."""
+    (possibly empty); returns the global batch loss (weight penalties included, once).
+    Collective. Refused (ValueError) for a model with a trainable BatchNorm layer."""
     comm = check_comm(comm)
     _refuse_batchnorm(model)
 
@@ -318,51 +353,61 @@ def _local_targets(model, y, n, sample_weight, name="y"):
 
 
 def _local_score(model, X, y_dense, labels, w):
-    """(sum of weighted losses, weight sum, correct count, count) of a local shard."""
+    """(sum of weighted losses, weight sum, correct count, count, sum |a - y|, sum (a - y)^2,
+    number of output values) of a local shard, in inference mode (the error sums only when the
+    model has the mae / mse metrics)."""
     n = X.shape[0]
     if n == 0:
-        return np.zeros(4)
+        return np.zeros(7)
     per = 1 if model.loss == "cross_entropy" else model.n_out
     s = _weight_sum(w, n)
-    if s > 0:
-        loss, acc = model._score(X, y_dense, labels, w)
-        loss = float(loss) * s
-    else:
-        _, acc = model._score(X, y_dense, labels, None)
-        loss = 0.0
+    loss, acc, a = model._score(X, y_dense, labels, w if s > 0 else None, outputs=True)
+    loss = float(loss) * s if s > 0 else 0.0
     correct = 0.0 if acc is None else round(acc * n * per)
-    return np.array([loss, s, correct, n * per], dtype=np.float64)
+    abs_sum = sq_sum = 0.0
+    if _error_metrics(model):
+        abs_sum, sq_sum, _ = error_sums(a, y_dense, labels)
+    return np.array([loss, s, correct, n * per, abs_sum, sq_sum, n * model.n_out],
+                    dtype=np.float64)
 
 
-def _global_score(model, comm, local):
+def _error_metrics(model):
+    """The compiled metrics among mae / mse (see Sequential.compile), in that order."""
+    return [m for m in ("mae", "mse") if m in model._metrics]
+
+
+def _global_score(model, comm, local, prefix=""):
+    """The scores of the union of the ranks' shards (one Allreduce of the sums of
+    :func:`_local_score`), as ``Sequential.evaluate`` names them, each key with ``prefix``."""
     MPI = _mpi()
-    tot = np.empty(4)
+    tot = np.empty(7)
     _wait(comm.Iallreduce(local, tot, op=MPI.SUM))
     if not tot[1] > 0:
         raise ValueError("the validation / evaluation data is empty or its weights sum to 0 on "
                          "every rank")
-    return float(tot[0] / tot[1]), (float(tot[2] / tot[3]) if model.is_classifier else None)
+    out = {"loss": float(tot[0] / tot[1])}
+    if model.is_classifier:
+        out["accuracy"] = float(tot[2] / tot[3])
+    for name in _error_metrics(model):
+        out[name] = float(tot[4 if name == "mae" else 5] / tot[6])
+    return {prefix + k: v for k, v in out.items()}
 
 
 def evaluate(model, X, y, sample_weight, comm):
-    """``Sequential.evaluate`` over ``comm``: loss and accuracy of the union of the ranks'
-    shards (every rank gets the same dict). Collective."""
+    """``Sequential.evaluate`` over ``comm``: loss, accuracy (classification) and the compiled
+    metrics (mae / mse) of the union of the ranks' shards, from sums reduced over the ranks
+    (every rank gets the same dict). Collective."""
     comm = check_comm(comm)
 
     def prepare():
         Xc = V.as_array(X, "X", model.dtype, ndim=2, width=model.n_in,
                         width_name="the model's n_in", allow_empty=True)
         if Xc.shape[0] == 0:
-            return np.zeros(4)
+            return np.zeros(7)
         y_dense, labels, w = _local_targets(model, y, Xc.shape[0], sample_weight)
         return _local_score(model, Xc, y_dense, labels, w)
 
-    local = _agree(comm, prepare)
-    loss, acc = _global_score(model, comm, local)
-    out = {"loss": loss}
-    if acc is not None:
-        out["accuracy"] = acc
-    return out
+    return _global_score(model, comm, _agree(comm, prepare))
 
 
 def predict(model, X, batch_size, comm):
@@ -374,9 +419,12 @@ def predict(model, X, batch_size, comm):
 
 # -- fit --------------------------------------------------------------------------------------
 def _prepare_fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_data,
-                 sample_weight):
-    """This rank's checked arrays, as Sequential.fit makes them (zero-weight samples dropped),
-    allowing an empty or all-zero-weight shard."""
+                 sample_weight, class_weight, initial_epoch):
+    """This rank's checked arrays, as Sequential.fit makes them (a dict ``class_weight``
+    applied, zero-weight samples dropped), allowing an empty or all-zero-weight shard; the
+    first epoch; and what the ranks must agree on about ``class_weight``: its canonical form,
+    and for ``"balanced"`` this rank's class counts (before the drop, as one process
+    counts)."""
     epochs = V.check_size(epochs, "epochs", minimum=0)
     batch_size = V.check_size(batch_size, "batch_size", minimum=1)
     if not isinstance(shuffle, (bool, np.bool_)):
@@ -388,6 +436,11 @@ def _prepare_fit(model, X, y, epochs, batch_size, shuffle, validation_split, val
     if validation_split != 0 and not 0.0 < float(validation_split) < 1.0:
         raise ValueError(f"validation_split must be in (0, 1) (or 0 for none), got "
                          f"{validation_split}")
+    first = 0
+    if initial_epoch is not None:
+        first = V.check_size(initial_epoch, "initial_epoch", minimum=0)
+        if first >= epochs:
+            raise ValueError(f"initial_epoch must be < epochs ({epochs}), got {first}")
     X = V.as_array(X, "X", model.dtype, ndim=2, width=model.n_in,
                    width_name="the model's n_in", allow_empty=True)
     n = X.shape[0]
@@ -412,13 +465,27 @@ def _prepare_fit(model, X, y, epochs, batch_size, shuffle, validation_split, val
         val = tuple(sl(a, slice(cut, None)) for a in (X, y_dense, labels, w))
         X, y_dense, labels, w = (sl(a, slice(None, cut)) for a in (X, y_dense, labels, w))
         n = cut
+    cw_key = counts = None
+    if class_weight is not None:
+        # checked on every rank, an empty shard included (its checks see no sample)
+        yd = y_dense if n else np.empty((0, model.n_out), dtype=model.dtype)
+        lab = labels if n else None
+        cw = class_weight_vector(class_weight, model.loss, yd, lab, model.n_out, model.dtype)
+        if isinstance(class_weight, str):     # "balanced": weighed once the counts are global
+            n_classes, classes = class_indices(model.loss, yd, lab, model.n_out)
+            counts = np.bincount(classes, minlength=n_classes).tolist()
+            cw_key = class_weight
+        else:
+            cw_key = sorted((int(k), float(v)) for k, v in class_weight.items())
+            if n:
+                w = cw if w is None else w * cw
     if w is not None and not np.all(w > 0):
         keep = np.flatnonzero(w > 0)      # weight 0: as if removed (as Sequential.fit)
         X, w = X[keep], w[keep]
         y_dense = None if y_dense is None else y_dense[keep]
         labels = None if labels is None else labels[keep]
         n = keep.size
-    return epochs, batch_size, X, y_dense, labels, w, n, val
+    return epochs, first, batch_size, X, y_dense, labels, w, n, val, (cw_key, counts)
 
 
 def _agree_stop(comm, model, hook, *args):
@@ -435,32 +502,60 @@ def _rank0_only(cb):
 
 
 def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_data,
-        sample_weight, callbacks, verbose, comm):
+        sample_weight, callbacks, verbose, comm, class_weight=None, initial_epoch=None):
     """``Sequential.fit`` over ``comm`` (see its docstring). Collective. Refused (ValueError)
-    for a model with a BatchNorm layer."""
+    for a model with a trainable BatchNorm layer.
+
+    As in one process on the union of the ranks' shards: ``class_weight="balanced"`` counts
+    the classes of every rank (one allgather with the other facts of the call); the ``mae`` /
+    ``mse`` metrics sum each batch's errors on its rank and reduce the sums once per epoch;
+    a per-batch schedule sets the lr of global step ``optimizer.iteration`` before each step
+    (every rank runs the same steps, so the position stays the same everywhere);
+    ``initial_epoch`` positions the schedule at ``initial_epoch`` times the global steps per
+    epoch (the longest shard's)."""
     comm = check_comm(comm)
     _refuse_batchnorm(model)
     MPI = _mpi()
     rank = comm.Get_rank()
-    epochs, batch_size, X, y_dense, labels, w, n, val = _agree(
+    epochs, first, batch_size, X, y_dense, labels, w, n, val, (cw_key, counts) = _agree(
         comm, _prepare_fit, model, X, y, epochs, batch_size, shuffle, validation_split,
-        validation_data, sample_weight)
+        validation_data, sample_weight, class_weight, initial_epoch)
     # (sample weights may be given on some ranks only: a shard without them counts each
     # sample 1, the global normalizers add up either way)
-    facts = _allgather(comm, (epochs, bool(shuffle), val is not None, _signature(model), n,
-                            -(-n // batch_size)))
+    facts = _allgather(comm, (epochs, bool(shuffle), val is not None, _signature(model), first,
+                              cw_key, n, -(-n // batch_size), counts))
     for key, what in ((0, "epochs"), (1, "shuffle"), (2, "validation (given on some ranks "
-                      "only)"), (3, "the models (architecture, loss, dtype, optimizer)")):
+                      "only)"), (3, "the models (architecture, loss, dtype, optimizer)"),
+                      (4, "initial_epoch"), (5, "class_weight")):
         if any(f[key] != facts[0][key] for f in facts):
             raise ValueError(f"{what} differ between ranks: "
                              f"{[f[key] for f in facts]}")
-    n_global = sum(f[4] for f in facts)
+    n_global = sum(f[6] for f in facts)
     if n_global == 0:
         raise ValueError("no rank has a training sample (of weight > 0)")
-    steps = max(f[5] for f in facts)     # every rank runs the longest shard's step count
+    steps = max(f[7] for f in facts)     # every rank runs the longest shard's step count
+    if counts is not None and n:
+        # "balanced" from the class counts of all ranks: the weights one process gives the
+        # union (a class present on another rank only still counts)
+        cw = class_weight_vector("balanced", model.loss, y_dense, labels, model.n_out,
+                                 model.dtype, counts=np.sum([f[8] for f in facts], axis=0))
+        w = cw if w is None else w * cw
     if callbacks is not None and rank != 0:
         callbacks = [cb for cb in callbacks if not _rank0_only(cb)]
     per_sample = 1 if model.loss == "cross_entropy" else model.n_out
+    opt = model.optimizer
+    per_batch = getattr(opt.schedule, "per_batch", False)
+    errors = _error_metrics(model)
+    keys = ["loss"] + (["accuracy"] if model.is_classifier else []) + errors
+    if val is not None:
+        keys += ["val_" + k for k in keys]
+
+    def make_callbacks():
+        cbs = CallbackList(callbacks, model=model, verbose=verbose if rank == 0 else 0,
+                           epochs=epochs, steps=steps, n_samples=n_global)
+        cbs.check_fit(keys + ["lr"])
+        return cbs
+
     with model._lock:
         model._fwd = None
         model.stop_training = False
@@ -469,9 +564,7 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
         st = _stepper(model, comm, synced=True)
         engine = model._engine
         engine.rng_state = _mix_seed(_bcast(comm, engine.rng_state), rank)
-        cbs = _agree(comm, lambda: CallbackList(
-            callbacks, model=model, verbose=verbose if rank == 0 else 0, epochs=epochs,
-            steps=steps, n_samples=n_global))
+        cbs = _agree(comm, make_callbacks)
         engine.ensure_capacity(max(1, min(batch_size, n)))
         user_batch_hooks = cbs._batch_begin or any(
             not isinstance(getattr(h, "__self__", None), ProgressBar) for h in cbs._batch_end)
@@ -480,12 +573,15 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
         stops = np.minimum(starts + batch_size, n)
         losses, corrects, sizes = np.empty(steps), np.empty(steps), np.empty(steps)
         refused = np.zeros(steps, dtype=bool)
+        err = np.zeros(2)          # this rank's sum |a - y|, sum (a - y)^2 of an epoch
         engine.count_correct = model.is_classifier
         try:
             _agree(comm, cbs.on_train_begin)
-            for epoch in range(epochs):
+            if initial_epoch is not None:     # the schedule's position: epoch initial_epoch
+                opt.epoch, opt.iteration = first, first * steps
+            for epoch in range(first, epochs):
                 # the schedule continues from the optimizer's position, as in Sequential.fit
-                model.optimizer.schedule_epoch(model.optimizer.epoch)
+                opt.schedule_epoch(opt.epoch)
                 _agree(comm, cbs.on_epoch_begin, epoch)
                 if shuffle:
                     order = model._permutation(n)
@@ -501,26 +597,41 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
                 glob = np.empty_like(local)
                 _wait(comm.Iallreduce(local, glob, op=MPI.SUM))
                 norms, sizes[:] = glob[:steps], glob[steps:]
+                err[:] = 0
                 done = 0
                 for b in range(steps):
                     if user_batch_hooks:
                         _agree(comm, cbs.on_train_batch_begin, b)
-                    t = model.optimizer.t + 1
+                    if per_batch:
+                        opt.schedule_batch(opt.iteration)
+                    t = opt.t + 1
+                    rows = order[starts[b]:stops[b]]
                     losses[b], corrects[b], refused[b] = st.run(
-                        X, y_dense, labels, w, order[starts[b]:stops[b]], norms[b], t)
-                    model.optimizer.t = t
+                        X, y_dense, labels, w, rows, norms[b], t)
+                    opt.t = t
+                    opt.__dict__["iteration"] += 1   # (the cached engine arguments stay valid)
                     done = b + 1
+                    if errors and rows.size:   # this rank's outputs of batch b, before its update
+                        err += error_sums(engine.output_buffer(rows.size),
+                                          None if y_dense is None else y_dense[rows],
+                                          None if labels is None else labels[rows])[:2]
                     logs = {"loss": float(losses[b]), "size": int(sizes[b])}
                     if user_batch_hooks:
                         if _agree_stop(comm, model, cbs.on_train_batch_end, b, logs):
                             break
                     else:
                         cbs.on_train_batch_end(b, logs)
-                model.optimizer.epoch += 1
+                opt.epoch += 1
                 seen = float(sizes[:done].sum())
                 logs = {"loss": float(losses[:done] @ sizes[:done]) / seen}
                 if model.is_classifier:
                     logs["accuracy"] = float(corrects[:done].sum()) / (seen * per_sample)
+                if errors:
+                    err_glob = np.empty(2)
+                    _wait(comm.Iallreduce(err, err_glob, op=MPI.SUM))
+                    for name in errors:
+                        logs[name] = float(err_glob[0 if name == "mae" else 1]) / (
+                            seen * model.n_out)
                 skipped = int(np.count_nonzero(refused[:done]))
                 if skipped:
                     warnings.warn(
@@ -529,15 +640,18 @@ def fit(model, X, y, epochs, batch_size, shuffle, validation_split, validation_d
                         f"too large. The learning rate may be too high or the inputs too "
                         f"large.", RuntimeWarning, stacklevel=3)
                 if val is not None:
-                    vloss, vacc = _global_score(model, comm, _local_score(model, *val))
-                    logs["val_loss"] = vloss
-                    if vacc is not None:
-                        logs["val_accuracy"] = vacc
-                logs["lr"] = model.optimizer.lr
+                    logs.update(_global_score(model, comm, _local_score(model, *val),
+                                              prefix="val_"))
+                logs["lr"] = opt.lr
                 _check_params_equal(comm, model)
                 if _agree_stop(comm, model, cbs.on_epoch_end, epoch, logs):
                     break
             _agree(comm, cbs.on_train_end)
+        except BaseException:
+            # the history of the epochs completed, files of the callbacks closed
+            model.history = cbs.history
+            cbs.close()
+            raise
         finally:
             engine.count_correct = False
     model.history = cbs.history

@@ -72,6 +72,7 @@ from numpy.lib import format as _npy
 from fastprop import _validation as V
 from fastprop._files import atomic_target, atomic_write, file_kind
 from fastprop._version import __version__
+from fastprop.layers._base import LAYERS
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_HEADER_BYTES", "save", "load", "to_bytes",
            "from_bytes"]
@@ -321,6 +322,24 @@ def _sha256(arr):
     return hashlib.sha256(memoryview(np.ascontiguousarray(arr)).cast("B")).hexdigest()
 
 
+def _check_registered(model, config):
+    """ValueError naming the first layer whose kind ``load`` could not find by name: the
+    class registered under the config's ``type`` must be the layer's own (a custom layer is
+    saved only once ``fastprop.register_layer`` knows it)."""
+    specs = config.get("layers")
+    if not isinstance(specs, list):
+        return
+    for i, (layer, spec) in enumerate(zip(getattr(model, "layers", ()), specs)):
+        cls = type(layer)
+        name = spec.get("type") if isinstance(spec, dict) else None
+        if LAYERS.get(name) is not cls:
+            raise ValueError(f"cannot save model: layers[{i}] is a {cls.__name__}, a layer kind "
+                             f"that is not registered under the name its get_config gives "
+                             f"({name!r}), so load could not rebuild it: call "
+                             f"fastprop.register_layer({cls.__name__}) (or decorate the class "
+                             f"with it) first")
+
+
 def _collect(model):
     """Take the model's state through its public interface; return (header, members)."""
     try:
@@ -333,6 +352,7 @@ def _collect(model):
                         f"({exc})") from None
     if not isinstance(config, dict):
         raise TypeError(f"model.get_config() must return a dict, got {type(config).__name__}")
+    _check_registered(model, config)
     dtype = config.get("dtype")
     if dtype not in _MODEL_DTYPES:
         raise ValueError(f"model config has dtype {dtype!r}, expected 'float32' or 'float64'")

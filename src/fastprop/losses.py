@@ -53,6 +53,8 @@ __all__ = [
     "prepare_targets",
     "prepare_sample_weight",
     "class_weight_vector",
+    "class_indices",
+    "error_sums",
 ]
 
 
@@ -250,7 +252,33 @@ def prepare_sample_weight(sample_weight, n, dtype, name="sample_weight"):
     return out
 
 
-def class_weight_vector(class_weight, loss, y_dense, labels, n_out, dtype, name="class_weight"):
+def class_indices(loss, y_dense, labels, n_out, name="class_weight"):
+    """The class of every sample for a single-label classification loss, as ``class_weight``
+    reads it: the label (``cross_entropy``; the arg-max of probability rows), or target > 0.5
+    (``binary_cross_entropy`` with one output). ``loss``, ``y_dense``, ``labels``, ``n_out``
+    as for :func:`class_weight_vector`; ``name`` is the argument its error names.
+
+    Returns
+    -------
+    n_classes : int
+    classes : ndarray (n,) of int64, each in [0, n_classes)
+
+    Raises
+    ------
+    ValueError
+        A regression or multi-label loss.
+    """
+    if loss == "cross_entropy":
+        return n_out, labels if labels is not None else np.argmax(y_dense, axis=1)
+    if loss == "binary_cross_entropy" and n_out == 1:
+        return 2, (y_dense[:, 0] > 0.5).astype(np.int64)
+    raise ValueError(f"{name} needs a single-label classification loss (cross_entropy, "
+                     f"or binary_cross_entropy with one output), not {loss!r} with "
+                     f"{n_out} outputs")
+
+
+def class_weight_vector(class_weight, loss, y_dense, labels, n_out, dtype, name="class_weight",
+                        counts=None):
     """Per-sample weights ``class_weight[label of each sample]`` for a classification loss.
 
     Parameters
@@ -268,6 +296,10 @@ def class_weight_vector(class_weight, loss, y_dense, labels, n_out, dtype, name=
     n_out : int
         The model's output width.
     dtype : numpy dtype
+    counts : ndarray (n_classes,) of int, optional
+        The class counts ``"balanced"`` uses, in place of those of these samples (data-parallel
+        training passes the counts of all ranks' samples, so that every rank weighs its
+        samples as one process would weigh the union).
 
     Returns
     -------
@@ -281,22 +313,15 @@ def class_weight_vector(class_weight, loss, y_dense, labels, n_out, dtype, name=
     TypeError
         ``class_weight`` neither a dict nor "balanced", or a key not an integer.
     """
-    if loss == "cross_entropy":
-        n_classes = n_out
-        y = labels if labels is not None else np.argmax(y_dense, axis=1)
-    elif loss == "binary_cross_entropy" and n_out == 1:
-        n_classes, y = 2, (y_dense[:, 0] > 0.5).astype(np.int64)
-    else:
-        raise ValueError(f"{name} needs a single-label classification loss (cross_entropy, "
-                         f"or binary_cross_entropy with one output), not {loss!r} with "
-                         f"{n_out} outputs")
+    n_classes, y = class_indices(loss, y_dense, labels, n_out, name)
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"{name} must be a dict or 'balanced', got {class_weight!r}")
-        counts = np.bincount(y, minlength=n_classes)
+        if counts is None:
+            counts = np.bincount(y, minlength=n_classes)
         present = counts > 0
         table = np.ones(n_classes)
-        table[present] = y.size / (np.count_nonzero(present) * counts[present])
+        table[present] = counts.sum() / (np.count_nonzero(present) * counts[present])
     elif isinstance(class_weight, dict):
         table = np.ones(n_classes)
         for key, value in class_weight.items():
@@ -311,3 +336,27 @@ def class_weight_vector(class_weight, loss, y_dense, labels, n_out, dtype, name=
         raise TypeError(f"{name} must be a dict of label -> weight or 'balanced', got "
                         f"{type(class_weight).__name__}")
     return table[y].astype(dtype)
+
+
+def error_sums(a, y_dense, labels):
+    """The sums behind the ``mae`` / ``mse`` metrics of outputs ``a`` against the targets.
+
+    Parameters
+    ----------
+    a : ndarray (n, n_out)
+        Outputs.
+    y_dense : ndarray (n, n_out) or None
+    labels : ndarray (n,) of int64 or None
+        The targets as :func:`prepare_targets` gives them (integer labels count as one-hot
+        rows).
+
+    Returns
+    -------
+    (float, float, int)
+        ``sum |a - y|``, ``sum (a - y)^2`` (in float64) and the number of values ``n * n_out``.
+    """
+    if y_dense is None:
+        y_dense = np.zeros_like(a)
+        y_dense[np.arange(a.shape[0]), labels] = 1
+    d = np.asarray(a, dtype=np.float64) - y_dense
+    return float(np.abs(d).sum()), float(np.einsum("ij,ij->", d, d)), d.size

@@ -13,9 +13,11 @@ one model at once. Training calls (``fit``, ``train_step``, ``forward``, ``backw
 ``apply_gradients``) share the workspace and are serialized by a per-model lock; a predict
 running while another thread trains sees the weights of some step.
 """
+import copy
 import sys
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
@@ -27,9 +29,12 @@ from fastprop.callbacks import CallbackList, ProgressBar
 from fastprop.initializers import canonical_init
 from fastprop.layers import (LAYERS, Activation, BatchNorm, Dense, Dropout, Layer, LayerNorm,
                              _base)
+from fastprop.layers._python import (PythonNodes, build_python_layer, gradcheck_layer,
+                                     is_python_layer, python_widths)
 from fastprop.losses import (canonical_loss, check_loss_activation, class_weight_vector,
                              is_classification, loss_code, prepare_sample_weight,
                              prepare_targets)
+from fastprop.losses import error_sums as _error_sums
 from fastprop.optim import get_optimizer, optimizer_from_config
 
 __all__ = ["Sequential", "gradcheck"]
@@ -54,9 +59,15 @@ def _fixed(name, doc):
 
 
 # the kinds the compiled tape runs; a registered subclass runs as its kind unless it overrides
-# the block (the tape would bypass its forward / backward: refused)
+# the block (the tape would bypass its forward / backward: refused). Any other Layer subclass
+# that defines forward and backward runs as a Python node (layers/_python.py).
 _COMPILED = (Dense, Dropout, Activation, BatchNorm, LayerNorm)
 _NORMS = (BatchNorm, LayerNorm)
+
+
+def _is_python(layer):
+    """A layer of no compiled kind that runs as a Python node."""
+    return not isinstance(layer, _COMPILED) and is_python_layer(layer)
 
 
 def _check_layer_kinds(layers):
@@ -71,14 +82,17 @@ def _check_layer_kinds(layers):
             raise TypeError(f"layers[{i}] must be a fastprop layer (Dense, Dropout, "
                             f"Activation, BatchNorm, LayerNorm), got {type(layer).__name__}")
         cls = type(layer)
-        if LAYERS.get(cls.__name__) is not cls:
-            raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
-                            f"(fastprop.register_layer)")
+        if _is_python(layer):        # a Python node; registered only to be saved
+            continue
         base = next((k for k in _COMPILED if isinstance(layer, k)), None)
         if base is None:
             raise TypeError(f"layers[{i}]: the compiled tape has no node for the layer kind "
                             f"{cls.__name__} (its kinds: Dense, Dropout, Activation, "
-                            f"BatchNorm, LayerNorm)")
+                            f"BatchNorm, LayerNorm), and it does not define forward and "
+                            f"backward to run as a Python layer")
+        if LAYERS.get(cls.__name__) is not cls:
+            raise TypeError(f"layers[{i}]: the layer kind {cls.__name__} is not registered "
+                            f"(fastprop.register_layer)")
         for method in ("forward", "backward"):
             if getattr(cls, method) is not getattr(base, method):
                 raise TypeError(f"layers[{i}]: {cls.__name__} overrides {base.__name__}."
@@ -102,6 +116,9 @@ def _compile_layers(layers):
                          f"{type(layers[-1]).__name__} (the loss reads the output layer's "
                          f"activation)")
     for prev, nxt in zip(dense, dense[1:]):
+        between = layers[layers.index(prev) + 1:layers.index(nxt)]
+        if any(map(_is_python, between)):     # its build gives the width (see _input_width)
+            continue
         if nxt.n_in is not None and nxt.n_in != prev.n_out:
             raise ValueError(f"layer chain is broken: {prev!r} gives {prev.n_out} outputs "
                              f"but the next {nxt!r} takes n_in={nxt.n_in}")
@@ -130,20 +147,34 @@ def _output_activation(layers, acts):
     last = layers[-1]
     if isinstance(last, Activation) and not _fuses(layers, len(layers) - 1):
         return last.activation
+    if _is_python(last):                    # its output is the network's (no activation)
+        return "identity"
     return acts[-1]
 
 
-def _tape(layers, acts, offsets):
+def _tape(layers, acts, offsets, n_in):
     """The node list the engine runs (see ``_core/_node.pxd``): per layer
     (kind, n_in, n_out, activation code, rate, parameter offset, state offset, eps), an
     Activation after an identity Dense fused into it, a Dropout of rate 0 left out. Widths of
-    the parameter-free kinds follow the chain. BatchNorm's rate is its momentum."""
-    nodes, d, width, p_off, s_off = [], 0, None, 0, 0
+    the parameter-free kinds follow the chain from ``n_in``. BatchNorm's rate is its
+    momentum; a Dense's tuple ends with its weight penalty (l1, l2). Returns (nodes, the node
+    index of each layer, None for a layer left out)."""
+    nodes, d, width, p_off, s_off = [], 0, n_in, 0, 0
+    where = []
     for i, layer in enumerate(layers):
+        where.append(len(nodes))
         here, p_off, s_off = (p_off, s_off), p_off + layer.n_params, s_off + layer.n_state
+        if _is_python(layer):
+            w_in, w_out = python_widths(layer)
+            nodes.append((_engine.NODE_KINDS["Python"], w_in, w_out, ACTIVATIONS["identity"],
+                          0.0, here[0] if layer.n_params else -1,
+                          here[1] if layer.n_state else -1, 0.0))
+            width = w_out
+            continue
         if isinstance(layer, Dense):
             nodes.append((_engine.NODE_KINDS["Dense"], layer.n_in, layer.n_out,
-                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0))
+                          ACTIVATIONS[acts[d]], 0.0, offsets[d][0], -1, 0.0, layer.l1,
+                          layer.l2))
             width, d = layer.n_out, d + 1
             continue
         if isinstance(layer, _NORMS):
@@ -153,17 +184,18 @@ def _tape(layers, acts, offsets):
                           here[1] if layer.n_state else -1, float(layer.eps)))
             width = layer.n_in
             continue
-        if width is None:             # a parameter-free kind before the first Dense
-            width = next(x for x in layers if isinstance(x, Dense)).n_in
         if isinstance(layer, Dropout):
             if layer.rate == 0:       # the identity: no node, no mask drawn
+                where[-1] = None
                 continue
             nodes.append((_engine.NODE_KINDS["Dropout"], width, width, 0, float(layer.rate),
                           -1, -1, 0.0))
         elif not _fuses(layers, i):
             nodes.append((_engine.NODE_KINDS["Activation"], width, width,
                           ACTIVATIONS[layer.activation], 0.0, -1, -1, 0.0))
-    return nodes
+        else:
+            where[-1] = None
+    return nodes, where
 
 
 def _input_width(layers, n_in):
@@ -172,18 +204,23 @@ def _input_width(layers, n_in):
     No layer is changed."""
     width, what = n_in, "the input width"
     for i, layer in enumerate(layers):
-        if not isinstance(layer, Dense):
+        if _is_python(layer):     # its widths are known once a model built it
+            lin, lout = python_widths(layer) or (None, None)
+        elif isinstance(layer, Dense):
+            lin, lout = layer.n_in, layer.n_out
+        else:
             continue
-        if layer.n_in is not None:
-            if width is not None and width != layer.n_in:
-                raise ValueError(f"layers[{i}] {layer!r} takes n_in={layer.n_in}, but "
+        if lin is not None:
+            if width is not None and width != lin:
+                raise ValueError(f"layers[{i}] {layer!r} takes n_in={lin}, but "
                                  f"{what} is {width}")
             if width is None and n_in is None:
-                # a deferred Dense before it has no width to take
-                if any(isinstance(l, Dense) and l.n_in is None for l in layers[:i]):
+                # a deferred Dense or an unbuilt Python layer before it: no width to take
+                if any((isinstance(l, Dense) and l.n_in is None) or
+                       (_is_python(l) and python_widths(l) is None) for l in layers[:i]):
                     return None
-                return layer.n_in
-        width, what = layer.n_out, "the previous layer's width"
+                return lin
+        width, what = lout, "the previous layer's width"
     return n_in
 
 
@@ -218,16 +255,6 @@ def _check_metrics(metrics, loss, name="metrics"):
     return tuple(out)
 
 
-def _error_sums(a, y_dense, labels):
-    """(sum |a - y|, sum (a - y)^2, number of values) of outputs ``a`` against the dense
-    targets (one-hot rows of integer labels)."""
-    if y_dense is None:
-        y_dense = np.zeros_like(a)
-        y_dense[np.arange(a.shape[0]), labels] = 1
-    d = np.asarray(a, dtype=np.float64) - y_dense
-    return float(np.abs(d).sum()), float(np.einsum("ij,ij->", d, d)), d.size
-
-
 def _default_loss(activation):
     return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(activation, "mse")
 
@@ -249,6 +276,8 @@ class Sequential:
         (read-only, like ``loss``, ``dtype``, ``params`` and ``grads``: the compiled tape is
         built from them). A layer belongs to one model: a layer of another live model raises
         ``ValueError``; a kind the compiled model cannot run raises ``TypeError`` naming it.
+        A custom :class:`~fastprop.Layer` subclass that defines ``build``, ``forward`` and
+        ``backward`` in NumPy runs as a Python node of the tape (README, "Custom layers").
     loss : str, optional
         ``mse``, ``mae``, ``huber``, ``cross_entropy`` (softmax output) or
         ``binary_cross_entropy`` (sigmoid output), or an alias (Keras' ``mean_squared_error``,
@@ -357,8 +386,10 @@ class Sequential:
     def _build_deferred(layers, n_in):
         """Build the Keras-style Dense layers of a checked list for the input width ``n_in``."""
         width = n_in
-        for layer in layers:
-            if isinstance(layer, Dense) or (isinstance(layer, _NORMS) and width is not None):
+        for i, layer in enumerate(layers):
+            if _is_python(layer):
+                width = build_python_layer(layer, width, f"layers[{i}]")
+            elif isinstance(layer, Dense) or (isinstance(layer, _NORMS) and width is not None):
                 width = layer.build(width)
 
     @property
@@ -576,6 +607,7 @@ class Sequential:
                 s_off += size
             layer._set_arrays(values, grads)
         self._offsets = offsets
+        self._width_in = _input_width(list(layers), None)
         rng = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0])
         self._engine = self._make_engine(self.loss, rng)
         self.optimizer._setup(self.n_params, self.dtype)
@@ -587,10 +619,32 @@ class Sequential:
         self.history = None
 
     def _make_engine(self, loss, rng):
-        """The compiled tape of these layers with ``loss`` (canonical, checked) and the
-        dropout stream at ``rng``."""
-        return _engine.Engine(_tape(self._layers, self._acts, self._offsets), loss_code(loss),
-                              self.params, self.grads, rng, V.check_alloc, self._state)
+        """The compiled tape of these layers with ``loss`` (canonical, checked), the
+        dropout stream at ``rng``, the frozen layers' ranges (and the runner of its Python
+        nodes, if any)."""
+        nodes, where = _tape(self._layers, self._acts, self._offsets, self._width_in)
+        self._width_out = nodes[-1][2]
+        entries, p_off = [], 0
+        for i, layer in enumerate(self._layers):
+            if _is_python(layer):
+                grads = []
+                for shape in layer.param_shapes.values():
+                    size = int(np.prod(shape))
+                    grads.append(self._grads[p_off:p_off + size].reshape(shape))
+                    p_off += size
+                entries.append((where[i], i, layer, nodes[where[i]][1], nodes[where[i]][2],
+                                grads))
+            else:
+                p_off += layer.n_params
+        runner = None
+        if entries:                        # (a weak owner: no cycle through the engine)
+            runner = PythonNodes(entries, self._dtype, owner=weakref.ref(self),
+                                 hold=lambda model: list(model._optimizer._state.values()))
+        self._runner = runner
+        engine = _engine.Engine(nodes, loss_code(loss), self.params, self.grads, rng,
+                                V.check_alloc, self._state, runner)
+        engine.set_frozen(self._frozen_ranges())
+        return engine
 
     # -- basic facts ---------------------------------------------------------------------------
     dtype = _fixed("dtype", "The working dtype, float32 or float64 (read-only).")
@@ -698,15 +752,18 @@ class Sequential:
         """The input width (None while an unbuilt model cannot infer it)."""
         if self._pending is not None:
             return _input_width(list(self._layers), self._pending["input_dim"])
-        return self._dense[0].n_in
+        return self._width_in
 
     @property
     def n_out(self):
         """The output width (None while an unbuilt model has no Dense)."""
         if self._pending is not None:
             dense = [l for l in self._layers if isinstance(l, Dense)]
+            last = self._layers[-1] if self._layers else None
+            if last is not None and _is_python(last):
+                return (python_widths(last) or (None, None))[1]
             return dense[-1].n_out if dense else None
-        return self._dense[-1].n_out
+        return self._width_out
 
     @property
     def n_threads(self):
@@ -755,6 +812,7 @@ class Sequential:
         ValueError on an unbuilt model (as Keras): build it first (:meth:`build`)."""
         if self._pending is not None:
             raise ValueError(self._unbuilt_message("summary()"))
+        frozen = sum(b - a for a, b in self._frozen_ranges())
         rows = [("#", "layer", "output shape", "activation", "params")]
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Dense):
@@ -766,6 +824,11 @@ class Sequential:
                 extra = f"state {layer.n_state}" if layer.n_state else "-"
                 rows.append((str(i), type(layer).__name__, "same", extra,
                              f"{layer.n_params:,}"))
+            elif _is_python(layer):
+                extra = f"state {layer.n_state}" if layer.n_state else "-"
+                rows.append((str(i), f"{type(layer).__name__} (Python)",
+                             f"(None, {python_widths(layer)[1]})", extra,
+                             f"{layer.n_params:,}"))
             else:
                 rows.append((str(i), f"Dropout({layer.rate:g})", "same", "-", "0"))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
@@ -776,7 +839,8 @@ class Sequential:
             [f"Sequential: input (None, {self.n_in}), {self.dtype.name}", fmt(rows[0]), line]
             + [fmt(r) for r in rows[1:]]
             + [line, f"parameters: {self.n_params:,} ({self.n_params * self.dtype.itemsize:,} "
-                     f"bytes)  loss: {self.loss}  optimizer: {self.optimizer!r}"])
+                     f"bytes)  loss: {self.loss}  optimizer: {self.optimizer!r}",
+               f"trainable: {self.n_params - frozen:,}  non-trainable (frozen): {frozen:,}"])
         print(text, file=file if file is not None else sys.stdout)
         return text
 
@@ -793,6 +857,28 @@ class Sequential:
     def _opt_args(self):
         """(kind, hyper, state) for the compiled update (cached by the optimizer)."""
         return self._optimizer._engine_args(self._n_params, self._dtype)
+
+    def _frozen_ranges(self):
+        """The [start, end) ranges of the frozen layers' parameters (``trainable`` False),
+        adjacent ones merged (O(layers))."""
+        ranges, off = [], 0
+        for layer in self._layers:
+            size = layer.n_params
+            if size and not layer.trainable:
+                if ranges and ranges[-1][1] == off:
+                    ranges[-1] = (ranges[-1][0], off + size)
+                else:
+                    ranges.append((off, off + size))
+            off += size
+        return ranges
+
+    def _trainable_changed(self):
+        """A layer's ``trainable`` flag changed (its setter calls this on the model that
+        holds it): give the engine the new frozen ranges. The steps never look at the flags,
+        so a model without frozen layers pays nothing per step."""
+        with self._lock:
+            if self._pending is None:        # an unbuilt model reads the flags when built
+                self._engine.set_frozen(self._frozen_ranges())
 
     # -- training, one batch -----------------------------------------------------------------
     def train_step(self, X, y, sample_weight=None, comm=None):
@@ -871,8 +957,9 @@ class Sequential:
 
     def _check_norm_rows(self, rows, what):
         """ValueError when a BatchNorm would train on a batch of one row (its variance is
-        undefined; PyTorch refuses it too)."""
-        if rows == 1 and any(isinstance(layer, BatchNorm) for layer in self._layers):
+        undefined; PyTorch refuses it too). A frozen BatchNorm uses its running statistics."""
+        if rows == 1 and any(isinstance(layer, BatchNorm) and layer.trainable
+                             for layer in self._layers):
             raise ValueError(f"{what} is a batch of one sample: BatchNorm in training needs "
                              f"more than one sample per batch (as torch.nn.BatchNorm1d); the "
                              f"model was not updated")
@@ -918,7 +1005,7 @@ class Sequential:
             self.last_loss = self._engine.backward(X, y_dense, labels, w, training)
         return self.grads
 
-    def compute_gradients(self, X, y, sample_weight=None, normalizer=None):
+    def compute_gradients(self, X, y, sample_weight=None, normalizer=None, penalty=True):
         """Gradients only: one compiled forward (training mode), loss and backward, no update.
 
         ``model.grads`` := the gradient of the batch loss ``sum_i w_i l_i / normalizer``; the
@@ -936,7 +1023,11 @@ class Sequential:
             weight sum (``n_samples`` without weights). Shards of one global batch that each
             pass the global weight sum get gradients that *sum* to the global batch's gradient
             (each sample scaled as in one process); a shard whose weights are all 0 is then
-            allowed and gives zero gradients.
+            allowed and gives zero gradients. With Dense weight penalties (``l1`` / ``l2``),
+            pass ``penalty=True`` on exactly one shard so that the sum counts them once.
+        penalty : bool, default True
+            Include the Dense weight penalties (``l1`` / ``l2``) in the loss and the gradients;
+            ``False`` leaves them out (the data term only).
 
         Returns
         -------
@@ -946,6 +1037,8 @@ class Sequential:
         if self._pending is not None:
             self._build_from(X)
         X = self._X(X)
+        if not isinstance(penalty, (bool, np.bool_)):
+            raise TypeError(f"penalty must be True or False, got {penalty!r}")
         if normalizer is None:
             y_dense, labels, w = self._targets(y, X.shape[0], sample_weight)
             normalizer = 0.0
@@ -955,7 +1048,8 @@ class Sequential:
             y_dense, labels, w = _local_targets(self, y, X.shape[0], sample_weight)
         with self._lock:
             self._fwd = None
-            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer)
+            return self._engine.compute_gradients(X, y_dense, labels, w, None, normalizer,
+                                                  bool(penalty))
 
     def apply_gradients(self):
         """One compiled optimizer update of ``model.params`` from ``model.grads``.
@@ -1007,6 +1101,7 @@ class Sequential:
         z, a = self._outputs(X)
         out_act = ACTIVATIONS[_output_activation(self._layers, self._acts)]
         loss = _closs.loss_and_grad(loss_code(self.loss), out_act, z, a, y_dense, labels, w)
+        loss += self._engine.penalty()    # weight penalties: in the loss, as Keras reports it
         acc = self._accuracy(a, y_dense, labels)
         return (loss, acc, a) if outputs else (loss, acc)
 
@@ -1086,8 +1181,11 @@ class Sequential:
             decisions are the same everywhere; the progress bar, ``CSVLogger`` and
             ``ModelCheckpoint`` run on rank 0 only. An error on any rank (input, callback)
             raises on every rank. A CRC-32 of the parameters is compared across ranks after
-            every epoch. (``class_weight``, ``initial_epoch``, metrics and per-batch
-            schedules are not supported with ``comm``.)
+            every epoch. ``class_weight`` (``"balanced"`` counts the classes of all ranks),
+            ``initial_epoch``, the ``mae`` / ``mse`` metrics (sums reduced over the ranks) and
+            per-batch schedules (the lr of each global step) give what one process gets on the
+            union of the shards. A model with a BatchNorm layer is refused (its batch
+            statistics would be per rank).
         class_weight : dict of int to float, or "balanced", optional
             Weights of the classes (classification losses): each training sample's weight is
             multiplied by its class's (labels missing from the dict weigh 1); ``"balanced"``
@@ -1135,12 +1233,9 @@ class Sequential:
             self._build_from(X)
         if comm is not None:
             from fastprop import distributed
-            if class_weight is not None or initial_epoch is not None or self._metrics or \
-                    getattr(self._optimizer.schedule, "per_batch", False):
-                raise ValueError("class_weight, initial_epoch, metrics and per-batch schedules "
-                                 "are not supported with comm")
             return distributed.fit(self, X, y, epochs, batch_size, shuffle, validation_split,
-                                   validation_data, sample_weight, callbacks, verbose, comm)
+                                   validation_data, sample_weight, callbacks, verbose, comm,
+                                   class_weight, initial_epoch)
         epochs = V.check_size(epochs, "epochs", minimum=0)
         batch_size = V.check_size(batch_size, "batch_size", minimum=1)
         if not isinstance(shuffle, (bool, np.bool_)):
@@ -1245,6 +1340,7 @@ class Sequential:
             order = np.arange(n, dtype=np.int64)
             sizes = np.minimum(batch_size, n - np.arange(steps) * batch_size).astype(float)
             err_sums = np.zeros((steps, 2))   # each batch's sum |a - y|, sum (a - y)^2
+            t_start, rng_start = opt.t, engine.rng_state
             try:
                 cbs.on_train_begin()
                 if initial_epoch is not None:     # the schedule's position: epoch initial_epoch
@@ -1312,7 +1408,10 @@ class Sequential:
                 cbs.on_train_end()
             except BaseException:
                 # interrupted or failed: the history of the epochs completed, files of the
-                # callbacks closed; the model and optimizer hold the steps applied
+                # callbacks closed; the model and optimizer hold the steps applied (none
+                # applied: the shuffling stream is rewound too, so that nothing changed)
+                if opt.t == t_start:
+                    engine.rng_state = rng_start
                 self.history = cbs.history
                 cbs.close()
                 raise
@@ -1339,6 +1438,9 @@ class Sequential:
                     "metrics": None if p["metrics"] is None else list(p["metrics"])}
         config = {"layers": [layer.get_config() for layer in self.layers], "loss": self.loss,
                   "dtype": self.dtype.name, "optimizer": self.optimizer.get_config()}
+        if any(map(_is_python, self._layers)):
+            # fresh Python layers are unbuilt: from_config builds them from the input width
+            config["input_dim"] = self.n_in
         if self._metrics:     # absent: none (as in 0.1.0 files)
             config["metrics"] = list(self._metrics)
         return config
@@ -1410,6 +1512,8 @@ class Sequential:
         other.n_threads = state.get("n_threads")
         self.__dict__.update(other.__dict__)
         self._optimizer._attach(self, force=True)     # other is discarded
+        if self._runner is not None:
+            self._runner.owner = weakref.ref(self)
         for layer in self._layers:
             layer._release(other)
             layer._claim(self)
@@ -1422,17 +1526,27 @@ class Sequential:
             return other
 
 
-def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0):
+def gradcheck(model, X, y=None, sample_weight=None, eps=1e-6, max_params=None, seed=0):
     """Central finite-difference check of every parameter gradient, in float64.
 
     Works on a float64 copy of ``model`` (the model itself is untouched), in inference mode
     (dropout off, BatchNorm on its running statistics). For each parameter block (each
-    layer's W and b, gamma and beta) the relative error is
+    layer's W and b, gamma and beta, a custom layer's parameters) the relative error is
     ``||g - g_fd|| / max(||g|| + ||g_fd||, 1e-30)`` between the analytic gradient ``g`` and
     the central difference ``g_fd = (L(p + eps) - L(p - eps)) / (2 eps)``.
 
+    A layer alone (``gradcheck(layer, X)``, e.g. a custom Python layer; ``y`` and
+    ``sample_weight`` unused): a float64 copy of it (built for ``X``'s width if it is not
+    yet) is checked with the loss ``L = sum(forward(X) * R)`` for a fixed random ``R``: its
+    parameters' gradients and ``da_prev`` (the gradient with respect to ``X``) from its
+    ``backward(R, cache)`` against central differences.
+
     Parameters
     ----------
+    model : Sequential or Layer
+    X : array_like (n_samples, n_in)
+    y : array_like
+        The targets (a model; required).
     max_params : int, optional
         Check a random subset of at most this many parameters per block (all by default).
 
@@ -1442,14 +1556,25 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
         The largest relative error over the blocks: ~1e-8 or less for a right gradient,
         order 1 for a wrong one. A ReLU kink within ``eps`` of a sample can raise it.
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a Sequential, got {type(model).__name__}")
+    if not isinstance(model, (Sequential, Layer)):
+        raise TypeError(f"model must be a Sequential or a Layer, got {type(model).__name__}")
     eps = V.check_real(eps, "eps", low=0.0, low_open=True)
     if max_params is not None:
         max_params = V.check_size(max_params, "max_params")
+    if isinstance(model, Layer):
+        return gradcheck_layer(model, X, eps, max_params, seed)
+    if y is None:
+        raise TypeError("gradcheck of a model needs its targets y")
     config = model.get_config()
     config["dtype"] = "float64"
-    m = Sequential.from_config(config)
+    if any(map(_is_python, model.layers)):
+        # custom layers need not be registered: detached copies of them
+        layers = [_detached_copy(layer) if _is_python(layer)
+                  else LAYERS[spec["type"]].from_config(spec, dtype="float64")
+                  for layer, spec in zip(model.layers, config["layers"])]
+        m = Sequential(layers, loss=config["loss"], dtype="float64", input_dim=model.n_in)
+    else:
+        m = Sequential.from_config(config)
     m.params[...] = model.params
     m.state[...] = model.state
     X = m._X(X)
@@ -1486,6 +1611,13 @@ def gradcheck(model, X, y, sample_weight=None, eps=1e-6, max_params=None, seed=0
         err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
         worst = max(worst, float(err))
     return worst
+
+
+def _detached_copy(layer):
+    """A deep copy of a built custom layer that belongs to no model."""
+    other = copy.deepcopy(layer)
+    object.__setattr__(other, "_owner", None)
+    return other
 
 
 io.register_model_class(Sequential)

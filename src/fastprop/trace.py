@@ -40,6 +40,7 @@ layer kind adds one entry.
 ``fastprop.trace`` (the package attribute) is the function; this module's other names are
 imported with ``from fastprop.trace import Trace, LayerTrace``.
 """
+import copy
 import sys
 
 import numpy as np
@@ -48,6 +49,7 @@ from fastprop import _validation as V, plot
 from fastprop._core import _kernels, _loss as _closs
 from fastprop.activations import ACTIVATIONS
 from fastprop.layers import Activation, BatchNorm, Dense, Dropout, LayerNorm
+from fastprop.layers._python import is_python_layer
 from fastprop.losses import loss_code, prepare_sample_weight, prepare_targets
 
 __all__ = ["trace", "Trace", "LayerTrace"]
@@ -256,10 +258,42 @@ _KINDS = {Dense: _DenseKind, Dropout: _DropoutKind, Activation: _ActivationKind,
           BatchNorm: _BatchNormKind, LayerNorm: _LayerNormKind}
 
 
+class _PythonKind:
+    """A custom Python layer: its own forward (inference mode) and backward on a detached deep
+    copy (so its state and the model's buffers are untouched). Arrays: a copy of each
+    parameter, ``a_prev``, ``a``, ``da``, the gradient ``d<name>`` of each parameter, and
+    ``da_prev``."""
+
+    def __init__(self, layer):
+        params = list(layer.param_shapes)
+        self.names = tuple(params) + ("a_prev", "a", "da") + tuple("d" + p for p in params) \
+            + ("da_prev",)
+
+    @staticmethod
+    def forward(layer, a_prev):
+        block = copy.deepcopy(layer)
+        a, cache = block.forward(a_prev.copy(), training=False)
+        arrays = {name: np.array(arr) for name, arr in zip(layer.param_shapes,
+                                                           block.parameters())}
+        arrays.update(a_prev=a_prev, a=a)
+        return a, arrays, (block, cache)
+
+    @staticmethod
+    def backward(state, arrays, da, dz=None):
+        """``dz`` given: the output layer (no activation: its dz is its da)."""
+        block, cache = state
+        da_prev, *grads = block.backward(da.copy(), cache)
+        arrays.update(da=da, da_prev=da_prev)
+        arrays.update({"d" + name: g for name, g in zip(block.param_shapes, grads)})
+        return da_prev
+
+
 def _kind(layer):
     for cls, kind in _KINDS.items():
         if isinstance(layer, cls):
             return cls.__name__, kind
+    if is_python_layer(layer):
+        return type(layer).__name__, _PythonKind(layer)
     raise TypeError(f"trace does not know the layer kind {type(layer).__name__}")
 
 
@@ -342,12 +376,14 @@ def trace(model, X, y, sample_weight=None):
         records.append(arrays)
         states.append(state)
 
-    out = records[-1]        # the last layer is Dense or Activation (Sequential checks it)
-    dz = np.empty_like(out["z"])
+    out = records[-1]        # the last layer is Dense, Activation or a Python layer
+    z = out.get("z", out["a"])      # a Python layer's output has no activation
+    dz = np.empty_like(z)
     loss = _closs.loss_and_grad(loss_code(model.loss),
-                                ACTIVATIONS[model.layers[-1].activation], out["z"], out["a"],
+                                ACTIVATIONS[getattr(model.layers[-1], "activation",
+                                                    "identity")], z, out["a"],
                                 y_dense, labels, w, dz)
-    da = _output_da(model.loss, out["z"], out["a"], y_dense, labels, w)
+    da = _output_da(model.loss, z, out["a"], y_dense, labels, w)
     da = kinds[-1][1].backward(states[-1], out, da, dz)
     for i in range(len(records) - 2, -1, -1):
         da = kinds[i][1].backward(states[i], records[i], da)

@@ -34,6 +34,16 @@ def data(n, n_in, loss, k, seed=0):
     return X, y
 
 
+def interleave(a, n, b):
+    """The union of the two halves of ``a`` (rank 0's rows [0, n), rank 1's [n, 2n)) ordered
+    as the global batches of a fit over the ranks with per-rank batch ``b``: batch i of rank 0,
+    then batch i of rank 1, ..."""
+    parts = []
+    for start in range(0, n, b):
+        parts += [a[start:min(start + b, n)], a[n + start:n + min(start + b, n)]]
+    return np.concatenate(parts)
+
+
 def close(a, b, dtype):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     rtol = RTOL[np.dtype(dtype)]

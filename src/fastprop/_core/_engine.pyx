@@ -14,6 +14,11 @@
 # and run in place. The
 # output node's delta is written directly by the fused loss kernel.
 #
+# A Python layer is a NODE_PYTHON node: the loops take the GIL only at it, to call the Python
+# tier's runner with a copy of the node's input, and copy its checked result into the
+# workspace (see _py_node, Engine._call_python); an exception there stops the call, changing
+# nothing, and is re-raised by the entry point.
+#
 # predict() uses its own per-call scratch (malloc'd inside nogil) and a private copy of each
 # node, never the shared workspace, so several threads may predict with one model at once.
 # Training calls share the workspace: the model serializes them with a lock.
@@ -30,9 +35,10 @@ import numpy as np
 from fastprop._core._dense cimport FP_IDENTITY, FP_SOFTMAX, act_forward
 from fastprop._core._blas cimport gemm
 from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
-                                   NODE_BATCHNORM, NODE_LAYERNORM)
+                                   NODE_BATCHNORM, NODE_LAYERNORM, NODE_PYTHON)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
-                                         dense_node_delta, dense_node_sgd, dense_node_gemms)
+                                         dense_node_delta, dense_node_sgd, dense_node_gemms,
+                                         dense_node_penalty, dense_node_penalty_add)
 from fastprop._core._node_dropout cimport dropout_node_forward, dropout_node_backward
 from fastprop._core._node_activation cimport (activation_node_forward,
                                               activation_node_backward)
@@ -46,7 +52,12 @@ cnp.import_array()
 
 # the node kinds, read by the tape compiler (fastprop.model) from here: defined once
 NODE_KINDS = {"Dense": NODE_DENSE, "Dropout": NODE_DROPOUT, "Activation": NODE_ACTIVATION,
-              "BatchNorm": NODE_BATCHNORM, "LayerNorm": NODE_LAYERNORM}
+              "BatchNorm": NODE_BATCHNORM, "LayerNorm": NODE_LAYERNORM, "Python": NODE_PYTHON}
+
+# the phases of a Python node's call (Engine._call_python): forward of a training call (the
+# layer keeps its cache), backward, forward of predict (no cache), and the undo of a failed
+# training call (the Python layers' parameters and state as they were before it)
+PY_FORWARD, PY_BACKWARD, PY_PREDICT, PY_UNDO = 0, 1, 2, 3
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
@@ -109,10 +120,18 @@ cdef struct Tape:
     # batch-split calls (see "Batch-split calls" below)
     long long macs      # multiply-adds of one sample's forward through the Dense nodes
     int n_batchnorm     # BatchNorm nodes: their batch statistics need the whole batch
-    bint has_python_nodes   # a Python (custom) layer node: the call is never split
     int rows_before     # a split worker's tape: rows of the minibatch before its slice and
     int rows_after      # after it (its dropout draws skip theirs); 0 on the whole batch
     bint in_split       # a split worker's tape: BLAS thread counts are the caller's business
+    int n_frozen        # frozen parameter ranges (layer.trainable = False): [start, end)
+    Py_ssize_t *frozen  # pairs; the update skips them (their gradients are zeroed first)
+    char *fscratch      # their parameters and optimizer state, kept across the update
+    int n_penalty       # Dense nodes with a weight penalty (l1 / l2): 0 skips every penalty pass
+    int n_python        # Python nodes (their calls take the GIL; see _py_node)
+    bint py_failed      # a Python node raised in this call: the loops stopped there
+    void *engine        # the Engine owning this tape (borrowed): Python nodes call it
+    void *errors        # its list of exceptions raised by Python nodes (borrowed)
+    unsigned int csr    # the floating-point mode of the call's caller (Python nodes run in it)
 
 # -- BLAS threads -------------------------------------------------------------------------------
 # Size-aware threading: a call whose layers are all smaller than _thread_work_min multiply-adds
@@ -239,6 +258,25 @@ cdef inline floating *_dprev(Tape *p, int i, floating *dummy) noexcept nogil:
     return <floating *> p.nodes[i - 1].g if p.nodes[i].need_dprev else NULL
 
 
+cdef class Engine
+
+
+cdef bint _py_node(Tape *p, void *errors, int i, int n, int phase, bint training, char *x,
+                   char *out) noexcept nogil:
+    """Call the Python layer of node i with the GIL (see Engine._call_python): its input x
+    (n, width) copied in, its checked result copied to out (NULL: none wanted). False when
+    it raised: the exception is appended to errors (a list), and the caller stops its loop.
+    The layer's NumPy code runs in the caller's floating-point mode (no flush-to-zero)."""
+    cdef bint ok
+    cdef unsigned int mode = fp_ftz_begin()
+    fp_ftz_end(p.csr)
+    with gil:
+        ok = (<Engine> p.engine)._call_python(<list> <object> errors, i, n, phase, training,
+                                              x, out)
+    fp_ftz_end(mode)
+    return ok
+
+
 cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
                    bint training) noexcept nogil:
     """Every node's output into the workspace, in order (dropout masks drawn when training)."""
@@ -257,6 +295,10 @@ cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
                 fp_rng_skip(&p.rng, <uint64_t> p.rows_after * nd.n_in)
         elif nd.kind == NODE_ACTIVATION:
             activation_node_forward(nd, <floating *> NULL, n)
+        elif nd.kind == NODE_PYTHON:
+            if not _py_node(p, p.errors, i, n, 0, training, nd.x, nd.a):
+                p.py_failed = True
+                return
         else:
             norm_node_forward(nd, params, <floating *> p.state, n, training)
 
@@ -291,10 +333,53 @@ cdef void _backward(Tape *p, const floating *params, floating *grads, int n,
         if nd.kind == NODE_DENSE:
             dense_node_backward(nd, _W(nd, <floating *> params), _W(nd, grads), _b(nd, grads),
                                 _dprev(p, i, grads), n, i == p.L - 1, False)
+            if p.n_penalty and _penalized(nd):    # (0 in compute_gradients(penalty=False))
+                dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
         elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
             norm_node_backward(nd, params, grads, n, training)
+        elif nd.kind == NODE_PYTHON:
+            # its parameters' gradients are written by the Python tier into grads; da_prev
+            # into the previous node's g when a node before has parameters
+            if (nd.p_off >= 0 or nd.need_dprev) and not _py_node(
+                    p, p.errors, i, n, 1, training, nd.g,
+                    p.nodes[i - 1].g if nd.need_dprev else NULL):
+                p.py_failed = True
+                return
         else:
             _backward_no_params(p, nd, i, grads, n, training)
+
+
+cdef inline bint _penalized(Node *nd) noexcept nogil:
+    """A Dense node whose weight penalty counts (a frozen layer's does not: Keras sums the
+    penalties of trainable weights only)."""
+    return (nd.l1 != 0 or nd.l2 != 0) and not nd.frozen
+
+
+cdef double _penalty(Tape *p, const floating *params) noexcept nogil:
+    """The weight penalties' loss term: sum over the penalized Dense nodes of
+    l1 * sum|W| + l2 * sum W^2 (0 without any)."""
+    cdef int i
+    cdef double total = 0
+    cdef Node *nd
+    if p.n_penalty == 0:
+        return 0
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):
+            total += dense_node_penalty(nd, _W(nd, <floating *> params))
+    return total
+
+
+cdef double _penalty_add(Tape *p, const floating *params, floating *grads) noexcept nogil:
+    """grads += the weight penalties' gradient (l1 * sign(W) + 2 * l2 * W on each penalized
+    Dense's dW); returns their loss term, as _penalty."""
+    cdef int i
+    cdef Node *nd
+    for i in range(p.n_dense):
+        nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):
+            dense_node_penalty_add(nd, _W(nd, <floating *> params), _W(nd, grads), 1.0)
+    return _penalty(p, params)
 
 
 cdef inline void _backward_no_params(Tape *p, Node *nd, int i, floating *like, int n,
@@ -358,6 +443,7 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
     cdef int i
     cdef Node *nd
     cdef double amax, dmax
+    cdef double limit = 1e37 if floating is float else 1e306
     _deltas(p, params, grads, n, training)
     for i in range(p.n_dense):
         nd = &p.nodes[p.dense[i]]
@@ -365,8 +451,14 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
         amax = _max_abs(<floating *> nd.x, <ptrdiff_t> n * nd.n_in)
         if not _sgd_bound_ok(lr, n, amax, dmax, params):
             return False
+        if _penalized(nd):     # the penalty's step: lr * (l1 + 2 * l2 * max|W|) at most
+            amax = _max_abs(_W(nd, params), <ptrdiff_t> nd.n_in * nd.n_out)
+            if not (lr * (nd.l1 + 2 * nd.l2 * amax) < limit):
+                return False
     for i in range(p.n_dense - 1, -1, -1):
         nd = &p.nodes[p.dense[i]]
+        if _penalized(nd):     # from the old W (x.T @ dz does not read W)
+            dense_node_penalty_add(nd, _W(nd, params), _W(nd, params), -lr)
         dense_node_sgd(nd, _W(nd, params), _b(nd, params), _b(nd, grads), n, lr)
     return True
 
@@ -395,19 +487,31 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     become NaN / inf through a step."""
     cdef double loss
     cdef Threads th
+    cdef uint64_t rng0 = p.rng
     _threads_begin(&th, p, n)
     p.refused = False
     _forward(p, X, params, n, True)
+    if p.py_failed:               # a Python node raised: nothing more runs, nothing changed
+        p.refused = True
+        p.rng = rng0
+        _threads_end(&th)
+        return 0.0
     loss = _loss_grad(p, y, labels, w, n, True)
+    if p.n_penalty:
+        loss += _penalty(p, params)
     if update and (not isfinite(loss) or (p.n_norm and not _stats_ok(p, n, params))):
         p.refused = True
     elif update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
-            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0:
+            hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
+            p.n_frozen == 0 and p.n_python == 0:
         p.refused = not _backward_sgd(p, params, grads, n, True, hyper[H_LR])
     else:
         _backward(p, params, grads, n, True)
-        if update:
-            p.refused = not _update(params, grads, n_params, opt_kind, hyper, state, n_state,
+        if p.py_failed:
+            p.refused = True
+            p.rng = rng0
+        elif update:
+            p.refused = not _update(p, params, grads, n_params, opt_kind, hyper, state, n_state,
                                     t)
     if p.n_norm and not p.refused and _stats_ok(p, n, params):
         _commit(p, n, params)
@@ -415,18 +519,46 @@ cdef double _step(Tape *p, const floating *X, const floating *y, const long long
     return loss
 
 
-cdef bint _update(floating *params, floating *grads, Py_ssize_t n_params, int opt_kind,
-                  const double *hyper, floating **state, int n_state,
+cdef bint _update(Tape *p, floating *params, floating *grads, Py_ssize_t n_params,
+                  int opt_kind, const double *hyper, floating **state, int n_state,
                   long long t) noexcept nogil:
     """The optimizer update from grads, applied whole or refused (returns False, nothing
     written). One vectorized pass over the gradients (0.2 % of the large net's step), and one
     over the parameters and the state an update grows: refused when a gradient is not finite,
     or so large that the update or the optimizer's state could overflow (a v of inf would
-    freeze that parameter for good); see update_is_safe. NaN compares false: refused."""
-    cdef double gmax = _max_abs(grads, n_params)
+    freeze that parameter for good); see update_is_safe. NaN compares false: refused.
+
+    Frozen ranges (p.n_frozen): their gradients are zeroed first (so the refusal rule and
+    clip_norm see the trainable gradients only), their parameters and optimizer state are
+    kept in p.fscratch across the step and written back bit for bit."""
+    cdef int r, k
+    cdef Py_ssize_t a, m, off = 0
+    cdef floating *keep = <floating *> p.fscratch
+    cdef double gmax
+    for r in range(p.n_frozen):
+        memset(grads + p.frozen[2 * r], 0,
+               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+    gmax = _max_abs(grads, n_params)
     if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(keep + off, params + a, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:       # (unused state slots are NULL)
+                memcpy(keep + off, state[k] + a, m * sizeof(floating))
+            off += m
     optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
+    off = 0
+    for r in range(p.n_frozen):
+        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
+        memcpy(params + a, keep + off, m * sizeof(floating))
+        off += m
+        for k in range(n_state):
+            if state[k] != NULL:
+                memcpy(state[k] + a, keep + off, m * sizeof(floating))
+            off += m
     return True
 
 
@@ -458,19 +590,21 @@ cdef double _count_correct(Tape *p, const floating *y, const long long *labels,
 
 cdef void _predict(Tape *p, const floating *X, const floating *params, int n, int rows,
                    floating *buf0, floating *buf1, floating *out_a, floating *out_z,
-                   double *scratch) noexcept nogil:
+                   double *scratch, void *errors) noexcept nogil:
     """Inference in chunks of `rows` samples through two ping-pong buffers: a copy of the
     tape's nodes (so that concurrent calls never share one) bound to them node by node. The
     output node writes a to out_a and, if out_z is not NULL, the input of its activation
     (a Dense's z, an Activation node's x, a norm node's output) to out_z. Dropout nodes pass
-    through. scratch: 2 * max_norm doubles then max(rows, max_norm) values (norm nodes)."""
+    through. scratch: 2 * max_norm doubles then max(rows, max_norm) values (norm nodes).
+    A Python node that raises stops the call (its exception appended to errors, a list)."""
     cdef int r0 = 0, nr, i, n_in0 = p.nodes[0].n_in
+    cdef bint failed = False
     cdef floating *cur
     cdef floating *nxt
     cdef Node nd
     cdef Threads th
     _threads_begin(&th, p, rows if n > rows else n)
-    while r0 < n:
+    while r0 < n and not failed:
         nr = rows if n - r0 > rows else n - r0
         cur = <floating *> (X + <ptrdiff_t> r0 * n_in0)
         for i in range(p.L):
@@ -493,6 +627,13 @@ cdef void _predict(Tape *p, const floating *X, const floating *params, int n, in
                     memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, cur,
                            <size_t> nr * nd.n_out * sizeof(floating))
                 activation_node_forward(&nd, <floating *> NULL, nr)
+            elif nd.kind == NODE_PYTHON:
+                if not _py_node(p, errors, i, nr, 2, False, nd.x, nd.a):
+                    failed = True
+                    break
+                if i == p.L - 1 and out_z != NULL:
+                    memcpy(out_z + <ptrdiff_t> r0 * nd.n_out, nxt,
+                           <size_t> nr * nd.n_out * sizeof(floating))
             else:
                 norm_node_predict(&nd, params, <floating *> p.state, nr,
                                   <floating *> (scratch + 2 * p.max_norm), scratch)
@@ -550,8 +691,12 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
 # row count) and its dgamma / dbeta (summed in part order afterwards) are private to the part. The loss of each slice is divided by the whole batch's
 # weight sum (or its row count), so the slices' losses and gradients sum to the batch's. Dropout
 # masks: each worker's stream jumps to the draws of its first row (fp_rng_skip), so the masks
-# are those of the unsplit batch. BatchNorm needs the whole batch's statistics: a tape with a
-# BatchNorm node is never split (nor one with a Python node); LayerNorm is per row.
+# are those of the unsplit batch. BatchNorm needs the whole batch's statistics: a training
+# step with a BatchNorm node is never split; LayerNorm is per row. Nor is a call with a Python
+# node (its calls take the GIL, on the calling thread), nor a training step with frozen ranges
+# (layer.trainable = False) or Dense weight penalties (l1 / l2): those steps take the
+# one-thread path, so the frozen ranges and the penalty's loss and dW count exactly as there
+# (compute_gradients(penalty=False) clears n_penalty for its call, so it may split).
 #
 # The cost model (_split_plan): split when the configured thread count is > 1, the batch's
 # forward multiply-adds reach _split_work_min (below, waking a worker costs more than it
@@ -1027,8 +1172,8 @@ cdef inline int _split_plan(Tape *p, Py_ssize_t n, bint train) noexcept nogil:
     call: the one-thread path pays two comparisons for it."""
     cdef int T
     cdef Py_ssize_t k
-    if <double> n * p.macs < <double> _split_work_min or p.has_python_nodes or \
-            (train and p.n_batchnorm):
+    if <double> n * p.macs < <double> _split_work_min or p.n_python or \
+            (train and (p.n_batchnorm or p.n_frozen or p.n_penalty)):
         return 1
     T = p.n_threads
     if T == 1:
@@ -1084,13 +1229,13 @@ cdef void _predict_task(void *ctx, int w, int k) noexcept nogil:
                          <const double *> s.params, nr, chunk, <double *> b0,
                          <double *> (b0 + nbytes), <double *> s.out_a + <ptrdiff_t> r0 * s.kout,
                          NULL if s.out_z == NULL else
-                         <double *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch)
+                         <double *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch, NULL)
     else:
         _predict[float](s.tape, <const float *> s.px + <ptrdiff_t> r0 * s.n_in0,
                         <const float *> s.params, nr, chunk, <float *> b0,
                         <float *> (b0 + nbytes), <float *> s.out_a + <ptrdiff_t> r0 * s.kout,
                         NULL if s.out_z == NULL else
-                        <float *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch)
+                        <float *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch, NULL)
     fp_ftz_end(csr)
     free(b0)
 
@@ -1113,7 +1258,12 @@ cdef class Engine:
     cdef readonly double last_correct  # ... of its batch (forward pass, before the update)
     cdef readonly bint last_refused    # the last training step changed nothing (see _step)
     cdef readonly int batches_done     # steps train_batches applied (also when it raised)
-    cdef object params, grads, state, ws, alloc_check
+    cdef object params, grads, state, ws, alloc_check, frozen_arr, fscratch_arr
+    cdef object python_node  # the Python tier's callable of the Python nodes (None: none)
+    cdef list errors         # exceptions Python nodes raised in the current training call
+    cdef readonly bint in_python   # a Python node of a training call is running: the calls
+                                   # that use the workspace are refused (see _not_in_python)
+    cdef int typenum
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
@@ -1133,14 +1283,16 @@ cdef class Engine:
         self.split_nodes = NULL
 
     def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None,
-                 state=None):
+                 state=None, python_node=None):
         """nodes: the tape, a list of (kind, n_in, n_out, act, rate, p_off, s_off, eps) with
         kind one of NODE_KINDS (the module's constants), act an activation code, rate a
         Dropout's rate or a BatchNorm's momentum, p_off / s_off the first element of the
-        node's parameters / state (-1: none), eps a norm node's. state: the model's state
+        node's parameters / state (-1: none), eps a norm node's; a Dense's tuple may end with
+        its weight penalty (l1, l2) (>= 0, finite: checked by the caller). state: the model's state
         buffer (of params' dtype; held, its data read and written by BatchNorm nodes). alloc_check(nbytes, 1, name): the caller's check that a
         workspace of nbytes fits (raises ValueError); given by the Python tier, so the core
-        imports nothing above it."""
+        imports nothing above it. python_node(i, phase, x, training): the Python tier's runner
+        of the NODE_PYTHON nodes (required when there are any; see _call_python)."""
         cdef int L = len(nodes), i, j
         cdef Node *nd
         cdef bint seen_params = False
@@ -1154,9 +1306,13 @@ cdef class Engine:
         self.max_width = 1
         for i, spec in enumerate(nodes):
             nd = &self.p.nodes[i]
-            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec
+            nd.kind, nd.n_in, nd.n_out, nd.act, nd.rate, nd.p_off, nd.s_off, nd.eps = spec[:8]
+            if len(spec) > 8:          # a Dense's weight penalty (l1, l2)
+                nd.l1, nd.l2 = spec[8], spec[9]
+                self.p.n_penalty += nd.l1 != 0 or nd.l2 != 0
             nd.need_dprev = seen_params
-            nd.inplace_grad = nd.kind != NODE_DENSE and i > 0
+            # a Python node may change the width: its delta has a buffer of its own
+            nd.inplace_grad = nd.kind != NODE_DENSE and nd.kind != NODE_PYTHON and i > 0
             seen_params = seen_params or nd.p_off >= 0
             if nd.kind == NODE_DENSE:
                 self.p.dense[self.p.n_dense] = i
@@ -1164,11 +1320,19 @@ cdef class Engine:
             elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
                 self.p.n_norm += 1
                 self.p.max_norm = max(self.p.max_norm, nd.n_in)
+            elif nd.kind == NODE_PYTHON:
+                self.p.n_python += 1
             if nd.kind == NODE_DENSE:
                 self.p.macs += <long long> nd.n_in * nd.n_out
             elif nd.kind == NODE_BATCHNORM:
                 self.p.n_batchnorm += 1
             self.max_width = max(self.max_width, nd.n_out)
+        if self.p.n_python and not callable(python_node):
+            raise TypeError("a tape with Python nodes needs the python_node callable")
+        self.python_node = python_node
+        self.errors = []
+        self.p.engine = <void *> self
+        self.p.errors = <void *> self.errors
         self.p.loss = loss
         self.p.rng = seed
         self.params, self.grads, self.state = params, grads, state
@@ -1177,6 +1341,7 @@ cdef class Engine:
         self.gdata = _ptr(grads)
         self.is_double = params.dtype == np.float64
         self.itemsize = params.dtype.itemsize
+        self.typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
         self.n_params = params.shape[0]
         self.n_in0 = self.p.nodes[0].n_in
         self.k = self.p.nodes[L - 1].n_out
@@ -1211,15 +1376,6 @@ cdef class Engine:
         self.split_k_cap = 0
         self.split_rows_cap = 0
         self.split_bufs = None
-
-    property has_python_nodes:
-        """The tape has a Python (custom) layer node: no call is batch-split (set by the tape
-        compiler)."""
-        def __get__(self):
-            return bool(self.p.has_python_nodes)
-
-        def __set__(self, bint value):
-            self.p.has_python_nodes = value
 
     def split_plan(self, Py_ssize_t n, bint train=True):
         """The workers a training step (train) or a predict over n rows would split into
@@ -1309,6 +1465,74 @@ cdef class Engine:
         self.sp.n_in0 = self.n_in0
         self.sp.kout = self.k
         self.sp.n_params = self.n_params
+    property has_python_nodes:
+        """Whether the tape has Python nodes (NODE_PYTHON): their calls take the GIL, and a
+        call must run them on the calling thread, one batch at a time."""
+        def __get__(self):
+            return self.p.n_python > 0
+
+    cdef bint _call_python(self, list errors, int i, int n, int phase, bint training,
+                           char *x, char *out) noexcept:
+        """Node i's Python call (the GIL held): python_node(i, phase, x_copy, training) with
+        x (n, width in) copied out of the workspace (the layer may keep what it is given);
+        its result, an (n, width out) C-contiguous array of the model dtype that the Python
+        tier checked, is copied to out unless out is NULL. phase: PY_FORWARD (width in is
+        n_in; out the node's a), PY_BACKWARD (x the node's delta (n, n_out); out the previous
+        node's delta (n, n_in)), PY_PREDICT. Any exception: appended to errors, False."""
+        cdef Node *nd = &self.p.nodes[i]
+        cdef int w_in = nd.n_out if phase == PY_BACKWARD else nd.n_in
+        cdef int w_out = nd.n_in if phase == PY_BACKWARD else nd.n_out
+        cdef cnp.npy_intp dims[2]
+        cdef cnp.ndarray res
+        dims[0] = n
+        dims[1] = w_in
+        cdef bint outer = self.in_python
+        try:
+            arg = np.array(cnp.PyArray_SimpleNewFromData(2, dims, self.typenum, <void *> x))
+            if phase != PY_PREDICT:       # predict runs on scratch of its own: allowed inside
+                self.in_python = True
+            try:
+                result = self.python_node(i, phase, arg, training)
+            finally:
+                self.in_python = outer
+            if out != NULL:
+                if not cnp.PyArray_CheckExact(result):
+                    raise TypeError(f"the Python node {i} returned {type(result).__name__}")
+                res = <cnp.ndarray> result
+                if cnp.PyArray_TYPE(res) != self.typenum or cnp.PyArray_NDIM(res) != 2 or \
+                        cnp.PyArray_DIMS(res)[0] != n or cnp.PyArray_DIMS(res)[1] != w_out or \
+                        not cnp.PyArray_IS_C_CONTIGUOUS(res) or not cnp.PyArray_ISALIGNED(res):
+                    raise ValueError(f"the Python node {i} returned a {result.dtype} array of "
+                                     f"shape {result.shape}, not ({n}, {w_out}) of the model's")
+                memcpy(out, cnp.PyArray_DATA(res), <size_t> n * w_out * self.itemsize)
+            return True
+        except BaseException as exc:
+            errors.append(exc)
+            return False
+
+    cdef int _not_in_python(self) except -1:
+        """RuntimeError when called from a Python node of a running training call: the call
+        would overwrite (or reallocate) the workspace that call is using."""
+        if self.in_python:
+            raise RuntimeError("a custom layer's forward / backward cannot train or run the "
+                               "textbook passes of the model it belongs to (train_step, fit, "
+                               "forward, backward, compute_gradients, apply_gradients are "
+                               "refused inside it; predict and evaluate are allowed)")
+        return 0
+
+    cdef int _python_failed(self, bint undo) except -1:
+        """After a call whose step failed with Python nodes in the tape: with undo, have the
+        Python tier restore its layers' parameters and state (PY_UNDO); then re-raise the
+        exception a Python node raised, unchanged, if one did."""
+        failed = self.p.py_failed
+        self.p.py_failed = False
+        if undo:
+            self.python_node(-1, PY_UNDO, None, False)
+        if failed and self.errors:
+            exc = self.errors[len(self.errors) - 1]
+            del self.errors[:]
+            raise exc
+        return 0
 
     property n_threads:
         """BLAS threads for large layers (0: whatever the BLAS is set to)."""
@@ -1356,6 +1580,7 @@ cdef class Engine:
         its own workspace (a Dropout's mask); then the gathered minibatch."""
         if n <= self.capacity:
             return
+        self._not_in_python()
         cdef int L = self.p.L, i
         cdef Py_ssize_t off = 0, sz = self.itemsize
         cdef Node *nd
@@ -1434,6 +1659,8 @@ cdef class Engine:
         cdef int typenum = cnp.NPY_DOUBLE if self.is_double else cnp.NPY_FLOAT
         cdef Py_ssize_t n
         cdef bint ok = True, labels
+        if self.in_python:
+            self._not_in_python()
         if not cnp.PyArray_Check(X):
             return None
         n = cnp.PyArray_DIMS(<cnp.ndarray> X)[0] if cnp.PyArray_NDIM(<cnp.ndarray> X) == 2 \
@@ -1470,6 +1697,8 @@ cdef class Engine:
                                        NULL, NULL, n, opt_kind, h, qs, ns, t, True, k)
         if k > 1:
             fp_pool_release(self.pool)
+        if ok and self.p.refused and self.p.n_python:
+            self._python_failed(True)
         return loss if ok else None
 
     cdef bint _inputs_ok(self, const void *px, const void *py, Py_ssize_t n) noexcept nogil:
@@ -1540,25 +1769,86 @@ cdef class Engine:
                          n, opt_kind, <const double *> _ptr(hyper), <void **> _ptr(state),
                          _len(state), t, update)
 
-    def compute_gradients(self, X, y, labels, w, idx, double normalizer):
+    def compute_gradients(self, X, y, labels, w, idx, double normalizer, bint penalty=True):
         """Gradients only: forward (training mode), loss and backward of X (n, n_in) or, when
         idx is given, of the rows idx of X / y / labels / w; grads := dL/dparams, where the
         loss is divided by normalizer (> 0) instead of the batch's weight sum (0). No update.
         Returns the loss; sets last_correct when count_correct. An empty batch (n = 0) gives
-        zero gradients and loss 0. Arrays as for train_step."""
+        zero gradients and loss 0. Arrays as for train_step. penalty=False leaves the weight
+        penalties out of the loss and the gradients (a sum of such gradients over shards
+        then gets them once from add_penalty)."""
         cdef int n = idx.shape[0] if idx is not None else X.shape[0]
+        cdef int n_penalty = self.p.n_penalty
         cdef double loss
         if n == 0:
             self.grads[...] = 0
             self.last_correct = 0
             return 0.0
         self.p.norm = normalizer if normalizer > 0 else 0
+        if not penalty:
+            self.p.n_penalty = 0
         try:
             loss = self._run(_ptr(X), _ptr(y), _ptr(labels), _ptr(w),
                              <const int64_t *> _ptr(idx), n, 0, NULL, NULL, 0, 0, False)
         finally:
             self.p.norm = 0
+            self.p.n_penalty = n_penalty
         return loss
+
+    def add_penalty(self):
+        """grads += the weight penalties' gradient at the current parameters; returns their
+        loss term (0, and grads untouched, without any)."""
+        cdef void *pp = self.pdata
+        cdef void *pg = self.gdata
+        cdef double pen = 0
+        cdef unsigned int csr
+        if self.p.n_penalty == 0:
+            return 0.0
+        with nogil:
+            csr = fp_ftz_begin()
+            if self.is_double:
+                pen = _penalty_add[double](&self.p, <double *> pp, <double *> pg)
+            else:
+                pen = _penalty_add[float](&self.p, <float *> pp, <float *> pg)
+            fp_ftz_end(csr)
+        return pen
+
+    FROZEN_MAX_STATE = 7
+
+    def set_frozen(self, ranges):
+        """ranges: [(start, end), ...] of the flat parameter buffer that the update must not
+        change (frozen layers); [] for none. Room for the parameters and up to
+        FROZEN_MAX_STATE optimizer state buffers of each range is allocated here. The nodes
+        whose parameters start inside a range are marked frozen (a BatchNorm then uses its
+        running statistics in training; a Dense's penalty no longer counts)."""
+        cdef Py_ssize_t total = 0
+        arr = np.zeros(max(2 * len(ranges), 2), dtype=np.intp)
+        for i, (a, b) in enumerate(ranges):
+            if not 0 <= a < b <= self.n_params:
+                raise ValueError(f"ranges: ({a}, {b}) is not a range of the {self.n_params} "
+                                 f"parameters")
+            arr[2 * i], arr[2 * i + 1] = a, b
+            total += b - a
+        scratch = np.zeros(max(total, 1) * (1 + self.FROZEN_MAX_STATE), dtype=self.params.dtype)
+        self.frozen_arr, self.fscratch_arr = arr, scratch
+        self.p.frozen = <Py_ssize_t *> _ptr(arr)
+        self.p.fscratch = <char *> _ptr(scratch)
+        self.p.n_frozen = len(ranges)
+        for i in range(self.p.L):       # a node is frozen when its parameters are
+            start = self.p.nodes[i].p_off
+            self.p.nodes[i].frozen = start >= 0 and any(a <= start < b for a, b in ranges)
+
+    def penalty(self):
+        """The weight penalties' loss term at the current parameters (0 without any)."""
+        if self.is_double:
+            return _penalty[double](&self.p, <double *> self.pdata)
+        return _penalty[float](&self.p, <float *> self.pdata)
+
+    property frozen:
+        """The frozen ranges, as set by set_frozen."""
+        def __get__(self):
+            return [(int(self.p.frozen[2 * i]), int(self.p.frozen[2 * i + 1]))
+                    for i in range(self.p.n_frozen)]
 
     def apply_update(self, int opt_kind, hyper, state, long long t):
         """Update only: the optimizer step t from grads, with the refusal rule of a fused step
@@ -1571,13 +1861,14 @@ cdef class Engine:
         cdef int ns = _len(state)
         cdef bint ok
         cdef unsigned int csr
+        self._not_in_python()
         with nogil:
             csr = fp_ftz_begin()
             if self.is_double:
-                ok = _update[double](<double *> pp, <double *> pg, self.n_params, opt_kind, h,
+                ok = _update[double](&self.p, <double *> pp, <double *> pg, self.n_params, opt_kind, h,
                                      <double **> qs, ns, t)
             else:
-                ok = _update[float](<float *> pp, <float *> pg, self.n_params, opt_kind, h,
+                ok = _update[float](&self.p, <float *> pp, <float *> pg, self.n_params, opt_kind, h,
                                     <float **> qs, ns, t)
             fp_ftz_end(csr)
         self.last_refused = not ok
@@ -1588,6 +1879,8 @@ cdef class Engine:
                      bint update) except? -1.0:
         cdef double loss
         cdef int k
+        if self.in_python:
+            self._not_in_python()
         if n > self.capacity:
             self.ensure_capacity(n)
         k = 1 if _split_plan(&self.p, n, True) < 2 else self._split_prepare(n, True)
@@ -1595,6 +1888,8 @@ cdef class Engine:
             loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
         if k > 1:
             fp_pool_release(self.pool)
+        if self.p.refused and self.p.n_python:
+            self._python_failed(True)
         return loss
 
     cdef double _run_nogil(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
@@ -1606,12 +1901,21 @@ cdef class Engine:
         cdef void *pg = self.gdata
         cdef double loss
         cdef unsigned int csr = fp_ftz_begin()
+        self.p.csr = csr     # the caller's mode, for Python nodes
         if k > 1:
             loss = self._run_split(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
             fp_ftz_end(csr)
             return loss
         if pi != NULL:
             self._gather(px, py, pl, pw, pi, n)
+            px = self.p.xb
+            py = NULL if py == NULL else self.p.yb
+            pl = NULL if pl == NULL else self.p.lb
+            pw = NULL if pw == NULL else self.p.wb
+        elif self.p.n_python:
+            # the caller's arrays are reachable from the Python layers' code: the step reads
+            # copies (labels changed in place during the step cannot index out of range)
+            self._copy_batch(px, py, pl, pw, n)
             px = self.p.xb
             py = NULL if py == NULL else self.p.yb
             pl = NULL if pl == NULL else self.p.lb
@@ -1655,6 +1959,18 @@ cdef class Engine:
         self.last_refused = self.p.refused
         return loss
 
+    cdef void _copy_batch(self, const void *px, const void *py, const void *pl,
+                          const void *pw, int n) noexcept nogil:
+        """X, y, labels, w (those given) of a batch of n rows into the gather buffers."""
+        cdef size_t sz = self.itemsize
+        memcpy(self.p.xb, px, <size_t> n * self.n_in0 * sz)
+        if py != NULL:
+            memcpy(self.p.yb, py, <size_t> n * self.k * sz)
+        if pl != NULL:
+            memcpy(self.p.lb, pl, <size_t> n * 8)
+        if pw != NULL:
+            memcpy(self.p.wb, pw, <size_t> n * sz)
+
     cdef void _gather(self, const void *px, const void *py, const void *pl, const void *pw,
                       const int64_t *idx, int n) noexcept nogil:
         cdef int i
@@ -1680,10 +1996,14 @@ cdef class Engine:
         cdef void *px = _ptr(X)
         cdef void *pp = _ptr(self.params)
         cdef Threads th
+        cdef uint64_t rng0 = self.p.rng
+        self._not_in_python()
         self.ensure_capacity(n)
         cdef unsigned int csr
+        self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             _threads_begin(&th, &self.p, n)
             if self.is_double:
                 _forward[double](&self.p, <double *> px, <double *> pp, n, training)
@@ -1691,6 +2011,9 @@ cdef class Engine:
                 _forward[float](&self.p, <float *> px, <float *> pp, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)
+        if self.p.py_failed:
+            self.p.rng = rng0
+            self._python_failed(True)
 
     def backward(self, X, y, labels, w, bint training):
         """After forward(X, training): loss, then grads := dL/dparams. Returns the loss."""
@@ -1704,20 +2027,27 @@ cdef class Engine:
         cdef double loss
         cdef Threads th
         cdef unsigned int csr
+        self._not_in_python()
+        self.p.py_failed = False
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             _threads_begin(&th, &self.p, n)
             _bind(&self.p, px, training)
             if self.is_double:
                 loss = _loss_grad[double](&self.p, <double *> py, <long long *> pl,
                                           <double *> pw, n, True)
+                loss += _penalty[double](&self.p, <double *> pp)
                 _backward[double](&self.p, <double *> pp, <double *> pg, n, training)
             else:
                 loss = _loss_grad[float](&self.p, <float *> py, <long long *> pl,
                                          <float *> pw, n, True)
+                loss += _penalty[float](&self.p, <float *> pp)
                 _backward[float](&self.p, <float *> pp, <float *> pg, n, training)
             _threads_end(&th)
             fp_ftz_end(csr)
+        if self.p.py_failed:
+            self._python_failed(False)
         return loss
 
     def gemm_floor(self, X, bint train=True):
@@ -1812,6 +2142,8 @@ cdef class Engine:
         cdef void *b1
         cdef bint failed = False
         cdef unsigned int csr
+        cdef list errors = []
+        cdef void *perr = <void *> errors
         cdef int k = 1 if _split_plan(&self.p, n, False) < 2 else self._split_prepare(n, False)
         if k > 1:
             try:
@@ -1821,6 +2153,7 @@ cdef class Engine:
             return
         with nogil:
             csr = fp_ftz_begin()
+            self.p.csr = csr     # the caller's mode, for Python nodes
             b0 = malloc(2 * nbytes + extra + 8)
             if b0 == NULL:
                 failed = True
@@ -1830,15 +2163,17 @@ cdef class Engine:
                 if self.is_double:
                     _predict[double](&self.p, <double *> px, <double *> pp, n, chunk,
                                      <double *> b0, <double *> b1, <double *> pa,
-                                     <double *> pz, scratch)
+                                     <double *> pz, scratch, perr)
                 else:
                     _predict[float](&self.p, <float *> px, <float *> pp, n, chunk,
                                     <float *> b0, <float *> b1, <float *> pa, <float *> pz,
-                                    scratch)
+                                    scratch, perr)
                 free(b0)
             fp_ftz_end(csr)
         if failed:
             raise MemoryError("predict: no memory for the scratch buffers")
+        if errors:          # a Python node raised: its exception, unchanged
+            raise errors[0]
 
     cdef _predict_split(self, const void *px, const void *pp, void *pa, void *pz, int n, int k,
                         int chunk, size_t extra):

@@ -2,10 +2,14 @@
 # dz := da * g'(z), dW := x.T @ dz, db := dz.sum(0), da_prev := dz @ W.T (skipped when no node
 # before has parameters). The fused plain-SGD variant is split in the two phases the engine's
 # refusal rule needs (deltas first, then the updates). The model's tape and the standalone
-# fastprop.Dense (through _kernels) both run these functions.
+# fastprop.Dense (through _kernels) both run these functions. A weight penalty (nd.l1, nd.l2:
+# Keras' kernel_regularizer on W, b spared) adds l1 * sum|W| + l2 * sum W^2 to the loss
+# (dense_node_penalty, summed in double) and l1 * sign(W) + 2 * l2 * W to dW
+# (dense_node_penalty_add); the model's tape runs them only for nodes with a penalty.
 
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memset
+from libc.math cimport fabs
 from cython cimport floating
 from fastprop._core._node cimport Node
 from fastprop._core._blas cimport gemm, axpy
@@ -64,3 +68,26 @@ cdef inline void dense_node_gemms(Node *nd, const floating *W, floating *dW,
     if da_prev != NULL:
         gemm(False, True, n, nd.n_in, nd.n_out, <floating> 1, <floating *> nd.g, nd.n_out,
              W, nd.n_out, <floating> 0, da_prev, nd.n_in)
+
+
+cdef inline double dense_node_penalty(Node *nd, const floating *W) noexcept nogil:
+    """l1 * sum|W| + l2 * sum W^2 (sums in double)."""
+    cdef Py_ssize_t j, m = <Py_ssize_t> nd.n_in * nd.n_out
+    cdef double s1 = 0, s2 = 0, v
+    for j in range(m):
+        v = W[j]
+        s1 += fabs(v)
+        s2 += v * v
+    return nd.l1 * s1 + nd.l2 * s2
+
+
+cdef inline void dense_node_penalty_add(Node *nd, const floating *W, floating *out,
+                                        double alpha) noexcept nogil:
+    """out += alpha * (l1 * sign(W) + 2 * l2 * W) (sign(0) = 0); out may be W itself (each
+    element is read before it is written): alpha = 1 adds the gradient to dW, alpha = -lr
+    is the fused SGD update of the penalty."""
+    cdef Py_ssize_t j, m = <Py_ssize_t> nd.n_in * nd.n_out
+    cdef double v, l1 = nd.l1, l2x2 = 2.0 * nd.l2
+    for j in range(m):
+        v = W[j]
+        out[j] = <floating> (out[j] + alpha * (l1 * ((v > 0) - (v < 0)) + l2x2 * v))

@@ -6,7 +6,8 @@
 # 2 * n_in. Backward runs in place on the delta (g is the previous node's; the kernels read
 # each delta element before writing it). In training the running statistics are not touched
 # by the forward: the engine commits them (norm_node_commit) once the step is accepted, so a
-# refused step changes no state either.
+# refused step changes no state either. A frozen BatchNorm (nd.frozen) runs as in inference in
+# training too: running statistics, the affine backward, nothing committed (Keras).
 
 from libc.math cimport fabs
 from cython cimport floating
@@ -38,6 +39,7 @@ cdef inline void norm_node_forward(Node *nd, const floating *params, floating *s
     cdef floating *inv_std = x_hat + <Py_ssize_t> n * w
     cdef double *work = _dwork(nd, n, x_hat)
     if nd.kind == NODE_BATCHNORM:
+        training = training and not nd.frozen       # frozen: running statistics (Keras)
         bn_forward(n, w, <const floating *> nd.x, gamma, gamma + w,
                    NULL if training else state + nd.s_off,
                    NULL if training else state + nd.s_off + w, nd.rate, nd.eps, training,
@@ -58,7 +60,8 @@ cdef inline void norm_node_backward(Node *nd, const floating *params, floating *
     for j in range(2 * w):
         dgamma[j] = 0
     if nd.kind == NODE_BATCHNORM:
-        bn_backward(n, w, <const floating *> nd.g, x_hat, params + nd.p_off, inv_std, training,
+        bn_backward(n, w, <const floating *> nd.g, x_hat, params + nd.p_off, inv_std,
+                    training and not nd.frozen,
                     <floating *> nd.g, dgamma, dgamma + w, work + 3 * w)
     else:
         ln_backward(n, w, <const floating *> nd.g, x_hat, params + nd.p_off, inv_std,
@@ -67,8 +70,9 @@ cdef inline void norm_node_backward(Node *nd, const floating *params, floating *
 
 cdef inline void norm_node_commit(Node *nd, floating *state, int n) noexcept nogil:
     """BatchNorm after an accepted training step: the running statistics move towards the
-    batch's (left in the workspace by the forward). Nothing for LayerNorm."""
-    if nd.kind == NODE_BATCHNORM:
+    batch's (left in the workspace by the forward). Nothing for LayerNorm or a frozen
+    BatchNorm (its forward used the running statistics)."""
+    if nd.kind == NODE_BATCHNORM and not nd.frozen:
         bn_update_running(nd.n_in, _dwork(nd, n, <floating *> nd.w), nd.rate,
                           state + nd.s_off, state + nd.s_off + nd.n_in)
 
@@ -76,11 +80,11 @@ cdef inline void norm_node_commit(Node *nd, floating *state, int n) noexcept nog
 cdef inline bint norm_node_stats_ok(Node *nd, int n, floating *dummy) noexcept nogil:
     """Whether the batch statistics a BatchNorm's training forward left are finite and within
     the dtype's range (else committing them would put inf / NaN in the running statistics:
-    the engine refuses such a step). True for LayerNorm."""
+    the engine refuses such a step). True for LayerNorm and a frozen BatchNorm."""
     cdef Py_ssize_t j
     cdef double limit = 3.4e38 if floating is float else 1.79e308
     cdef double *work
-    if nd.kind != NODE_BATCHNORM:
+    if nd.kind != NODE_BATCHNORM or nd.frozen:
         return True
     work = _dwork(nd, n, <floating *> nd.w)
     for j in range(2 * nd.n_in):

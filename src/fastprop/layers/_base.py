@@ -92,13 +92,41 @@ class Layer:
     ``Dense(n_out)``) reports ``built`` False until :meth:`build` is called with that width;
     a model calls it once the width is known (the previous layer, ``input_dim``, the data).
     :meth:`get_weights` / :meth:`set_weights` read the declared parameters then the state
-    buffers, in declaration order. ``trainable = False`` (freezing) is not implemented yet and
-    raises ``NotImplementedError``.
+    buffers, in declaration order. ``trainable = False`` freezes the layer: in a model, the
+    update leaves its parameters and their optimizer state unchanged (gradients still flow
+    through it to the layers before); setting it tells the model that holds the layer, which
+    rebuilds its frozen ranges then (never per step).
 
     A layer belongs to at most one :class:`~fastprop.Sequential` at a time: giving a layer that
     a live model holds to a second model raises ``ValueError`` (make a new layer, or
     ``copy.deepcopy`` the first model).
+
+    Custom layers in Python: a subclass that defines ``build``, ``forward`` and ``backward``
+    (NumPy in, NumPy out) runs inside a compiled model as a Python node (see the README,
+    "Custom layers", and :mod:`fastprop.layers._python`). A parameter or state buffer declared
+    as ``name`` is read as ``self.name`` (a view into the model's buffers once in a model);
+    write it in place, rebinding it raises ``AttributeError``.
     """
+
+    def __getattr__(self, name):
+        # declared parameters / state read as self.<name> (kinds may define properties)
+        d = self.__dict__
+        specs = d.get("_param_specs")
+        if specs is not None and (name in specs or name in d["_state_specs"]) \
+                and "_" + name in d:
+            return d["_" + name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        d = self.__dict__
+        specs = d.get("_param_specs")
+        if specs is not None and (name in specs or name in d["_state_specs"]) \
+                and getattr(type(self), name, None) is None:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} is declared by add_param / add_state (a view "
+                f"into the model's buffers once in a model): write it in place "
+                f"(self.{name}[...] = value) instead of rebinding it")
+        object.__setattr__(self, name, value)
 
     # -- declaration ----------------------------------------------------------------------------
     def build(self, n_in):
@@ -230,16 +258,20 @@ class Layer:
 
     @property
     def trainable(self):
-        """Always True: freezing layers is not implemented yet (see the README)."""
-        return True
+        """bool: False freezes the layer's parameters (a model's update skips their range of
+        the flat buffer; their optimizer state does not move). Default True."""
+        return self.__dict__.get("_trainable", True)
 
     @trainable.setter
     def trainable(self, value):
-        if value is not True:
-            raise NotImplementedError(
-                f"{type(self).__name__}.trainable = {value!r}: freezing layers is not "
-                f"implemented yet (every layer's parameters are trained); a frozen layer would "
-                f"otherwise be silently trained")
+        value = V.check_bool(value, "trainable")
+        if value == self.trainable:
+            return
+        object.__setattr__(self, "_trainable", value)
+        ref = self.__dict__.get("_owner")
+        owner = ref() if ref is not None else None
+        if owner is not None:          # the model rebuilds its frozen ranges now, not per step
+            owner._trainable_changed()
 
     @property
     def n_params(self):
@@ -274,13 +306,37 @@ class Layer:
         raise NotImplementedError(f"{type(self).__name__}.backward")
 
     def get_config(self):
-        """JSON-serialisable ``{"type": <registered name>, ...}``."""
-        raise NotImplementedError(f"{type(self).__name__}.get_config")
+        """JSON-serialisable ``{"type": <registered name>, **constructor arguments}``.
+
+        The default, ``{"type": <class name>}`` (and ``"trainable": False`` for a frozen
+        layer), suits a layer whose constructor takes no arguments; a custom layer with
+        arguments returns ``{**super().get_config(), "arg": value, ...}`` (JSON values), which
+        the default :meth:`from_config` passes back to its constructor as keyword arguments.
+        Parameters and state are not part of it (a model file carries them)."""
+        config = {"type": type(self).__name__}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
-        """A layer from :meth:`get_config` output (parameters at their initial values)."""
-        raise NotImplementedError(f"{cls.__name__}.from_config")
+        """A layer from :meth:`get_config` output (parameters at their initial values).
+
+        The default calls ``cls(**arguments)`` with every key of ``config`` but ``type`` and
+        ``trainable`` (set on the new layer); a constructor that refuses them raises
+        ``ValueError``. ``dtype`` is the model's (a model casts the parameters to it)."""
+        if not isinstance(config, dict) or config.get("type") != cls.__name__:
+            raise ValueError(f"a {cls.__name__} config is a dict whose type is "
+                             f"{cls.__name__!r}, got {config!r}")
+        args = {k: v for k, v in config.items() if k not in ("type", "trainable")}
+        try:
+            layer = cls(**args)
+        except TypeError as e:
+            raise ValueError(f"{cls.__name__}(**{args!r}) failed ({e}): a layer whose "
+                             f"constructor takes arguments returns them from get_config") \
+                from None
+        layer.trainable = config.get("trainable", True)
+        return layer
 
     def __call__(self, a_prev, training=False):
         return self.forward(a_prev, training=training)

@@ -35,6 +35,11 @@ class BatchNorm(_AffineNorm):
     eps : float > 0, default 1e-5
         Added to the variance.
     dtype : {"float32", "float64"}, default "float32"
+    trainable : bool, default True
+        False freezes the layer as Keras does: in a model its ``gamma`` / ``beta`` are not
+        updated and, in training too, it normalizes with its running statistics and does not
+        update them (its backward is then the affine one, ``dx = dy * gamma * inv_std``, with
+        the running ``inv_std``).
 
     Examples
     --------
@@ -47,10 +52,12 @@ class BatchNorm(_AffineNorm):
 
     _FIXED = _AffineNorm._FIXED + ("momentum",)
 
-    def __init__(self, momentum=0.1, eps=1e-5, dtype="float32"):
+    def __init__(self, momentum=0.1, eps=1e-5, dtype="float32", trainable=True):
         momentum = V.check_real(momentum, "momentum", low=0.0, high=1.0)
+        trainable = V.check_bool(trainable, "trainable")
         super().__init__(eps, dtype)
         object.__setattr__(self, "_momentum", momentum)
+        self.trainable = trainable
 
     def _build_state(self, n_in):
         self.add_state("running_mean", (n_in,), init="zeros", dtype=self._dtype)
@@ -96,19 +103,25 @@ class BatchNorm(_AffineNorm):
         super().set_weights(weights)
 
     def get_config(self):
-        """``{"type": "BatchNorm", "n_in", "momentum", "eps"}`` (``n_in`` None while unbuilt)."""
-        return {"type": type(self).__name__, "n_in": self.n_in, "momentum": self.momentum,
-                "eps": self.eps}
+        """``{"type": "BatchNorm", "n_in", "momentum", "eps"}`` (``n_in`` None while unbuilt),
+        and ``"trainable": False`` for a frozen layer (absent when True)."""
+        config = {"type": type(self).__name__, "n_in": self.n_in, "momentum": self.momentum,
+                  "eps": self.eps}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
         """A BatchNorm (initial parameters and statistics; built when ``n_in`` is set) from
         :meth:`get_config` output."""
         keys = {"type", "n_in", "momentum", "eps"}
-        if not isinstance(config, dict) or set(config) != keys:
-            raise ValueError(f"a BatchNorm config has the keys {', '.join(sorted(keys))}; got "
+        if not isinstance(config, dict) or set(config) - {"trainable"} != keys:
+            raise ValueError(f"a BatchNorm config has the keys {', '.join(sorted(keys))} (and "
+                             f"optionally trainable); got "
                              f"{sorted(config) if isinstance(config, dict) else config!r}")
-        layer = cls(config["momentum"], config["eps"], dtype=dtype)
+        layer = cls(config["momentum"], config["eps"], dtype=dtype,
+                    trainable=config.get("trainable", True))
         if config["n_in"] is not None:
             layer.build(config["n_in"])
         return layer
@@ -123,7 +136,8 @@ class BatchNorm(_AffineNorm):
             in training (ValueError otherwise, as PyTorch).
         training : bool, default False
             Batch statistics (and the running ones updated) when True, running statistics
-            when False.
+            when False. A frozen layer (``trainable`` False) uses its running statistics and
+            leaves them unchanged in training too (Keras).
 
         Returns
         -------
@@ -132,7 +146,7 @@ class BatchNorm(_AffineNorm):
             ``x_hat`` (n_samples, width) and ``inv_std`` (width,); pass it to
             :meth:`backward`.
         """
-        training = V.check_bool(training, "training")
+        training = V.check_bool(training, "training") and self.trainable   # frozen: Keras
         x = self._input(a_prev)
         if training and x.shape[0] < 2:
             raise ValueError(f"BatchNorm in training needs more than one sample per batch "

@@ -69,6 +69,17 @@ class Dense(Layer):
     dtype : {"float32", "float64"}, default "float32"
     seed : int or numpy.random.Generator, optional
         The same seed gives the same weights.
+    trainable : bool, default True
+        False freezes the layer in a model: ``W`` and ``b`` are not updated and their optimizer
+        state does not move; gradients still flow through it. Settable later
+        (``layer.trainable = False``).
+    l1, l2 : float >= 0, default 0.0
+        Weight penalty on ``W`` (Keras' ``kernel_regularizer=L1L2(l1, l2)``; ``b`` is spared):
+        a model adds ``l1 * sum|W| + l2 * sum W**2`` to the loss it minimizes and reports
+        (``train_step``, ``fit``, ``evaluate``) and ``l1 * sign(W) + 2 * l2 * W`` to ``dW``.
+        Not counted while the layer is frozen (Keras counts trainable weights only).
+        Read-only (the compiled plan is built from them). The standalone :meth:`backward`
+        returns the data gradient only (the penalty is a model's loss term).
 
     Attributes
     ----------
@@ -89,9 +100,14 @@ class Dense(Layer):
     """
 
     def __init__(self, n_in, n_out=_ONE_WIDTH, activation="identity", init=None,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, trainable=True, l1=0.0, l2=0.0):
         if n_out is _ONE_WIDTH:           # Dense(n_out): the input width comes at build
             n_in, n_out = None, n_in
+        # checked first: a failed call builds nothing
+        l1, l2 = V.check_real(l1, "l1", low=0.0), V.check_real(l2, "l2", low=0.0)
+        self.trainable = trainable
+        object.__setattr__(self, "_l1", l1)
+        object.__setattr__(self, "_l2", l2)
         self._n_in = None if n_in is None else V.check_size(n_in, "n_in")
         self._n_out = V.check_size(n_out, "n_out")
         self._activation = canonical_name(activation)
@@ -134,19 +150,29 @@ class Dense(Layer):
 
     def get_config(self):
         """``{"type": "Dense", "n_in", "n_out", "activation", "init"}`` (``n_in`` None while
-        the width is not inferred yet)."""
-        return {"type": type(self).__name__, "n_in": self.n_in, "n_out": self.n_out,
-                "activation": self.activation, "init": self.init}
+        the width is not inferred yet), and ``"trainable": False`` for a frozen layer,
+        ``"l1"`` / ``"l2"`` when not 0 (absent at their defaults, so older files load and
+        write unchanged)."""
+        config = {"type": type(self).__name__, "n_in": self.n_in, "n_out": self.n_out,
+                  "activation": self.activation, "init": self.init}
+        if not self.trainable:
+            config["trainable"] = False
+        for name in ("l1", "l2"):
+            if getattr(self, name):
+                config[name] = getattr(self, name)
+        return config
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
         """A Dense layer (zero weights; unbuilt when ``n_in`` is None) from :meth:`get_config`
         output."""
-        if set(config) != {"type", "n_in", "n_out", "activation", "init"}:
+        if set(config) - {"trainable", "l1", "l2"} != {"type", "n_in", "n_out", "activation",
+                                                        "init"}:
             raise ValueError(f"a Dense config has the keys type, n_in, n_out, activation, "
-                             f"init; got {sorted(config)}")
+                             f"init (and optionally trainable, l1, l2); got {sorted(config)}")
         layer = cls(config["n_in"], config["n_out"], activation=config["activation"],
-                    init="zeros", dtype=dtype)
+                    init="zeros", dtype=dtype, trainable=config.get("trainable", True),
+                    l1=config.get("l1", 0.0), l2=config.get("l2", 0.0))
         layer.init = canonical_init(config["init"])     # recorded; weights are loaded
         return layer
 
@@ -166,8 +192,26 @@ class Dense(Layer):
         """Activation name (read-only)."""
         return self._activation
 
+    @property
+    def l1(self):
+        """The L1 weight penalty on ``W`` (read-only; see the class docstring)."""
+        return self._l1
+
+    @property
+    def l2(self):
+        """The L2 weight penalty on ``W`` (read-only; see the class docstring)."""
+        return self._l2
+
+    def penalty(self):
+        """``l1 * sum|W| + l2 * sum W**2`` at the current ``W`` (float; 0.0 when unbuilt or
+        without a penalty): the term a model adds to its loss for this layer."""
+        if not self.built or not (self._l1 or self._l2):
+            return 0.0
+        W = self._W.astype(np.float64)
+        return float(self._l1 * np.abs(W).sum() + self._l2 * (W * W).sum())
+
     def __setattr__(self, name, value):
-        if name in ("n_in", "n_out", "activation", "dtype"):
+        if name in ("n_in", "n_out", "activation", "dtype", "l1", "l2"):
             raise AttributeError(f"Dense.{name} is fixed when the layer is made (a model's "
                                  f"compiled plan is built from it); make a new Dense layer")
         object.__setattr__(self, name, value)
@@ -281,5 +325,6 @@ class Dense(Layer):
 
     def __repr__(self):
         widths = f"{self.n_out}" if self.n_in is None else f"{self.n_in}, {self.n_out}"
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("l1", "l2") if getattr(self, k))
         return (f"Dense({widths}, activation={self.activation!r}, "
-                f"init={self.init!r}, dtype={self.dtype.name!r})")
+                f"init={self.init!r}, dtype={self.dtype.name!r}{extra})")

@@ -171,6 +171,8 @@ class LayerNorm(_AffineNorm):
     eps : float > 0, default 1e-5
         Added to the variance.
     dtype : {"float32", "float64"}, default "float32"
+    trainable : bool, default True
+        False freezes ``gamma`` and ``beta`` in a model (not updated, optimizer state kept).
 
     Examples
     --------
@@ -182,21 +184,28 @@ class LayerNorm(_AffineNorm):
            [-1.,  1.]])
     """
 
-    def __init__(self, eps=1e-5, dtype="float32"):
+    def __init__(self, eps=1e-5, dtype="float32", trainable=True):
         super().__init__(eps, dtype)
+        self.trainable = trainable
 
     def get_config(self):
-        """``{"type": "LayerNorm", "n_in", "eps"}`` (``n_in`` None while unbuilt)."""
-        return {"type": type(self).__name__, "n_in": self.n_in, "eps": self.eps}
+        """``{"type": "LayerNorm", "n_in", "eps"}`` (``n_in`` None while unbuilt), and
+        ``"trainable": False`` for a frozen layer."""
+        config = {"type": type(self).__name__, "n_in": self.n_in, "eps": self.eps}
+        if not self.trainable:
+            config["trainable"] = False
+        return config
 
     @classmethod
     def from_config(cls, config, dtype="float32"):
         """A LayerNorm (``gamma`` ones, ``beta`` zeros; built when ``n_in`` is set) from
         :meth:`get_config` output."""
-        if not isinstance(config, dict) or set(config) != {"type", "n_in", "eps"}:
-            raise ValueError(f"a LayerNorm config has the keys type, n_in, eps; got "
+        if not isinstance(config, dict) or \
+                set(config) - {"trainable"} != {"type", "n_in", "eps"}:
+            raise ValueError(f"a LayerNorm config has the keys type, n_in, eps (and optionally "
+                             f"trainable); got "
                              f"{sorted(config) if isinstance(config, dict) else config!r}")
-        layer = cls(config["eps"], dtype=dtype)
+        layer = cls(config["eps"], dtype=dtype, trainable=config.get("trainable", True))
         if config["n_in"] is not None:
             layer.build(config["n_in"])
         return layer

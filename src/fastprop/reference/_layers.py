@@ -6,8 +6,10 @@ parameters), and is registered under the name of the kind it mirrors (``fastprop
 that :func:`layer_from` and :meth:`ReferenceModel.from_model` find it. A new kind adds one class
 decorated with :func:`register_reference_layer`. Nothing here imports fastprop's compiled code:
 a fastprop layer is read through its public attributes only (``W``, ``b``, ``activation``,
-``rate``).
+``rate``, ``trainable``, ``l1``, ``l2``). Every twin has a ``trainable`` flag (a frozen layer:
+:class:`~fastprop.reference.ReferenceModel` does not update its parameters).
 """
+import copy
 from collections import namedtuple
 
 import numpy as np
@@ -16,7 +18,8 @@ from fastprop.reference._dense import (DenseCache, activation_backward, activati
                                        dense_backward, dense_forward)
 
 __all__ = ["REFERENCE_LAYERS", "register_reference_layer", "layer_from", "dropout_mask",
-           "Dense", "Dropout", "Activation", "DenseCache", "DropoutCache", "ActivationCache"]
+           "Dense", "Dropout", "Activation", "DenseCache", "DropoutCache", "ActivationCache",
+           "PythonLayer", "PythonCache"]
 
 #: kind name (the name of ``fastprop``'s registry) -> reference layer class
 REFERENCE_LAYERS = {}
@@ -62,9 +65,12 @@ def layer_from(layer):
     Raises
     ------
     TypeError
-        No reference layer mirrors the kind of ``layer``.
+        No reference layer mirrors the kind of ``layer`` (a custom Python layer, one that
+        defines ``forward`` and ``backward`` itself, is its own twin: :class:`PythonLayer`).
     """
     twin = _twin_class(layer)
+    if twin is None and _is_python_layer(layer):
+        return PythonLayer(layer)
     if twin is None:
         raise TypeError(f"the reference has no twin for the layer kind {type(layer).__name__} "
                         f"(registered: {', '.join(sorted(REFERENCE_LAYERS))})")
@@ -121,18 +127,32 @@ class Dense:
     b : ndarray (n_out,)
     activation : str, default "identity"
         A canonical activation name.
+    l1, l2 : float, default 0.0
+        Weight penalty ``l1 * sum|W| + l2 * sum W**2`` (see :meth:`penalty`), which
+        :class:`~fastprop.reference.ReferenceModel` adds to its loss.
+    trainable : bool, default True
     """
 
     kind = "Dense"
     param_names = ("W", "b")
 
-    def __init__(self, W, b, activation="identity"):
+    def __init__(self, W, b, activation="identity", l1=0.0, l2=0.0, trainable=True):
         self.W, self.b, self.activation = W, b, activation
+        self.l1, self.l2, self.trainable = float(l1), float(l2), bool(trainable)
 
     @classmethod
     def from_layer(cls, layer):
-        """Twin of a fastprop ``Dense`` (its W and b copied)."""
-        return cls(np.array(layer.W), np.array(layer.b), layer.activation)
+        """Twin of a fastprop ``Dense`` (its W and b copied; penalty, trainable)."""
+        return cls(np.array(layer.W), np.array(layer.b), layer.activation,
+                   getattr(layer, "l1", 0.0), getattr(layer, "l2", 0.0),
+                   getattr(layer, "trainable", True))
+
+    def penalty(self):
+        """Return ``(loss, dW)``: ``l1 * sum|W| + l2 * sum W**2`` (float64) and its gradient
+        ``l1 * sign(W) + 2 * l2 * W`` (the dtype of W)."""
+        W = np.asarray(self.W, dtype=np.float64)
+        loss = self.l1 * np.abs(W).sum() + self.l2 * (W * W).sum()
+        return float(loss), (self.l1 * np.sign(W) + 2 * self.l2 * W).astype(self.W.dtype)
 
     def forward(self, a_prev, training=False):
         """Return ``(a, cache)``: ``a = g(a_prev @ W + b)`` (n, n_out); ``training`` unused."""
@@ -221,3 +241,65 @@ class Activation:
     def backward(self, da, cache):
         """Return ``(da_prev,)``: ``da * g'(z)`` (softmax: the Jacobian-vector product)."""
         return (activation_backward(cache.activation, cache.z, cache.a, da),)
+
+
+def _is_python_layer(layer):
+    """``layer``'s forward and backward are defined outside fastprop (read from the class
+    dictionaries: nothing of fastprop is imported): a user's Python layer. fastprop's own
+    kinds each have a twin of their own."""
+    for name in ("forward", "backward"):
+        owner = next((c for c in type(layer).__mro__ if name in vars(c)), None)
+        if owner is None or owner.__module__.split(".")[0] == "fastprop":
+            return False
+    return True
+
+
+PythonCache = namedtuple("PythonCache", "z a activation inner")
+PythonCache.__doc__ = ("A custom layer's cache (``inner``) with its output ``a`` (= ``z``: no "
+                       "activation follows inside the layer), read when it is the output layer.")
+
+
+class PythonLayer:
+    """The twin of a custom Python layer is the layer itself: its own ``forward`` /
+    ``backward`` on a shallow copy whose parameters are the reference model's arrays and whose
+    state buffers are copies (the model's stay untouched).
+
+    Parameters
+    ----------
+    layer : fastprop.Layer
+        A subclass that defines ``forward`` and ``backward``.
+    """
+
+    kind = None        # not in the registry: layer_from falls back to it
+
+    def __init__(self, layer):
+        inner = copy.copy(layer)
+        names = list(layer.param_shapes)
+        for name in names + list(layer.state_shapes):
+            object.__setattr__(inner, "_" + name, np.array(layer.__dict__["_" + name]))
+        object.__setattr__(self, "layer", inner)
+        object.__setattr__(self, "param_names", tuple(names))
+
+    @classmethod
+    def from_layer(cls, layer):
+        return cls(layer)
+
+    def __getattr__(self, name):
+        if name in self.__dict__.get("param_names", ()):
+            return self.__dict__["layer"].__dict__["_" + name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        if name in self.__dict__.get("param_names", ()):      # ReferenceModel's flat views
+            object.__setattr__(self.layer, "_" + name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def forward(self, a_prev, training=False):
+        """The layer's ``forward`` on a copy of ``a_prev``; the cache is a :class:`PythonCache`."""
+        a, inner = self.layer.forward(np.array(a_prev), training=training)
+        return a, PythonCache(a, a, "identity", inner)
+
+    def backward(self, da, cache):
+        """The layer's ``backward``: ``(da_prev, *grads)``."""
+        return tuple(self.layer.backward(np.array(da), cache.inner))

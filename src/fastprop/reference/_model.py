@@ -3,7 +3,8 @@
 The network is a list of reference layers (:mod:`fastprop.reference._layers`, one twin per
 registered kind). Parameters sit in one flat array with each layer's parameters as views (a
 Dense's ``W`` then ``b``, layer after layer), like the compiled model, so optimizers update one
-flat array.
+flat array. A Dense twin's weight penalty is part of the loss and its gradient; a frozen twin
+(``trainable`` False) keeps its parameters and their optimizer state through an update.
 """
 import numpy as np
 
@@ -78,8 +79,12 @@ class ReferenceModel:
         self.params = np.array(params, dtype=self.dtype)
         self.grads = np.zeros(n, self.dtype)
         self._grad_views = []          # per layer, its gradient views in param_names order
+        self._frozen = []              # slices of params of the frozen twins
         off = 0
         for t in twins:
+            if not getattr(t, "trainable", True) and t.param_names:
+                self._frozen.append(slice(off, off + sum(getattr(t, name).size
+                                                         for name in t.param_names)))
             views = []
             for name in t.param_names:
                 shape = getattr(t, name).shape
@@ -172,28 +177,44 @@ class ReferenceModel:
         last = len(self.layers) - 1
         if isinstance(self.layers[-1], Dense):
             caches[-1] = out._replace(activation="identity")
-        else:                               # an Activation node ends the model
+        elif isinstance(self.layers[-1], Activation):   # an Activation node ends the model
             last -= 1
-        first_dense = next(i for i, t in enumerate(self.layers) if isinstance(t, Dense))
+        # (a custom Python layer's output has no activation: dz is its da)
+        first_param = next(i for i, t in enumerate(self.layers) if t.param_names)
         da = dz
         for i in range(last, -1, -1):
             twin = self.layers[i]
             if isinstance(twin, Dense):
-                da, *grads = twin.backward(da, caches[i], need_da_prev=i > first_dense)
+                da, *grads = twin.backward(da, caches[i], need_da_prev=i > first_param)
             else:
                 da, *grads = twin.backward(da, caches[i])
             for view, g in zip(self._grad_views[i], grads):
                 view[...] = g
             if da is None:
                 break
+        for i, twin in enumerate(self.layers):     # weight penalties of the trainable Dense
+            if isinstance(twin, Dense) and twin.trainable and (twin.l1 or twin.l2):
+                term, dW = twin.penalty()
+                loss += term
+                self._grad_views[i][0][...] += dW
         return loss
 
     def apply_gradients(self):
+        """One optimizer step from ``grads``; the frozen twins' gradients are zeroed first and
+        their parameters and optimizer state kept."""
         self.t += 1
+        for sl in self._frozen:
+            self.grads[sl] = 0
+        kept = [(sl, self.params[sl].copy(), {k: v[sl].copy() for k, v in self.state.items()})
+                for sl in self._frozen]
         if self._plain_sgd_lr is not None:
             self.params -= self.dtype.type(self._plain_sgd_lr) * self.grads
         else:
             _STEPS[self.opt_name](self.params, self.grads, self.state, self.t, **self.hyper)
+        for sl, values, state in kept:
+            self.params[sl] = values
+            for k, v in state.items():
+                self.state[k][sl] = v
 
     def train_step(self, X, y=None, labels=None, sample_weight=None, training=False, masks=None):
         """Forward, loss, backward and optimizer update; returns the loss before the update.

@@ -109,27 +109,34 @@ class BatchNorm:
     ----------
     gamma, beta, running_mean, running_var : ndarray (width,)
     momentum, eps : float
+    trainable : bool, default True
+        False: frozen as in Keras, the running statistics normalize in training too and are
+        not updated (and a ReferenceModel does not update ``gamma`` / ``beta``).
     """
 
     kind = "BatchNorm"
     param_names = ("gamma", "beta")
 
-    def __init__(self, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5):
+    def __init__(self, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5,
+                 trainable=True):
         self.gamma, self.beta = gamma, beta
         self.running_mean, self.running_var = running_mean, running_var
         self.momentum, self.eps = float(momentum), float(eps)
+        self.trainable = bool(trainable)
 
     @classmethod
     def from_layer(cls, layer):
         """Twin of a built fastprop ``BatchNorm`` (its arrays copied)."""
         return cls(*(np.array(a) for a in (layer.gamma, layer.beta, layer.running_mean,
-                                           layer.running_var)), layer.momentum, layer.eps)
+                                           layer.running_var)), layer.momentum, layer.eps,
+                   getattr(layer, "trainable", True))
 
     def forward(self, a_prev, training=False):
-        """Return ``(a, cache)``: batch statistics in training, running ones otherwise."""
+        """Return ``(a, cache)``: batch statistics in training (unless frozen), running ones
+        otherwise."""
         y, cache, (rm, rv) = batchnorm_forward(a_prev, self.gamma, self.beta, self.running_mean,
                                                self.running_var, self.momentum, self.eps,
-                                               training)
+                                               training and self.trainable)
         self.running_mean, self.running_var = rm, rv
         return y, cache
 
@@ -147,18 +154,21 @@ class LayerNorm:
     ----------
     gamma, beta : ndarray (width,)
     eps : float
+    trainable : bool, default True
     """
 
     kind = "LayerNorm"
     param_names = ("gamma", "beta")
 
-    def __init__(self, gamma, beta, eps=1e-5):
+    def __init__(self, gamma, beta, eps=1e-5, trainable=True):
         self.gamma, self.beta, self.eps = gamma, beta, float(eps)
+        self.trainable = bool(trainable)
 
     @classmethod
     def from_layer(cls, layer):
         """Twin of a built fastprop ``LayerNorm`` (its arrays copied)."""
-        return cls(np.array(layer.gamma), np.array(layer.beta), layer.eps)
+        return cls(np.array(layer.gamma), np.array(layer.beta), layer.eps,
+                   getattr(layer, "trainable", True))
 
     def forward(self, a_prev, training=False):
         """Return ``(a, cache)``; ``training`` unused."""
