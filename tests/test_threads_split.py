@@ -418,9 +418,11 @@ def test_first_layer_by_columns_or_by_rows(split_all, dtype, first, batch):
 
 
 # -- the split beside frozen layers, weight penalties and custom Python layers ------------------
-# Training steps with frozen ranges or Dense penalties are not split (they take the one-thread
-# path); a tape with a Python node never splits. Each test checks the plan, then equality with
-# the one-thread model over fit (float64 1e-12, float32 1e-5: conftest.assert_close).
+# Frozen ranges are zeroed / kept in the update by slices (fused SGD off, as with one thread);
+# a Dense penalty's loss is added once and its dW on each weight part's rows of W (fused SGD:
+# the shrink on those rows); a frozen BatchNorm keeps the step unsplit (any BatchNorm does); a
+# tape with a Python node never splits. Each test checks the plan, then equality with the
+# one-thread model over fit (float64 1e-12, float32 1e-5: conftest.assert_close).
 
 
 class _Scale(fp.Layer):
@@ -447,49 +449,56 @@ def _frozen_net(dtype, kind, optimizer=None):
 
 
 @pytest.mark.parametrize("kind", ["dense", "layernorm", "batchnorm"])
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("opt", ["sgd", "adam", "clip"])
 def test_frozen_layers_equal_one_thread(split_all, dtype, kind, opt):
     X, y = _data(dtype)
-    make_opt = {"sgd": lambda: fp.optim.SGD(0.1), "adam": lambda: fp.optim.Adam(1e-2)}[opt]
+    make_opt = {"sgd": lambda: fp.optim.SGD(0.1), "adam": lambda: fp.optim.Adam(1e-2),
+                "clip": lambda: fp.optim.SGD(0.1, momentum=0.9, clip_norm=0.05)}[opt]
     one, many = _pair(lambda: _frozen_net(dtype, kind, make_opt()))
     frozen = many.layers[1].get_weights()
-    assert many._engine.split_plan(10) == 1              # frozen ranges: not split
+    assert many._engine.split_plan(10) == (1 if kind == "batchnorm" else 2)
     assert many._engine.split_plan(10, False) == 2       # predict still splits
     h1, h2 = _fit_both(one, many, X, y)
     _assert_same_training(one, many, h1, h2, dtype)
+    assert_close(many.grads, one.grads, dtype)           # the frozen ranges' zeroed
     for got, before in zip(many.layers[1].get_weights(), frozen):
         np.testing.assert_array_equal(got, before)       # kept bit for bit
     assert_close(many.predict(X), one.predict(X), dtype)
-    many.layers[1].trainable = True                      # unfrozen: splits again
-    if kind != "batchnorm":
-        assert many._engine.split_plan(10) == 2
-        one.layers[1].trainable = True
-        h1, h2 = _fit_both(one, many, X, y)
-        _assert_same_training(one, many, h1, h2, dtype)
+    many.layers[1].trainable = one.layers[1].trainable = True     # unfrozen: trains again
+    h1, h2 = _fit_both(one, many, X, y)
+    _assert_same_training(one, many, h1, h2, dtype)
+    assert any(np.any(a != b) for a, b in zip(many.layers[1].get_weights(), frozen))
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_penalties_equal_one_thread(split_all, dtype, opt):
-    """Dense l1 / l2: the penalty's loss and dW count once (fused SGD and Adam)."""
+    """Dense l1 / l2 on a split step: the penalty's loss and dW count once (fused SGD and
+    Adam), also beside a frozen layer (whose penalty does not count)."""
     X, y = _data(dtype)
     make_opt = {"sgd": lambda: fp.optim.SGD(0.1), "adam": lambda: fp.optim.Adam(1e-2)}[opt]
     one, many = _pair(lambda: _dense_net(
         dtype, [fp.Dense(16, activation="relu", l1=1e-3, l2=1e-2),
                 fp.Dense(8, activation="relu", l2=5e-3)], optimizer=make_opt()))
-    assert many._engine.split_plan(10) == 1
+    assert many._engine.split_plan(10) == 2
     h1, h2 = _fit_both(one, many, X, y)
     _assert_same_training(one, many, h1, h2, dtype)
     assert_close(np.array(many.train_step(X[:10], y[:10])),
                  np.array(one.train_step(X[:10], y[:10])), dtype)
     assert_close(many.params, one.params, dtype)
+    assert many._engine.penalty() > 0.05          # counted twice, the losses would differ
+    for m in (one, many):
+        m.layers[1].trainable = False
+    h1, h2 = _fit_both(one, many, X, y)
+    _assert_same_training(one, many, h1, h2, dtype)
 
 
 def test_compute_gradients_without_penalty_equal_one_thread(split_all, dtype):
-    """penalty=False clears the penalties for its call: that call may split, and equals one
-    thread's (no penalty term in the gradients); penalty=True equals too."""
+    """penalty=False leaves the penalty out of the split call's gradients and loss, as with
+    one thread; penalty=True equals one thread's too."""
     X, y = _data(dtype, n=20)
     one, many = _pair(lambda: _dense_net(
         dtype, [fp.Dense(16, activation="relu", l2=1e-2)], optimizer=fp.optim.SGD(0.1)))
+    assert many._engine.split_plan(20) == 2
     for penalty in (False, True, False):
         l1 = one.compute_gradients(X, y, penalty=penalty)
         l2 = many.compute_gradients(X, y, penalty=penalty)

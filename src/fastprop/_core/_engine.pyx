@@ -531,35 +531,46 @@ cdef bint _update(Tape *p, floating *params, floating *grads, Py_ssize_t n_param
     Frozen ranges (p.n_frozen): their gradients are zeroed first (so the refusal rule and
     clip_norm see the trainable gradients only), their parameters and optimizer state are
     kept in p.fscratch across the step and written back bit for bit."""
-    cdef int r, k
-    cdef Py_ssize_t a, m, off = 0
-    cdef floating *keep = <floating *> p.fscratch
     cdef double gmax
-    for r in range(p.n_frozen):
-        memset(grads + p.frozen[2 * r], 0,
-               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+    _frozen_zero(p, grads)
     gmax = _max_abs(grads, n_params)
     if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
-    for r in range(p.n_frozen):
-        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
-        memcpy(keep + off, params + a, m * sizeof(floating))
-        off += m
-        for k in range(n_state):
-            if state[k] != NULL:       # (unused state slots are NULL)
-                memcpy(keep + off, state[k] + a, m * sizeof(floating))
-            off += m
+    _frozen_keep(p, params, state, n_state, True)
     optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
-    off = 0
+    _frozen_keep(p, params, state, n_state, False)
+    return True
+
+
+cdef inline void _frozen_zero(Tape *p, floating *grads) noexcept nogil:
+    """The frozen ranges' gradients := 0."""
+    cdef int r
+    for r in range(p.n_frozen):
+        memset(grads + p.frozen[2 * r], 0,
+               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+
+
+cdef void _frozen_keep(Tape *p, floating *params, floating **state, int n_state,
+                       bint save) noexcept nogil:
+    """The frozen ranges' parameters and optimizer state into p.fscratch (save), or back
+    from it, bit for bit (unused state slots are NULL)."""
+    cdef int r, k
+    cdef Py_ssize_t a, m, off = 0
+    cdef floating *keep = <floating *> p.fscratch
     for r in range(p.n_frozen):
         a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
-        memcpy(params + a, keep + off, m * sizeof(floating))
+        if save:
+            memcpy(keep + off, params + a, m * sizeof(floating))
+        else:
+            memcpy(params + a, keep + off, m * sizeof(floating))
         off += m
         for k in range(n_state):
             if state[k] != NULL:
-                memcpy(state[k] + a, keep + off, m * sizeof(floating))
+                if save:
+                    memcpy(keep + off, state[k] + a, m * sizeof(floating))
+                else:
+                    memcpy(state[k] + a, keep + off, m * sizeof(floating))
             off += m
-    return True
 
 
 cdef double _count_correct(Tape *p, const floating *y, const long long *labels,
@@ -693,10 +704,13 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
 # masks: each worker's stream jumps to the draws of its first row (fp_rng_skip), so the masks
 # are those of the unsplit batch. BatchNorm needs the whole batch's statistics: a training
 # step with a BatchNorm node is never split; LayerNorm is per row. Nor is a call with a Python
-# node (its calls take the GIL, on the calling thread), nor a training step with frozen ranges
-# (layer.trainable = False) or Dense weight penalties (l1 / l2): those steps take the
-# one-thread path, so the frozen ranges and the penalty's loss and dW count exactly as there
-# (compute_gradients(penalty=False) clears n_penalty for its call, so it may split).
+# node (its calls take the GIL, on the calling thread). Frozen ranges (layer.trainable = False):
+# zeroed in the split update before its refusal rule, their parameters and optimizer state kept
+# across the update by slices (_frozen_zero / _frozen_keep, shared with _update); fused SGD is
+# off, as with one thread. Dense weight penalties (l1 / l2): their loss term added once for the
+# batch, their dW term (or, fused, the SGD shrink from the old W) on each weight part's rows of
+# W, and fused SGD's refusal bound extended as in _backward_sgd. A frozen BatchNorm still keeps
+# the training step unsplit (any BatchNorm does).
 #
 # The cost model (_split_plan): split when the configured thread count is > 1, the batch's
 # forward multiply-adds reach _split_work_min (below, waking a worker costs more than it
@@ -952,14 +966,20 @@ cdef void _weights_work(Split *s, int w, floating *dummy) noexcept nogil:
     cdef floating *dW
     cdef floating *db
     cdef floating *b
+    cdef Node rows               # the node's rows i0 .. i1 of W (its penalty's share)
     for l in range(p.n_dense):
         nd = &p.nodes[p.dense[l]]
         i0 = _split_rows(nd.n_in, s.k, w)
         i1 = _split_rows(nd.n_in, s.k, w + 1)
         c0 = _split_rows(nd.n_out, s.k, w)
         c1 = _split_rows(nd.n_out, s.k, w + 1)
+        rows = nd[0]
+        rows.n_in = i1 - i0
+        W = _W(nd, <floating *> s.params)
         if s.fused:
-            W = _W(nd, <floating *> s.params)
+            if _penalized(nd):     # from the old W, as _backward_sgd
+                dense_node_penalty_add(&rows, W + <ptrdiff_t> i0 * nd.n_out,
+                                       W + <ptrdiff_t> i0 * nd.n_out, -s.lr)
             gemm(True, False, i1 - i0, nd.n_out, s.n, <floating> -s.lr,
                  <const floating *> nd.x + i0, nd.n_in, <floating *> nd.g, nd.n_out,
                  <floating> 1, W + <ptrdiff_t> i0 * nd.n_out, nd.n_out)
@@ -973,6 +993,9 @@ cdef void _weights_work(Split *s, int w, floating *dummy) noexcept nogil:
             gemm(True, False, i1 - i0, nd.n_out, s.n, <floating> 1,
                  <const floating *> nd.x + i0, nd.n_in, <floating *> nd.g, nd.n_out,
                  <floating> 0, dW + <ptrdiff_t> i0 * nd.n_out, nd.n_out)
+            if p.n_penalty and _penalized(nd):    # (0 in compute_gradients(penalty=False))
+                dense_node_penalty_add(&rows, W + <ptrdiff_t> i0 * nd.n_out,
+                                       dW + <ptrdiff_t> i0 * nd.n_out, 1.0)
             _colsum_block(<floating *> nd.g, s.n, nd.n_out, c0, c1,
                           _b(nd, <floating *> s.grads_out))
 
@@ -1054,6 +1077,7 @@ cdef bint _split_update(Split *s, fp_pool *pool, floating *dummy) noexcept nogil
     global), else on this thread."""
     cdef double gmax = 0
     cdef int w
+    _frozen_zero(s.main, <floating *> s.grads_out)
     fp_pool_run(pool, _gmax_task, s, s.k)
     for w in range(s.k):
         if not (s.gmax[w] <= gmax):      # a larger value, or NaN: kept (NaN is refused below)
@@ -1064,19 +1088,23 @@ cdef bint _split_update(Split *s, fp_pool *pool, floating *dummy) noexcept nogil
                           <floating *> s.grads_out, <floating **> s.state, s.n_state,
                           s.n_params, s.t, gmax):
         return False
+    _frozen_keep(s.main, <floating *> s.params, <floating **> s.state, s.n_state, True)
     if s.hyper[H_CLIP_NORM] > 0 or s.n_state > _MAX_STATE:
         optimizer_step(s.opt_kind, s.hyper, <floating *> s.params, <floating *> s.grads_out,
                        <floating **> s.state, s.n_params, s.t)
     else:
         fp_pool_run(pool, _update_task, s, s.k)
+    _frozen_keep(s.main, <floating *> s.params, <floating **> s.state, s.n_state, False)
     return True
 
 
 cdef bint _split_sgd_ok(Split *s, floating *dummy) noexcept nogil:
     """Fused SGD's refusal rule over the whole batch, from the parts' maxima."""
     cdef Tape *p = s.main
+    cdef Node *nd
     cdef int l, w
     cdef double amax, dmax
+    cdef double limit = 1e37 if floating is float else 1e306
     for l in range(p.n_dense):
         amax = dmax = 0
         for w in range(s.k):
@@ -1086,6 +1114,11 @@ cdef bint _split_sgd_ok(Split *s, floating *dummy) noexcept nogil:
                 dmax = s.dmax[w * p.n_dense + l]
         if amax != amax or dmax != dmax or not _sgd_bound_ok(s.lr, s.n, amax, dmax, dummy):
             return False
+        nd = &p.nodes[p.dense[l]]
+        if _penalized(nd):     # the penalty's step, as _backward_sgd
+            amax = _max_abs(_W(nd, <floating *> s.params), <ptrdiff_t> nd.n_in * nd.n_out)
+            if not (s.lr * (nd.l1 + 2 * nd.l2 * amax) < limit):
+                return False
     return True
 
 
@@ -1122,7 +1155,8 @@ cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyp
     else:
         s.norm = _split_norm[float](s, NULL)
     s.fused = update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
-        hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0
+        hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
+        p.n_frozen == 0
     s.lr = hyper[H_LR] if s.fused else 0
     s.opt_kind, s.hyper, s.state, s.n_state, s.t = opt_kind, hyper, state, n_state, t
     p.refused = False
@@ -1138,6 +1172,9 @@ cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyp
     fp_pool_run(pool, _rows_task, s, s.k)
     for w in range(s.k):
         loss += s.losses[w]
+    if p.n_penalty:       # the weight penalties' loss term, once for the batch
+        loss += _penalty[double](p, <double *> s.params) if s.is_double else \
+            _penalty[float](p, <float *> s.params)
     p.rng = s.rng_after
     # the whole batch's inputs of every node, for the dW GEMMs
     _bind(p, <const void *> p.xb if s.pi != NULL else s.px, True)
@@ -1173,7 +1210,7 @@ cdef inline int _split_plan(Tape *p, Py_ssize_t n, bint train) noexcept nogil:
     cdef int T
     cdef Py_ssize_t k
     if <double> n * p.macs < <double> _split_work_min or p.n_python or \
-            (train and (p.n_batchnorm or p.n_frozen or p.n_penalty)):
+            (train and p.n_batchnorm):
         return 1
     T = p.n_threads
     if T == 1:
