@@ -91,6 +91,13 @@ static inline uint64_t fp_rng_next(uint64_t *state)
     return z ^ (z >> 31);
 }
 
+/* The stream position n draws later (fp_rng_next adds one constant per draw): a batch-split
+ * worker jumps to the draws of its first row, so dropout masks do not depend on the split. */
+static inline void fp_rng_skip(uint64_t *state, uint64_t n)
+{
+    *state += n * 0x9E3779B97F4A7C15ULL;
+}
+
 /* uniform double in [0, 1) with 53 random bits */
 static inline double fp_rng_uniform(uint64_t *state)
 {

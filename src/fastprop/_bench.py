@@ -721,6 +721,251 @@ def _merge_worker(res, impl, entry):
 
 
 # ------------------------------------------------------------------------------------------
+# scaling: 1 and N threads, each (implementation, thread count) in a process of its own
+# ------------------------------------------------------------------------------------------
+SCALING_TRAIN = ("small", "medium", "large")
+SCALING_FIT_BATCHES = (32, 128)
+SCALING_PREDICT = ("medium", 10_000)
+SCALING_IMPLS = ("fastprop", "torch", "jax")
+
+
+def _scaling_configs(quick):
+    train = SCALING_TRAIN[:2] if quick else SCALING_TRAIN
+    return ([{"kind": "train", "net": n} for n in train] +
+            [{"kind": "fit", "batch": b} for b in SCALING_FIT_BATCHES] +
+            [{"kind": "predict", "net": SCALING_PREDICT[0], "rows": SCALING_PREDICT[1]}])
+
+
+def _jax_params(sizes, params0):
+    import jax.numpy as jnp
+    return [(jnp.asarray(W), jnp.asarray(b)) for W, b in unflatten(np.asarray(params0), sizes)]
+
+
+def _jax_forward(params, X):
+    import jax
+    import jax.numpy as jnp
+    for W, b in params[:-1]:
+        X = jax.nn.relu(X @ W + b)
+    W, b = params[-1]
+    return X @ W + b
+
+
+def _jax_train(sizes, dtype, params0, X, y):
+    """A jitted whole step (value_and_grad + SGD), as a JAX user writes it."""
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(params, X, y):
+        logits = _jax_forward(params, X)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def step(params, X, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, X, y)
+        return loss, jax.tree_util.tree_map(lambda p, g: p - LR * g, params, grads)
+
+    state = {"p": _jax_params(sizes, params0)}
+    Xj, yj = jnp.asarray(X), jnp.asarray(y)
+
+    def run():
+        loss, state["p"] = step(state["p"], Xj, yj)
+        loss.block_until_ready()
+
+    run()
+    return run
+
+
+def _jax_infer(sizes, dtype, params0, X):
+    import jax
+    import jax.numpy as jnp
+    params = _jax_params(sizes, params0)
+    fwd = jax.jit(lambda p, X: jax.nn.softmax(_jax_forward(p, X)))
+    Xj = jnp.asarray(X)
+
+    def run():
+        fwd(params, Xj).block_until_ready()
+
+    run()
+    return run
+
+
+def _scaling_fn(impl, cfg, threads):
+    """(callable, samples per call) of one scaling configuration for impl."""
+    dtype = np.float32
+    if cfg["kind"] == "fit":
+        if impl != "fastprop":
+            return None, 0
+        from fastprop._demo import _demo_model, _digits_split
+        Xtr, ytr, _, _ = _digits_split(0)
+        Xtr = Xtr.astype(dtype)
+        model = _demo_model(0, "float32")
+        model.n_threads = threads
+        epochs = 3
+        return (lambda: model.fit(Xtr, ytr, epochs=epochs, batch_size=cfg["batch"],
+                                  shuffle=True, verbose=0)), epochs * len(ytr)
+    batch, sizes = NETS[cfg["net"]]
+    if cfg["kind"] == "predict":
+        batch = cfg["rows"]
+    X, y = make_batch(sizes, batch, dtype)
+    params0 = build_model(sizes, dtype).params.copy()
+    if impl == "fastprop":
+        model = build_model(sizes, dtype, params=params0)
+        model.n_threads = threads
+        fn = (lambda: model.train_step(X, y)) if cfg["kind"] == "train" else \
+            (lambda: model.predict(X))
+    elif impl == "torch":
+        fn = (_torch_train(sizes, dtype, params0, X, y)[2] if cfg["kind"] == "train" else
+              _torch_infer(sizes, dtype, params0, X)[1])
+    else:
+        fn = (_jax_train if cfg["kind"] == "train" else _jax_infer)(
+            sizes, dtype, params0, *((X, y) if cfg["kind"] == "train" else (X,)))
+    return fn, batch
+
+
+def _scaling_worker(job_path, out_path):
+    """One implementation at one thread count, in a process of its own. The 1-thread rows run
+    pinned to one CPU (``os.sched_setaffinity``): XLA's thread flags do not make JAX
+    single-threaded, and a pin is the same rule for every implementation."""
+    with open(job_path) as f:
+        job = json.load(f)
+    impl, threads = job["impl"], job["threads"]
+    if threads == 1 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    out = []
+    try:
+        if impl == "torch":
+            torch = _optional("torch")
+            if torch is None:
+                raise ImportError("torch is not installed")
+            torch.set_num_threads(threads)
+        elif impl == "jax":
+            if importlib.util.find_spec("jax") is None:
+                raise ImportError("jax is not installed")
+        for cfg in job["configs"]:
+            fn, per_call = _scaling_fn(impl, cfg, threads)
+            if fn is None:
+                out.append(None)
+                continue
+            gc.collect()
+            t = time_interleaved({impl: fn}, job["budget"], 3, 200,
+                                 5e-3 if cfg["kind"] == "fit" else 1e-3)[impl]
+            t["per_call"] = per_call
+            out.append(t)
+    except ImportError as e:
+        out = {"error": str(e)}
+    with open(out_path, "w") as f:
+        json.dump(out, f)
+    return 0
+
+
+def run_scaling(threads, rounds, budget, impls=SCALING_IMPLS, quick=False, log=None):
+    """The issue-15 rows: train steps of the small / medium / large nets, digits fit at batch
+    32 and 128, predict of 10,000 rows of the medium net (float32), for each implementation at
+    1 and ``threads`` threads, each (implementation, threads) in a fresh process; ``rounds``
+    rounds of all processes, interleaved (A1 A2 B1 B2 ... then again), medians over every
+    sample of every round. Returns one result per configuration."""
+    log = log or _log
+    configs = _scaling_configs(quick)
+    runs = [(impl, k) for impl in impls for k in sorted({1, threads})]
+    samples = {(impl, k, i): [] for impl, k in runs for i in range(len(configs))}
+    errors = {}
+    for r in range(rounds):
+        for impl, k in runs:
+            if impl in errors:
+                continue
+            with tempfile.TemporaryDirectory(prefix="fastprop-bench-") as tmp:
+                job_path, out_path = os.path.join(tmp, "job.json"), os.path.join(tmp, "o.json")
+                with open(job_path, "w") as f:
+                    json.dump({"impl": impl, "threads": k, "configs": configs,
+                               "budget": budget}, f)
+                env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+                log(f"  scaling round {r + 1}/{rounds}: {impl} at {k} thread(s) ...")
+                proc = subprocess.run([sys.executable, "-m", "fastprop._bench",
+                                       "--scaling-worker", job_path, out_path], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                if proc.returncode != 0 or not os.path.exists(out_path):
+                    tail = (proc.stderr or "").strip().splitlines()[-2:]
+                    errors[impl] = f"exit {proc.returncode}: {' | '.join(tail)}"
+                    continue
+                with open(out_path) as f:
+                    out = json.load(f)
+            if isinstance(out, dict):
+                errors[impl] = out["error"]
+                continue
+            for i, t in enumerate(out):
+                if t is not None:
+                    samples[(impl, k, i)].append(t)
+    results = []
+    for i, cfg in enumerate(configs):
+        res = {"section": "scaling", "config": cfg, "threads": threads, "rounds": rounds,
+               "impls": {}, "errors": dict(errors)}
+        for impl, k in runs:
+            ts = samples[(impl, k, i)]
+            if not ts:
+                continue
+            allv = np.concatenate([t["samples_us"] for t in ts])
+            res["impls"][f"{impl}@{k}"] = {
+                "median_us": float(np.median(allv)), "min_us": float(np.min(allv)),
+                "p10_us": float(np.percentile(allv, 10)),
+                "p90_us": float(np.percentile(allv, 90)),
+                "round_medians_us": [t["median_us"] for t in ts],
+                "per_call": ts[0]["per_call"]}
+        results.append(res)
+    return results
+
+
+def _scaling_label(cfg):
+    if cfg["kind"] == "train":
+        batch, sizes = NETS[cfg["net"]]
+        return f"train {cfg['net']} {batch} x {'-'.join(map(str, sizes))}"
+    if cfg["kind"] == "fit":
+        return f"fit digits batch {cfg['batch']} (samples/s)"
+    return f"predict {cfg['net']} {cfg['rows']:,} rows"
+
+
+def format_scaling(results):
+    rows = [r for r in results if r["section"] == "scaling"]
+    if not rows:
+        return ""
+    k = rows[0]["threads"]
+    lines = [f"Scaling, float32, 1 and {k} threads, each implementation and thread count in a "
+             f"process of its own ({rows[0]['rounds']} interleaved rounds); median µs per call "
+             f"[p10-p90] (fit: samples/s from the median); speed-up = 1-thread / {k}-thread "
+             f"time; peers ÷ fastprop at {k} threads (> 1: fastprop ahead)"]
+    for impl, err in rows[0]["errors"].items():
+        lines.append(f"  {impl} left out: {err}")
+    for r in rows:
+        im, cfg = r["impls"], r["config"]
+        parts = []
+        for impl in SCALING_IMPLS:
+            for t in sorted({1, k}):
+                e = im.get(f"{impl}@{t}")
+                if e is None:
+                    continue
+                if cfg["kind"] == "fit":
+                    parts.append(f"{impl}@{t} {e['per_call'] / e['median_us'] * 1e6:,.0f}/s")
+                else:
+                    parts.append(f"{impl}@{t} {_us(e['median_us'])} "
+                                 f"[{_us(e['p10_us'])}-{_us(e['p90_us'])}]")
+        extra = []
+        for impl in SCALING_IMPLS:
+            a, b = im.get(f"{impl}@1"), im.get(f"{impl}@{k}")
+            if a and b and k != 1:
+                extra.append(f"{impl} speed-up {a['median_us'] / b['median_us']:.2f}x")
+        fp_k = im.get(f"fastprop@{k}")
+        for impl in SCALING_IMPLS[1:]:
+            e = im.get(f"{impl}@{k}")
+            if fp_k and e:
+                extra.append(f"{impl}/fp {e['median_us'] / fp_k['median_us']:.2f}")
+        lines.append(f"  {_scaling_label(cfg)}")
+        lines.append("    " + "; ".join(parts))
+        if extra:
+            lines.append("    " + "; ".join(extra))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
 # environment description
 # ------------------------------------------------------------------------------------------
 def environment():
@@ -984,9 +1229,12 @@ def add_arguments(p):
     p.add_argument("--threads", type=_csv(kind=_threads_value), default=None,
                    help="comma list of thread counts ('default' = os.cpu_count()); "
                         "default: 1 and os.cpu_count()")
-    p.add_argument("--sections", type=_csv(("train", "infer", "fit", "memory")),
-                   default=["train", "infer", "fit", "memory"],
-                   help="comma list of train,infer,fit,memory")
+    p.add_argument("--sections", type=_csv(("train", "infer", "fit", "memory", "scaling")),
+                   default=["train", "infer", "fit", "memory", "scaling"],
+                   help="comma list of train,infer,fit,memory,scaling (scaling: 1 and N "
+                        "threads of fastprop, PyTorch and JAX, each in a process of its own)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds of the scaling section (default 3, quick 1)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per training configuration (default 5, quick 0.25)")
     p.add_argument("--epochs", type=int, default=None,
@@ -997,6 +1245,7 @@ def add_arguments(p):
     p.add_argument("--json", metavar="FILE", help="write every raw number to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart (needs matplotlib)")
     p.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--scaling-worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     return p
 
 
@@ -1015,6 +1264,8 @@ def main(args=None):
         args = parser.parse_args(args)
     if getattr(args, "worker", None):
         return _worker(*args.worker)
+    if getattr(args, "scaling_worker", None):
+        return _scaling_worker(*args.scaling_worker)
     t_start = time.perf_counter()
     quick = args.quick
     nets = args.nets or list(QUICK_NETS if quick else NETS)
@@ -1116,9 +1367,16 @@ def main(args=None):
     results.sort(key=lambda r: ({"train": 0, "infer": 1, "fit": 2, "memory": 3}[r["section"]],
                                 order.get(r.get("net"), 0), r.get("batch", 0), r["dtype"],
                                 r["threads"] or 0))
+    if "scaling" in args.sections:
+        n_scale = max([t for t in threads if t is not None] or [os.cpu_count() or 1])
+        rounds = args.rounds if args.rounds is not None else (1 if quick else 3)
+        scale_impls = ("fastprop",) + (("torch",) if use_torch else ()) + ("jax",)
+        results += run_scaling(max(n_scale, 2), rounds, opts["budget"] / 5, scale_impls,
+                               quick)
     elapsed = time.perf_counter() - t_start
     for text in (format_table(results, "train"), format_table(results, "infer"),
-                 format_fit(results), format_memory(results), format_checks(results)):
+                 format_fit(results), format_memory(results), format_scaling(results),
+                 format_checks(results)):
         if text:
             print(text + "\n")
     print(f"total time {elapsed:.1f} s")

@@ -1,4 +1,4 @@
-"""BLAS thread control for the compiled engine.
+"""Thread control for the compiled engine: batch-split calls and BLAS threads.
 
 SciPy's wheels ship OpenBLAS (the library behind ``scipy.linalg.cython_blas``, which the engine
 calls). OpenBLAS splits a GEMM over its threads once the product passes a small size, but on
@@ -17,6 +17,20 @@ CPUs this process may use: :func:`available_cpus`, its CPU affinity and cgroup q
 machine's core count: under ``mpiexec`` each rank is bound to its cores, and two BLAS threads
 on a busy 2-core machine were measured 2-40x slower than one). With a BLAS other than OpenBLAS (e.g. Accelerate in some macOS SciPy wheels) thread
 counts are left to it.
+
+**Batch-split calls.** On the nets where BLAS threads do not pay, a call splits its minibatch
+over the engine's own worker threads instead (``_core/_engine.pyx``, "Batch-split calls"; the
+pool is ``csrc/fp_pool.h``): each worker runs forward, loss and backward on its rows with
+one-thread GEMMs, then each computes its share of the rows of every dW over the whole batch
+(no per-thread gradient buffers to sum), and the optimizer updates slices of the flat arrays.
+Per call the engine's cost model picks: batch-split over ``k`` threads when the configured
+count is > 1, the batch's forward multiply-adds (``n * sum(n_in * n_out)``) reach
+``SPLIT_WORK_MIN`` and each thread gets at least ``SPLIT_ROWS_MIN`` rows, with BLAS on one
+thread meanwhile (threads x BLAS threads never exceeds the count); otherwise BLAS threads
+(``WORK_MIN``) or one thread, as before. A tape with a BatchNorm node (its batch statistics
+need the whole batch) or a Python layer node never splits a training step; ``predict`` splits
+rows whatever the layers. With one thread (``n_threads=1``) every call runs the unsplit path,
+bit for bit as before.
 """
 import ctypes
 import glob
@@ -26,7 +40,8 @@ import warnings
 
 from fastprop._core import _engine
 
-__all__ = ["WORK_MIN", "available_cpus", "blas_info", "get_num_threads", "set_num_threads"]
+__all__ = ["SPLIT_ROWS_MIN", "SPLIT_WORK_MIN", "WORK_MIN", "available_cpus", "blas_info",
+           "get_num_threads", "set_num_threads", "set_split_control"]
 
 #: Multiply-adds of a call's largest layer below which the call uses one thread. Measured (with
 #: a per-layer policy, since replaced by the per-call one above) on a 2-core
@@ -37,6 +52,18 @@ __all__ = ["WORK_MIN", "available_cpus", "blas_info", "get_num_threads", "set_nu
 #: The dW GEMM of a small batch (k = batch) splits badly over threads, so layers of a few
 #: million multiply-adds are better on one thread; from about 4M a second thread pays.
 WORK_MIN = 4_000_000
+
+#: Forward multiply-adds of a whole call (batch rows x the Dense layers' n_in * n_out) below
+#: which no call is batch-split: a split call pays two to four hand-offs to the pool (a few
+#: microseconds each while its threads are awake), which a step of the tiny 64-32-10 net
+#: (~6 us at batch 32, 76k multiply-adds) cannot repay; the small 32 x 784-128-10 step
+#: (3.2M, ~125-175 us) can. See benchmarks/README.md for the measurements.
+SPLIT_WORK_MIN = 250_000
+
+#: Fewest rows per thread of a batch-split call: each thread packs the whole of every weight
+#: matrix for its forward GEMMs, so with a handful of rows the packing outweighs the
+#: multiply-adds and BLAS threads (or one thread) do better.
+SPLIT_ROWS_MIN = 8
 
 _SETTER = None
 _GETTER = None
@@ -107,9 +134,23 @@ def available_cpus(cgroup_root="/sys/fs/cgroup"):
     return max(1, n)
 
 
+def set_split_control(work_min=None, rows_min=None):
+    """Set the batch-split cost model's thresholds for the whole process (defaults:
+    :data:`SPLIT_WORK_MIN`, :data:`SPLIT_ROWS_MIN`; None keeps the current value). Returns the
+    previous ``(work_min, rows_min)``. ``work_min=0, rows_min=1`` splits every call that has
+    more than one thread and row; a huge ``work_min`` turns batch-splitting off."""
+    from fastprop._validation import check_size
+    old = _engine.split_control()
+    work = old[0] if work_min is None else check_size(work_min, "work_min", 0, 2 ** 62)
+    rows = old[1] if rows_min is None else check_size(rows_min, "rows_min", 1, 2 ** 30)
+    _engine.set_split_control(work, rows)
+    return old
+
+
 def install(work_min=WORK_MIN):
     """Find OpenBLAS's thread setter and hand it to the engine (done at import)."""
     global _SETTER, _GETTER, _LIBRARY
+    _engine.set_split_control(SPLIT_WORK_MIN, SPLIT_ROWS_MIN)
     _LIBRARY, _SETTER, _GETTER = _find()
     if _SETTER is None or os.environ.get("FASTPROP_NO_THREAD_CONTROL"):
         _engine.set_thread_control(0, 0, 0)
@@ -166,9 +207,11 @@ def blas_info():
     """A short description of the BLAS the engine calls and its thread control."""
     if _LIBRARY is None:
         return "SciPy's BLAS (not OpenBLAS: thread counts left to it)"
+    work, rows = _engine.split_control()
     return (f"OpenBLAS from SciPy ({os.path.basename(_LIBRARY)}), {get_num_threads()} threads "
             f"configured; calls whose layers are all under {WORK_MIN:,} multiply-adds run on 1 "
-            f"thread")
+            f"BLAS thread; calls of >= {work:,} multiply-adds and >= {rows} rows per thread "
+            f"are batch-split over the engine's threads")
 
 
 install()

@@ -767,12 +767,20 @@ class Sequential:
 
     @property
     def n_threads(self):
-        """BLAS threads for this model's large layers; None: what the BLAS is set to
+        """Threads for this model's compiled calls; None: what the BLAS is set to
         (``fastprop.set_num_threads``, ``threadpoolctl``, ``OPENBLAS_NUM_THREADS``, or the
-        number of cores). Calls whose layers are all under ``fastprop._threads.WORK_MIN``
-        multiply-adds always run on one thread. Set it to 1 inside worker pools to avoid
-        oversubscription. The count is kept as given, but the engine uses at most the CPUs
-        this process may use (``RuntimeWarning`` the first time a count is capped)."""
+        number of cores). Per call the engine picks how to use them: a training step, or a
+        ``predict`` / ``evaluate``, large enough (``fastprop._threads.SPLIT_WORK_MIN``
+        multiply-adds, ``SPLIT_ROWS_MIN`` rows per thread) is split by rows of the batch
+        over the engine's worker threads, each with one-thread GEMMs (not for training
+        steps of a model with a BatchNorm layer); otherwise layers of at least
+        ``fastprop._threads.WORK_MIN`` multiply-adds use BLAS threads, and smaller calls
+        one thread. A split step equals the one-thread step up to the order of a sum (float64
+        ~1e-12, float32 ~1e-5 relative) and is bit-identical from run to run with the same
+        count; ``n_threads=1`` runs today's one-thread path exactly. Set it to 1 inside
+        worker pools to avoid oversubscription. The count is kept as given, but the engine
+        uses at most the CPUs this process may use (``RuntimeWarning`` the first time a count
+        is capped)."""
         if self._pending is not None:
             return self._pending["n_threads"]
         return self._n_threads

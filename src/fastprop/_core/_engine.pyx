@@ -32,7 +32,8 @@ from cython cimport floating
 cimport numpy as cnp
 import numpy as np
 
-from fastprop._core._dense cimport FP_IDENTITY
+from fastprop._core._dense cimport FP_IDENTITY, FP_SOFTMAX, act_forward
+from fastprop._core._blas cimport gemm
 from fastprop._core._node cimport (Node, NODE_DENSE, NODE_DROPOUT, NODE_ACTIVATION,
                                    NODE_BATCHNORM, NODE_LAYERNORM, NODE_PYTHON)
 from fastprop._core._node_dense cimport (dense_node_forward, dense_node_backward,
@@ -78,6 +79,18 @@ cdef extern from "fp_math.h" nogil:
     void fp_permutation(int64_t *order, ptrdiff_t n, uint64_t *state)
     void fp_spin_lock(long *lock)
     void fp_spin_unlock(long *lock)
+    void fp_rng_skip(uint64_t *state, uint64_t n)
+
+cdef extern from "fp_pool.h" nogil:
+    ctypedef void (*fp_pool_task)(void *ctx, int worker, int n_workers) noexcept nogil
+    ctypedef struct fp_pool:
+        int n
+    fp_pool *fp_pool_create(int n)
+    int fp_pool_usable(const fp_pool *pool)
+    void fp_pool_destroy(fp_pool *pool)
+    int fp_pool_try_acquire(fp_pool *pool)
+    void fp_pool_release(fp_pool *pool)
+    void fp_pool_run(fp_pool *pool, fp_pool_task fn, void *ctx, int k)
 
 cdef extern from "fp_loss.h" nogil:
     enum:
@@ -104,6 +117,12 @@ cdef struct Tape:
     bint refused        # the last step changed nothing: its loss or gradients were not finite
     double norm         # the loss divisor of the next step (> 0), or 0: the batch's weight sum
     int n_threads       # BLAS threads for large layers; 0: what the BLAS is set to
+    # batch-split calls (see "Batch-split calls" below)
+    long long macs      # multiply-adds of one sample's forward through the Dense nodes
+    int n_batchnorm     # BatchNorm nodes: their batch statistics need the whole batch
+    int rows_before     # a split worker's tape: rows of the minibatch before its slice and
+    int rows_after      # after it (its dropout draws skip theirs); 0 on the whole batch
+    bint in_split       # a split worker's tape: BLAS thread counts are the caller's business
     int n_frozen        # frozen parameter ranges (layer.trainable = False): [start, end)
     Py_ssize_t *frozen  # pairs; the update skips them (their gradients are zeroed first)
     char *fscratch      # their parameters and optimizer state, kept across the update
@@ -160,14 +179,16 @@ cdef int _saved_threads = 1
 
 cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
     """Pick the BLAS threads of a whole call over n samples: one thread when every layer is
-    under _thread_work_min multiply-adds, the configured count otherwise. Once per call, not
+    under _thread_work_min multiply-adds (n = 0: one thread, a batch-split call whose workers
+    each run their own GEMMs), the configured count otherwise. Once per call, not
     per layer: switching OpenBLAS between 1 and 2 threads inside a step cost more than it saved
     (the large 256 x 1024-1024-1024-10 step took 15.7 ms with the last layer on one thread,
     12.0 ms without switching)."""
     global _saved_threads, _in_flight
     cdef int l, want = 1, current
-    if _get_threads == NULL:
-        th.orig = th.full = th.current = 1
+    if _get_threads == NULL or p.in_split:   # a split worker: the caller set one thread
+        th.orig = -1
+        th.full = th.current = 1
         return
     fp_spin_lock(&_threads_lock)
     _in_flight += 1
@@ -177,7 +198,7 @@ cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
     fp_spin_unlock(&_threads_lock)
     th.full = p.n_threads if p.n_threads > 0 else th.orig
     for l in range(p.n_dense):
-        if <long long> n * p.nodes[p.dense[l]].n_in * p.nodes[p.dense[l]].n_out >= \
+        if n > 0 and <long long> n * p.nodes[p.dense[l]].n_in * p.nodes[p.dense[l]].n_out >= \
                 _thread_work_min:
             want = th.full
     current = _get_threads()
@@ -187,7 +208,7 @@ cdef inline void _threads_begin(Threads *th, Tape *p, int n) noexcept nogil:
 
 
 cdef inline void _threads_end(Threads *th) noexcept nogil:
-    if _get_threads == NULL:
+    if _get_threads == NULL or th.orig < 0:
         return
     global _in_flight
     fp_spin_lock(&_threads_lock)
@@ -268,7 +289,10 @@ cdef void _forward(Tape *p, const floating *X, const floating *params, int n,
             dense_node_forward(nd, _W(nd, <floating *> params), _b(nd, <floating *> params), n)
         elif nd.kind == NODE_DROPOUT:
             if training:
+                # a split worker draws its rows' masks where the whole batch's stream has them
+                fp_rng_skip(&p.rng, <uint64_t> p.rows_before * nd.n_in)
                 dropout_node_forward(nd, <floating *> NULL, n, &p.rng)
+                fp_rng_skip(&p.rng, <uint64_t> p.rows_after * nd.n_in)
         elif nd.kind == NODE_ACTIVATION:
             activation_node_forward(nd, <floating *> NULL, n)
         elif nd.kind == NODE_PYTHON:
@@ -379,6 +403,32 @@ cdef inline double _max_abs(const floating *x, ptrdiff_t n) noexcept nogil:
         return fp_max_abs_d(x, n)
 
 
+cdef void _deltas(Tape *p, floating *params, floating *grads, int n,
+                  bint training) noexcept nogil:
+    """Every node's delta with the current weights, last node to first (each Dense keeps its
+    own delta buffer): fused SGD's first phase, and a batch-split worker's backward over its
+    rows. A norm node's dgamma / dbeta go to grads here (its backward overwrites the delta it
+    reads); a Dense's dW, db are left to the caller."""
+    cdef int i
+    cdef Node *nd
+    for i in range(p.L - 1, -1, -1):
+        nd = &p.nodes[i]
+        if nd.kind == NODE_DENSE:
+            dense_node_delta(nd, _W(nd, params), _dprev(p, i, params), n, i == p.L - 1)
+        elif nd.kind == NODE_BATCHNORM or nd.kind == NODE_LAYERNORM:
+            norm_node_backward(nd, params, grads, n, training)
+        else:
+            _backward_no_params(p, nd, i, params, n, training)
+
+
+cdef inline bint _sgd_bound_ok(double lr, int n, double amax, double dmax,
+                               floating *dummy) noexcept nogil:
+    """Fused SGD's refusal rule for one Dense: lr * n * max(max|x|, 1) * max|dz| below 1e37
+    (float32; 1e306 for float64); NaN / inf: False."""
+    cdef double limit = 1e37 if floating is float else 1e306
+    return lr * n * (amax if amax > 1 else 1.0) * dmax < limit
+
+
 cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint training,
                         double lr) noexcept nogil:
     """Backward with plain SGD fused in: W += -lr * x.T @ dz as one GEMM per Dense with
@@ -392,18 +442,14 @@ cdef bint _backward_sgd(Tape *p, floating *params, floating *grads, int n, bint 
     that is not below 1e37 (float32; 1e306 for float64) or any dz or x is not finite."""
     cdef int i
     cdef Node *nd
-    cdef double amax, dmax, limit = 1e37 if floating is float else 1e306
-    for i in range(p.L - 1, -1, -1):
-        nd = &p.nodes[i]
-        if nd.kind == NODE_DENSE:
-            dense_node_delta(nd, _W(nd, params), _dprev(p, i, params), n, i == p.L - 1)
-        else:
-            _backward_no_params(p, nd, i, params, n, training)
+    cdef double amax, dmax
+    cdef double limit = 1e37 if floating is float else 1e306
+    _deltas(p, params, grads, n, training)
     for i in range(p.n_dense):
         nd = &p.nodes[p.dense[i]]
         dmax = _max_abs(<floating *> nd.g, <ptrdiff_t> n * nd.n_out)
         amax = _max_abs(<floating *> nd.x, <ptrdiff_t> n * nd.n_in)
-        if not (lr * n * (amax if amax > 1 else 1.0) * dmax < limit):   # NaN / inf: refused
+        if not _sgd_bound_ok(lr, n, amax, dmax, params):
             return False
         if _penalized(nd):     # the penalty's step: lr * (l1 + 2 * l2 * max|W|) at most
             amax = _max_abs(_W(nd, params), <ptrdiff_t> nd.n_in * nd.n_out)
@@ -485,35 +531,46 @@ cdef bint _update(Tape *p, floating *params, floating *grads, Py_ssize_t n_param
     Frozen ranges (p.n_frozen): their gradients are zeroed first (so the refusal rule and
     clip_norm see the trainable gradients only), their parameters and optimizer state are
     kept in p.fscratch across the step and written back bit for bit."""
-    cdef int r, k
-    cdef Py_ssize_t a, m, off = 0
-    cdef floating *keep = <floating *> p.fscratch
     cdef double gmax
-    for r in range(p.n_frozen):
-        memset(grads + p.frozen[2 * r], 0,
-               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+    _frozen_zero(p, grads)
     gmax = _max_abs(grads, n_params)
     if not update_is_safe(opt_kind, hyper, params, grads, state, n_state, n_params, t, gmax):
         return False
-    for r in range(p.n_frozen):
-        a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
-        memcpy(keep + off, params + a, m * sizeof(floating))
-        off += m
-        for k in range(n_state):
-            if state[k] != NULL:       # (unused state slots are NULL)
-                memcpy(keep + off, state[k] + a, m * sizeof(floating))
-            off += m
+    _frozen_keep(p, params, state, n_state, True)
     optimizer_step(opt_kind, hyper, params, grads, state, n_params, t)
-    off = 0
+    _frozen_keep(p, params, state, n_state, False)
+    return True
+
+
+cdef inline void _frozen_zero(Tape *p, floating *grads) noexcept nogil:
+    """The frozen ranges' gradients := 0."""
+    cdef int r
+    for r in range(p.n_frozen):
+        memset(grads + p.frozen[2 * r], 0,
+               (p.frozen[2 * r + 1] - p.frozen[2 * r]) * sizeof(floating))
+
+
+cdef void _frozen_keep(Tape *p, floating *params, floating **state, int n_state,
+                       bint save) noexcept nogil:
+    """The frozen ranges' parameters and optimizer state into p.fscratch (save), or back
+    from it, bit for bit (unused state slots are NULL)."""
+    cdef int r, k
+    cdef Py_ssize_t a, m, off = 0
+    cdef floating *keep = <floating *> p.fscratch
     for r in range(p.n_frozen):
         a, m = p.frozen[2 * r], p.frozen[2 * r + 1] - p.frozen[2 * r]
-        memcpy(params + a, keep + off, m * sizeof(floating))
+        if save:
+            memcpy(keep + off, params + a, m * sizeof(floating))
+        else:
+            memcpy(params + a, keep + off, m * sizeof(floating))
         off += m
         for k in range(n_state):
             if state[k] != NULL:
-                memcpy(state[k] + a, keep + off, m * sizeof(floating))
+                if save:
+                    memcpy(keep + off, state[k] + a, m * sizeof(floating))
+                else:
+                    memcpy(state[k] + a, keep + off, m * sizeof(floating))
             off += m
-    return True
 
 
 cdef double _count_correct(Tape *p, const floating *y, const long long *labels,
@@ -621,6 +678,605 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
     _threads_end(&th)
 
 
+# -- Batch-split calls ----------------------------------------------------------------------------
+# On nets whose GEMMs are too small for BLAS threads to pay (a 32 x 784-128-10 step ran as fast
+# on one BLAS thread as on two), a call splits its minibatch instead, in parts run by the
+# engine's pool (csrc/fp_pool.h; the calling thread takes parts too), BLAS set to one thread
+# for the whole call (threads x BLAS threads never exceeds the threads asked for):
+#   (0) fewer than _COL0_ROWS rows per part: the rows gathered by row parts, then the first
+#       Dense's forward over the whole batch by column parts (_col0_work);
+#   (1) row parts: part w of k takes rows [n w / k, n (w + 1) / k): forward, loss, and every
+#       node's delta (_deltas; each Dense keeps its own delta buffer);
+#   (2) weight parts: rows [n_in w / k, n_in (w + 1) / k) of every dW over the whole batch (one
+#       GEMM with k = n: no per-thread gradient buffers to sum) and a share of db's columns, or
+#       plain SGD fused into those GEMMs (W += -lr x.T dz), as the one-thread step does;
+#   (3) the optimizer by slices of the flat arrays, after the refusal rule (_split_update).
+# The one-thread step's refusal rules are checked between the phases on whole-batch maxima,
+# so nothing is written before the step is accepted. Every sum has an order fixed by the parts
+# (not the threads): bit-identical from run to run with the same k.
+#
+# Each part's tape is a copy of the engine's whose node buffers point at its rows of the
+# engine's workspace (a node buffer is (capacity, width) row-major, so a row slice is
+# contiguous): after a split step the workspace holds the whole batch, as after one thread's.
+# Only a LayerNorm's own workspace (its x_hat and per-row statistics, laid out for the call's
+# row count) and its dgamma / dbeta (summed in part order afterwards) are private to the part. The loss of each slice is divided by the whole batch's
+# weight sum (or its row count), so the slices' losses and gradients sum to the batch's. Dropout
+# masks: each worker's stream jumps to the draws of its first row (fp_rng_skip), so the masks
+# are those of the unsplit batch. BatchNorm needs the whole batch's statistics: a training
+# step with a BatchNorm node is never split; LayerNorm is per row. Nor is a call with a Python
+# node (its calls take the GIL, on the calling thread). Frozen ranges (layer.trainable = False):
+# zeroed in the split update before its refusal rule, their parameters and optimizer state kept
+# across the update by slices (_frozen_zero / _frozen_keep, shared with _update); fused SGD is
+# off, as with one thread. Dense weight penalties (l1 / l2): their loss term added once for the
+# batch, their dW term (or, fused, the SGD shrink from the old W) on each weight part's rows of
+# W, and fused SGD's refusal bound extended as in _backward_sgd. A frozen BatchNorm still keeps
+# the training step unsplit (any BatchNorm does).
+#
+# The cost model (_split_plan): split when the configured thread count is > 1, the batch's
+# forward multiply-adds reach _split_work_min (below, waking a worker costs more than it
+# saves) and each worker gets at least _split_rows_min rows (with fewer, a dW GEMM of a few
+# rows runs at GEMV speed and the reduction of k gradient buffers dominates: BLAS threads, or
+# one thread, as before). Measurements behind the thresholds: fastprop._threads.
+
+cdef enum:
+    _MAX_STATE = 8          # state arrays the update by slices offsets (more: one thread)
+    _COL0_ROWS = 64         # fewer rows per part: the first Dense's forward by columns
+
+cdef long long _split_work_min = 1 << 62
+cdef int _split_rows_min = 1 << 30
+
+
+def set_split_control(long long work_min, int rows_min):
+    """Install the cost model's thresholds (fastprop._threads): a call is batch-split when
+    n * (multiply-adds per sample) >= work_min and every worker gets >= rows_min rows."""
+    global _split_work_min, _split_rows_min
+    _split_work_min = work_min
+    _split_rows_min = rows_min if rows_min > 1 else 1
+
+
+def split_control():
+    """The cost model's thresholds (work_min, rows_min)."""
+    return _split_work_min, _split_rows_min
+
+
+cdef struct Split:
+    Tape *main              # the engine's tape
+    Tape *tapes             # one per part (their own node arrays)
+    void **grads            # one norm-parameter gradient buffer per part (tapes with norm
+                            # nodes; NULL otherwise), laid out as the model's grads
+    char **ln_work          # one LayerNorm workspace per part (NULL without LayerNorm)
+    double *losses          # per part: its rows' loss and correct count; its slice's max |g|
+    double *correct
+    double *gmax
+    double *amax            # per part and Dense node (k x n_dense): max |x|, max |dz| of its
+    double *dmax            # rows (fused SGD's refusal rule)
+    int k                   # parts in this call
+    int n                   # rows of the minibatch
+    const void *px          # inputs as given to the call (pi: the rows to gather)
+    const void *py
+    const void *pl
+    const void *pw
+    const int64_t *pi
+    void *params
+    void *grads_out         # the engine's grads
+    Py_ssize_t n_params
+    double norm             # the whole batch's loss divisor
+    uint64_t rng_after      # the dropout stream after the batch
+    bint is_double
+    bint count_correct
+    bint fused              # plain SGD fused into the dW GEMMs (lr below)
+    bint col0               # the first node (a Dense) runs forward by column parts
+    bint gathered           # the minibatch rows are already in the workspace
+    double lr
+    int itemsize
+    int n_in0
+    int kout
+    # the update by slices: the optimizer's arguments
+    int opt_kind
+    const double *hyper
+    void **state
+    int n_state
+    long long t
+
+
+cdef inline int _split_rows(int n, int k, int w) noexcept nogil:
+    """First row of part w's slice (w = k: n)."""
+    return <int> ((<long long> n * w) // k)
+
+
+cdef void _split_bind(Split *s, int w, int r0, int nr) noexcept nogil:
+    """Part w's tape: the engine's, with every node buffer moved to rows r0 .. r0 + nr."""
+    cdef Tape *m = s.main
+    cdef Tape *t = &s.tapes[w]
+    cdef Node *nodes = t.nodes
+    cdef Node *nd
+    cdef Py_ssize_t sz = s.itemsize, off = 0
+    cdef int i
+    t[0] = m[0]
+    t.nodes = nodes
+    memcpy(nodes, m.nodes, <size_t> m.L * sizeof(Node))
+    for i in range(m.L):
+        nd = &nodes[i]
+        if nd.z != NULL:
+            nd.z += r0 * nd.n_out * sz
+        nd.a += r0 * nd.n_out * sz
+        nd.g += r0 * nd.n_out * sz
+        if nd.kind == NODE_DROPOUT:
+            nd.w += r0 * nd.n_in * sz
+        elif nd.kind == NODE_LAYERNORM:
+            nd.w = s.ln_work[w] + off
+            off += (norm_node_nbytes(nd.kind, nr, nd.n_in, sz) + 63) // 64 * 64
+    t.xb = m.xb + r0 * s.n_in0 * sz
+    t.yb = m.yb + r0 * s.kout * sz
+    t.lb = m.lb + r0 * 8
+    t.wb = m.wb + r0 * sz
+    t.rows_before = r0
+    t.rows_after = s.n - r0 - nr
+    t.norm = s.norm
+    t.in_split = True
+
+
+cdef void _rows_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """Phase 1, part w: its rows' forward, loss and every node's delta (each Dense keeps its
+    own: the dW GEMMs over all rows come in phase 2); a LayerNorm's dgamma / dbeta of its rows
+    into its own buffer; for fused SGD, max |x| and max |dz| of its rows per Dense."""
+    cdef int r0 = _split_rows(s.n, s.k, w), nr = _split_rows(s.n, s.k, w + 1) - r0, i
+    cdef Tape *t = &s.tapes[w]
+    cdef Node *nd
+    cdef const floating *X
+    cdef const floating *y = NULL
+    cdef const long long *labels = NULL
+    cdef const floating *wt = NULL
+    cdef Tape tail
+    _split_bind(s, w, r0, nr)
+    if s.pi != NULL:
+        if not s.gathered:
+            _gather_rows(s, t, r0, nr, dummy)
+        X = <floating *> t.xb
+        if s.py != NULL:
+            y = <floating *> t.yb
+        if s.pw != NULL:
+            wt = <floating *> t.wb
+        if s.pl != NULL:
+            labels = <long long *> t.lb
+    else:
+        X = <const floating *> s.px + <ptrdiff_t> r0 * s.n_in0
+        if s.py != NULL:
+            y = <const floating *> s.py + <ptrdiff_t> r0 * s.kout
+        if s.pw != NULL:
+            wt = <const floating *> s.pw + r0
+        if s.pl != NULL:
+            labels = <const long long *> s.pl + r0
+    if s.col0:
+        # node 0's output is in the workspace (_col0_work): the rest of the tape from node 1,
+        # as a tape of L - 1 nodes (node 1's _dprev is node 0's g, just before it), then node
+        # 0's own delta (nothing before it needs da_prev)
+        tail = t[0]
+        tail.nodes = t.nodes + 1
+        tail.L = t.L - 1
+        t.nodes[0].x = <char *> X
+        _forward(&tail, <floating *> t.nodes[0].a, <floating *> s.params, nr, True)
+        s.losses[w] = _loss_grad(&tail, y, labels, wt, nr, True)
+        _deltas(&tail, <floating *> s.params, <floating *> s.grads[w], nr, True)
+        dense_node_delta(&t.nodes[0], _W(&t.nodes[0], <floating *> s.params), <floating *> NULL,
+                         nr, False)
+        t.rng = tail.rng
+    else:
+        _forward(t, X, <floating *> s.params, nr, True)
+        s.losses[w] = _loss_grad(t, y, labels, wt, nr, True)
+        _deltas(t, <floating *> s.params, <floating *> s.grads[w], nr, True)
+    if s.fused:
+        for i in range(t.n_dense):
+            nd = &t.nodes[t.dense[i]]
+            s.dmax[w * t.n_dense + i] = _max_abs(<floating *> nd.g, <ptrdiff_t> nr * nd.n_out)
+            s.amax[w * t.n_dense + i] = _max_abs(<floating *> nd.x, <ptrdiff_t> nr * nd.n_in)
+    if s.count_correct:
+        s.correct[w] = _count_correct(t, y, labels, nr)
+    if w == 0:
+        s.rng_after = t.rng
+
+
+cdef void _gather_rows(Split *s, Tape *t, int r0, int nr, floating *dummy) noexcept nogil:
+    """The minibatch rows r0 .. r0 + nr (s.pi) of X / y / w / labels into t's (part) slices
+    of the workspace."""
+    cdef int i
+    _gather(<const floating *> s.px, s.pi + r0, <floating *> t.xb, nr, s.n_in0)
+    if s.py != NULL:
+        _gather(<const floating *> s.py, s.pi + r0, <floating *> t.yb, nr, s.kout)
+    if s.pw != NULL:
+        _gather(<const floating *> s.pw, s.pi + r0, <floating *> t.wb, nr, 1)
+    if s.pl != NULL:
+        for i in range(nr):
+            (<int64_t *> t.lb)[i] = (<const int64_t *> s.pl)[s.pi[r0 + i]]
+
+
+cdef void _gather_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef int r0 = _split_rows(s.n, k, w), nr = _split_rows(s.n, k, w + 1) - r0
+    _split_bind(s, w, r0, nr)
+    if s.is_double:
+        _gather_rows[double](s, &s.tapes[w], r0, nr, NULL)
+    else:
+        _gather_rows[float](s, &s.tapes[w], r0, nr, NULL)
+
+
+cdef void _col0_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """Phase 0, part w: the first node's (a Dense's) forward over the whole batch for its
+    columns [n_out w / k, n_out (w + 1) / k): z[:, c0:c1] := X @ W[:, c0:c1] + b[c0:c1],
+    a[:, c0:c1] := g(z[:, c0:c1]). By columns, each part packs only its share of W: split by
+    rows, every part packed the whole W for a few rows (on the 32 x 784-128-10 step the
+    packing was then a quarter of the CPU time)."""
+    cdef Node *nd = &s.main.nodes[0]
+    cdef int c0 = _split_rows(nd.n_out, s.k, w), c1 = _split_rows(nd.n_out, s.k, w + 1), r, c
+    cdef const floating *X = <const floating *> (s.main.xb if s.pi != NULL else s.px)
+    cdef const floating *b = _b(nd, <floating *> s.params)
+    cdef floating *z = <floating *> nd.z
+    cdef floating *a = <floating *> nd.a
+    cdef ptrdiff_t o
+    if c1 <= c0:
+        return
+    for r in range(s.n):
+        o = <ptrdiff_t> r * nd.n_out
+        for c in range(c0, c1):
+            z[o + c] = b[c]
+    gemm(False, False, s.n, c1 - c0, nd.n_in, <floating> 1, X, nd.n_in,
+         _W(nd, <floating *> s.params) + c0, nd.n_out, <floating> 1, z + c0, nd.n_out)
+    if nd.act != FP_IDENTITY or a != z:
+        for r in range(s.n):
+            o = <ptrdiff_t> r * nd.n_out + c0
+            act_forward(nd.act, z + o, a + o, 1, c1 - c0)
+
+
+cdef void _col0_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _col0_work[double](s, w, NULL)
+    else:
+        _col0_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef void _colsum_block(const floating *dz, int n, int n_out, int c0, int c1,
+                        floating *db) noexcept nogil:
+    """db[c] := sum over the n rows of dz[:, c] for c in [c0, c1), summed in double in row
+    order (as colsum_add)."""
+    cdef double acc[64]
+    cdef int c, cb, ce, r
+    for cb in range(c0, c1, 64):
+        ce = cb + 64 if cb + 64 < c1 else c1
+        for c in range(ce - cb):
+            acc[c] = 0
+        for r in range(n):
+            for c in range(cb, ce):
+                acc[c - cb] += dz[<ptrdiff_t> r * n_out + c]
+        for c in range(cb, ce):
+            db[c] = <floating> acc[c - cb]
+
+
+cdef void _weights_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """Phase 2, part w: for every Dense node, the rows [n_in w / k, n_in (w + 1) / k) of dW
+    over the whole batch, dW[i0:i1] := x[:, i0:i1].T @ dz (one GEMM, its rows of the result
+    contiguous), and db[c0:c1] for its share of the columns; fused SGD writes
+    W[i0:i1] += -lr x[:, i0:i1].T @ dz and b[c0:c1] -= lr db[c0:c1] instead."""
+    cdef Tape *p = s.main
+    cdef Node *nd
+    cdef int l, i0, i1, c0, c1, c
+    cdef floating *W
+    cdef floating *dW
+    cdef floating *db
+    cdef floating *b
+    cdef Node rows               # the node's rows i0 .. i1 of W (its penalty's share)
+    for l in range(p.n_dense):
+        nd = &p.nodes[p.dense[l]]
+        i0 = _split_rows(nd.n_in, s.k, w)
+        i1 = _split_rows(nd.n_in, s.k, w + 1)
+        c0 = _split_rows(nd.n_out, s.k, w)
+        c1 = _split_rows(nd.n_out, s.k, w + 1)
+        rows = nd[0]
+        rows.n_in = i1 - i0
+        W = _W(nd, <floating *> s.params)
+        if s.fused:
+            if _penalized(nd):     # from the old W, as _backward_sgd
+                dense_node_penalty_add(&rows, W + <ptrdiff_t> i0 * nd.n_out,
+                                       W + <ptrdiff_t> i0 * nd.n_out, -s.lr)
+            gemm(True, False, i1 - i0, nd.n_out, s.n, <floating> -s.lr,
+                 <const floating *> nd.x + i0, nd.n_in, <floating *> nd.g, nd.n_out,
+                 <floating> 1, W + <ptrdiff_t> i0 * nd.n_out, nd.n_out)
+            db = _b(nd, <floating *> s.grads_out)
+            b = _b(nd, <floating *> s.params)
+            _colsum_block(<floating *> nd.g, s.n, nd.n_out, c0, c1, db)
+            for c in range(c0, c1):
+                b[c] = b[c] + <floating> -s.lr * db[c]
+        else:
+            dW = _W(nd, <floating *> s.grads_out)
+            gemm(True, False, i1 - i0, nd.n_out, s.n, <floating> 1,
+                 <const floating *> nd.x + i0, nd.n_in, <floating *> nd.g, nd.n_out,
+                 <floating> 0, dW + <ptrdiff_t> i0 * nd.n_out, nd.n_out)
+            if p.n_penalty and _penalized(nd):    # (0 in compute_gradients(penalty=False))
+                dense_node_penalty_add(&rows, W + <ptrdiff_t> i0 * nd.n_out,
+                                       dW + <ptrdiff_t> i0 * nd.n_out, 1.0)
+            _colsum_block(<floating *> nd.g, s.n, nd.n_out, c0, c1,
+                          _b(nd, <floating *> s.grads_out))
+
+
+cdef void _rows_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _rows_work[double](s, w, NULL)
+    else:
+        _rows_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef void _weights_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _weights_work[double](s, w, NULL)
+    else:
+        _weights_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef void _norm_grads(Split *s, floating *dummy) noexcept nogil:
+    """Each norm node's dgamma, dbeta := the sum of the parts' buffers, in part order."""
+    cdef Tape *p = s.main
+    cdef Node *nd
+    cdef floating *out
+    cdef int i, q
+    cdef Py_ssize_t j
+    for i in range(p.L):
+        nd = &p.nodes[i]
+        if nd.kind != NODE_LAYERNORM and nd.kind != NODE_BATCHNORM:
+            continue
+        out = <floating *> s.grads_out + nd.p_off
+        for j in range(2 * nd.n_in):
+            out[j] = (<floating *> s.grads[0])[nd.p_off + j]
+        for q in range(1, s.k):
+            for j in range(2 * nd.n_in):
+                out[j] = out[j] + (<floating *> s.grads[q])[nd.p_off + j]
+
+
+cdef void _gmax_task(void *ctx, int w, int k) noexcept nogil:
+    """max |g| over part w's slice of the flat gradient buffer."""
+    cdef Split *s = <Split *> ctx
+    cdef Py_ssize_t lo = s.n_params * w // k, hi = s.n_params * (w + 1) // k
+    if s.is_double:
+        s.gmax[w] = _max_abs(<double *> s.grads_out + lo, hi - lo)
+    else:
+        s.gmax[w] = _max_abs(<float *> s.grads_out + lo, hi - lo)
+
+
+cdef void _update_work(Split *s, int w, floating *dummy) noexcept nogil:
+    """The optimizer step on part w's slice of the flat arrays (an elementwise optimizer:
+    no clip_norm), its state arrays offset alike."""
+    cdef Py_ssize_t lo = s.n_params * w // s.k, hi = s.n_params * (w + 1) // s.k
+    cdef floating *st[_MAX_STATE]
+    cdef int i
+    for i in range(s.n_state):
+        st[i] = NULL if s.state[i] == NULL else <floating *> s.state[i] + lo
+    optimizer_step(s.opt_kind, s.hyper, <floating *> s.params + lo,
+                   <floating *> s.grads_out + lo, st, hi - lo, s.t)
+
+
+cdef void _update_task(void *ctx, int w, int k) noexcept nogil:
+    cdef Split *s = <Split *> ctx
+    cdef unsigned int csr = fp_ftz_begin()
+    if s.is_double:
+        _update_work[double](s, w, NULL)
+    else:
+        _update_work[float](s, w, NULL)
+    fp_ftz_end(csr)
+
+
+cdef bint _split_update(Split *s, fp_pool *pool, floating *dummy) noexcept nogil:
+    """_update's rule on the gradients (max |g| by slices over the pool), then the step: by
+    slices over the pool when the optimizer is elementwise (no clip_norm, whose norm is
+    global), else on this thread."""
+    cdef double gmax = 0
+    cdef int w
+    _frozen_zero(s.main, <floating *> s.grads_out)
+    fp_pool_run(pool, _gmax_task, s, s.k)
+    for w in range(s.k):
+        if not (s.gmax[w] <= gmax):      # a larger value, or NaN: kept (NaN is refused below)
+            gmax = s.gmax[w]
+            if gmax != gmax:
+                break
+    if not update_is_safe(s.opt_kind, s.hyper, <floating *> s.params,
+                          <floating *> s.grads_out, <floating **> s.state, s.n_state,
+                          s.n_params, s.t, gmax):
+        return False
+    _frozen_keep(s.main, <floating *> s.params, <floating **> s.state, s.n_state, True)
+    if s.hyper[H_CLIP_NORM] > 0 or s.n_state > _MAX_STATE:
+        optimizer_step(s.opt_kind, s.hyper, <floating *> s.params, <floating *> s.grads_out,
+                       <floating **> s.state, s.n_params, s.t)
+    else:
+        fp_pool_run(pool, _update_task, s, s.k)
+    _frozen_keep(s.main, <floating *> s.params, <floating **> s.state, s.n_state, False)
+    return True
+
+
+cdef bint _split_sgd_ok(Split *s, floating *dummy) noexcept nogil:
+    """Fused SGD's refusal rule over the whole batch, from the parts' maxima."""
+    cdef Tape *p = s.main
+    cdef Node *nd
+    cdef int l, w
+    cdef double amax, dmax
+    cdef double limit = 1e37 if floating is float else 1e306
+    for l in range(p.n_dense):
+        amax = dmax = 0
+        for w in range(s.k):
+            if not (s.amax[w * p.n_dense + l] <= amax):
+                amax = s.amax[w * p.n_dense + l]
+            if not (s.dmax[w * p.n_dense + l] <= dmax):
+                dmax = s.dmax[w * p.n_dense + l]
+        if amax != amax or dmax != dmax or not _sgd_bound_ok(s.lr, s.n, amax, dmax, dummy):
+            return False
+        nd = &p.nodes[p.dense[l]]
+        if _penalized(nd):     # the penalty's step, as _backward_sgd
+            amax = _max_abs(_W(nd, <floating *> s.params), <ptrdiff_t> nd.n_in * nd.n_out)
+            if not (s.lr * (nd.l1 + 2 * nd.l2 * amax) < limit):
+                return False
+    return True
+
+
+cdef double _split_norm(Split *s, floating *dummy) noexcept nogil:
+    """The whole batch's loss divisor: its weight sum (summed in row order, as the loss kernel
+    sums it), or its row count."""
+    cdef double total = 0
+    cdef int i
+    if s.pw == NULL:
+        return <double> s.n
+    if s.pi != NULL:
+        for i in range(s.n):
+            total += (<const floating *> s.pw)[s.pi[i]]
+    else:
+        for i in range(s.n):
+            total += (<const floating *> s.pw)[i]
+    return total
+
+
+cdef double _split_step(Split *s, fp_pool *pool, int opt_kind, const double *hyper,
+                        void **state, int n_state, long long t, bint update) noexcept nogil:
+    """A training step over s.k parts (see above); returns the batch's loss. The refusal rule
+    is _step's: a loss or gradient that is not finite (in any part's rows), or an update that
+    could overflow, changes nothing (p.refused set)."""
+    cdef Tape *p = s.main
+    cdef double loss = 0
+    cdef int w
+    cdef Threads th
+    _threads_begin(&th, p, 0)
+    if p.norm > 0:
+        s.norm = p.norm
+    elif s.is_double:
+        s.norm = _split_norm[double](s, NULL)
+    else:
+        s.norm = _split_norm[float](s, NULL)
+    s.fused = update and opt_kind == OPT_SGD and hyper[SGD_MOMENTUM] == 0 and \
+        hyper[H_WEIGHT_DECAY] == 0 and hyper[H_CLIP_NORM] <= 0 and p.n_norm == 0 and \
+        p.n_frozen == 0
+    s.lr = hyper[H_LR] if s.fused else 0
+    s.opt_kind, s.hyper, s.state, s.n_state, s.t = opt_kind, hyper, state, n_state, t
+    p.refused = False
+    # small row parts: the first Dense's forward by columns (see _col0_work)
+    s.col0 = p.L > 1 and p.nodes[0].kind == NODE_DENSE and p.nodes[0].act != FP_SOFTMAX and \
+        s.n < _COL0_ROWS * s.k
+    s.gathered = False
+    if s.col0:
+        if s.pi != NULL:
+            fp_pool_run(pool, _gather_task, s, s.k)
+            s.gathered = True
+        fp_pool_run(pool, _col0_task, s, s.k)
+    fp_pool_run(pool, _rows_task, s, s.k)
+    for w in range(s.k):
+        loss += s.losses[w]
+    if p.n_penalty:       # the weight penalties' loss term, once for the batch
+        loss += _penalty[double](p, <double *> s.params) if s.is_double else \
+            _penalty[float](p, <float *> s.params)
+    p.rng = s.rng_after
+    # the whole batch's inputs of every node, for the dW GEMMs
+    _bind(p, <const void *> p.xb if s.pi != NULL else s.px, True)
+    if update and not isfinite(loss):
+        p.refused = True
+    elif s.fused:
+        if s.is_double:
+            p.refused = not _split_sgd_ok[double](s, NULL)
+        else:
+            p.refused = not _split_sgd_ok[float](s, NULL)
+        if not p.refused:
+            fp_pool_run(pool, _weights_task, s, s.k)
+    else:
+        fp_pool_run(pool, _weights_task, s, s.k)
+        if s.is_double:
+            if p.n_norm:
+                _norm_grads[double](s, NULL)
+            if update:
+                p.refused = not _split_update[double](s, pool, NULL)
+        else:
+            if p.n_norm:
+                _norm_grads[float](s, NULL)
+            if update:
+                p.refused = not _split_update[float](s, pool, NULL)
+    _threads_end(&th)
+    return loss
+
+
+cdef inline int _split_plan(Tape *p, Py_ssize_t n, bint train) noexcept nogil:
+    """The cost model: how many parts a call over n rows splits into (1: not split; it then
+    runs on BLAS threads or one thread, as _threads_begin picks). Inline and first thing in a
+    call: the one-thread path pays two comparisons for it."""
+    cdef int T
+    cdef Py_ssize_t k
+    if <double> n * p.macs < <double> _split_work_min or p.n_python or \
+            (train and p.n_batchnorm):
+        return 1
+    T = p.n_threads
+    if T == 1:
+        return 1
+    if T <= 0:
+        if _get_threads == NULL:
+            return 1
+        T = _saved_threads if _in_flight > 0 else _get_threads()
+    k = n // _split_rows_min
+    if k > T:
+        k = T
+    if k > 256:
+        k = 256
+    return <int> k if k > 1 else 1
+
+
+cdef struct PSplit:
+    Tape *tape              # a copy of the engine's tape marked in_split
+    const void *px
+    const void *params
+    void *out_a
+    void *out_z
+    int n
+    int k
+    int rows                # predict's chunk
+    size_t row_bytes        # one row of a ping-pong buffer (the widest node)
+    size_t extra            # norm nodes' scratch
+    int n_in0
+    int kout
+    bint is_double
+    bint failed
+
+
+cdef void _predict_task(void *ctx, int w, int k) noexcept nogil:
+    """Worker w's rows of a split predict, in chunks, with its own scratch."""
+    cdef PSplit *s = <PSplit *> ctx
+    cdef int r0 = _split_rows(s.n, k, w), nr = _split_rows(s.n, k, w + 1) - r0
+    cdef int chunk = s.rows if s.rows < nr else nr
+    cdef size_t nbytes = <size_t> chunk * s.row_bytes
+    cdef char *b0
+    cdef double *scratch
+    cdef unsigned int csr
+    if nr <= 0:
+        return
+    b0 = <char *> malloc(2 * nbytes + s.extra + 8)
+    if b0 == NULL:
+        s.failed = True
+        return
+    scratch = <double *> (b0 + (2 * nbytes + 7) // 8 * 8)
+    csr = fp_ftz_begin()
+    if s.is_double:
+        _predict[double](s.tape, <const double *> s.px + <ptrdiff_t> r0 * s.n_in0,
+                         <const double *> s.params, nr, chunk, <double *> b0,
+                         <double *> (b0 + nbytes), <double *> s.out_a + <ptrdiff_t> r0 * s.kout,
+                         NULL if s.out_z == NULL else
+                         <double *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch, NULL)
+    else:
+        _predict[float](s.tape, <const float *> s.px + <ptrdiff_t> r0 * s.n_in0,
+                        <const float *> s.params, nr, chunk, <float *> b0,
+                        <float *> (b0 + nbytes), <float *> s.out_a + <ptrdiff_t> r0 * s.kout,
+                        NULL if s.out_z == NULL else
+                        <float *> s.out_z + <ptrdiff_t> r0 * s.kout, scratch, NULL)
+    fp_ftz_end(csr)
+    free(b0)
+
+
 cdef inline void *_ptr(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray> arr)
 
@@ -648,9 +1304,20 @@ cdef class Engine:
     cdef void *pdata         # data of params / grads (the engine holds both arrays)
     cdef void *gdata
     cdef int itemsize, n_in0, k, max_width
+    # batch-split calls: the worker pool (created at the first split call), the split
+    # context and its per-worker buffers, sized for split_k_cap workers of split_rows_cap rows
+    cdef fp_pool *pool
+    cdef Split sp
+    cdef Node *split_nodes
+    cdef int split_k_cap
+    cdef Py_ssize_t split_rows_cap
+    cdef object split_bufs
 
     def __cinit__(self):
         memset(&self.p, 0, sizeof(Tape))
+        memset(&self.sp, 0, sizeof(Split))
+        self.pool = NULL
+        self.split_nodes = NULL
 
     def __init__(self, nodes, int loss, params, grads, uint64_t seed, alloc_check=None,
                  state=None, python_node=None):
@@ -692,6 +1359,10 @@ cdef class Engine:
                 self.p.max_norm = max(self.p.max_norm, nd.n_in)
             elif nd.kind == NODE_PYTHON:
                 self.p.n_python += 1
+            if nd.kind == NODE_DENSE:
+                self.p.macs += <long long> nd.n_in * nd.n_out
+            elif nd.kind == NODE_BATCHNORM:
+                self.p.n_batchnorm += 1
             self.max_width = max(self.max_width, nd.n_out)
         if self.p.n_python and not callable(python_node):
             raise TypeError("a tape with Python nodes needs the python_node callable")
@@ -715,9 +1386,122 @@ cdef class Engine:
         self.ws = None
 
     def __dealloc__(self):
+        fp_pool_destroy(self.pool)
+        self._split_free()
         free(self.p.nodes)
         free(self.p.dense)
 
+    cdef void _split_free(self):
+        free(self.sp.tapes)
+        free(self.sp.grads)
+        free(self.sp.ln_work)
+        free(self.sp.losses)
+        free(self.sp.correct)
+        free(self.sp.gmax)
+        free(self.sp.amax)
+        free(self.sp.dmax)
+        free(self.split_nodes)
+        self.sp.tapes = NULL
+        self.sp.grads = NULL
+        self.sp.ln_work = NULL
+        self.sp.losses = NULL
+        self.sp.correct = NULL
+        self.sp.gmax = NULL
+        self.sp.amax = NULL
+        self.sp.dmax = NULL
+        self.split_nodes = NULL
+        self.split_k_cap = 0
+        self.split_rows_cap = 0
+        self.split_bufs = None
+
+    def split_plan(self, Py_ssize_t n, bint train=True):
+        """The workers a training step (train) or a predict over n rows would split into
+        (1: not split). Introspection for tests and the bench."""
+        return _split_plan(&self.p, n, train)
+
+    cdef int _split_prepare(self, Py_ssize_t n, bint train) except -1:
+        """With the GIL, before a call over n rows: the number of workers it runs on. When
+        > 1, the pool exists and is acquired for this call (release it after: the pool is
+        only ever acquired with the GIL held, so that replacing it here is safe) and, for
+        training, the per-worker buffers are large enough."""
+        cdef int k = _split_plan(&self.p, n, train)
+        cdef Py_ssize_t rows
+        if k < 2:
+            return 1
+        if self.pool != NULL and not fp_pool_usable(self.pool):   # a forked child
+            fp_pool_destroy(self.pool)
+            self.pool = NULL
+        if self.pool != NULL and self.pool.n < k - 1:
+            if not fp_pool_try_acquire(self.pool):
+                return 1
+            fp_pool_destroy(self.pool)
+            self.pool = NULL
+        if self.pool == NULL:
+            self.pool = fp_pool_create(k - 1)
+            if self.pool == NULL:
+                return 1
+        if train:
+            rows = (n + k - 1) // k
+            if k > self.split_k_cap or rows > self.split_rows_cap:
+                self._split_alloc(k if k > self.split_k_cap else self.split_k_cap,
+                                  rows if rows > self.split_rows_cap else self.split_rows_cap)
+        if not fp_pool_try_acquire(self.pool):      # another thread's call runs on it
+            return 1
+        return k
+
+    cdef _split_alloc(self, int k, Py_ssize_t rows):
+        """Per-worker buffers for k workers of up to rows rows: a gradient buffer each and a
+        LayerNorm workspace each (tapes with LayerNorm nodes)."""
+        cdef int L = self.p.L, i, w
+        cdef Py_ssize_t sz = self.itemsize, ln = 0
+        cdef Node *nd
+        for i in range(L):
+            nd = &self.p.nodes[i]
+            if nd.kind == NODE_LAYERNORM:
+                ln += (norm_node_nbytes(nd.kind, rows, nd.n_in, sz) + 63) // 64 * 64
+        if self.alloc_check is not None:
+            self.alloc_check(k * ((self.n_params * sz if self.p.n_norm else 0) + ln + 64), 1,
+                             f"the per-thread buffers of {k} threads")
+        self._split_free()
+        self.sp.tapes = <Tape *> malloc(k * sizeof(Tape))
+        self.sp.grads = <void **> malloc(k * sizeof(void *))
+        self.sp.ln_work = <char **> malloc(k * sizeof(char *))
+        self.sp.losses = <double *> malloc(k * sizeof(double))
+        self.sp.correct = <double *> malloc(k * sizeof(double))
+        self.sp.gmax = <double *> malloc(k * sizeof(double))
+        self.sp.amax = <double *> malloc(k * (self.p.n_dense + 1) * sizeof(double))
+        self.sp.dmax = <double *> malloc(k * (self.p.n_dense + 1) * sizeof(double))
+        self.split_nodes = <Node *> malloc(<size_t> k * L * sizeof(Node))
+        if self.sp.tapes == NULL or self.sp.grads == NULL or self.sp.ln_work == NULL or \
+                self.sp.losses == NULL or self.sp.correct == NULL or self.sp.gmax == NULL or \
+                self.sp.amax == NULL or self.sp.dmax == NULL or \
+                self.split_nodes == NULL:
+            self._split_free()
+            raise MemoryError()
+        bufs = []
+        dt = np.float64 if self.is_double else np.float32
+        for w in range(k):
+            self.sp.grads[w] = NULL
+            if self.p.n_norm:     # the norm nodes' dgamma / dbeta of each part's rows
+                g = np.empty(max(self.n_params, 1), dtype=dt)
+                bufs.append(g)
+                self.sp.grads[w] = cnp.PyArray_DATA(g)
+            self.sp.ln_work[w] = NULL
+            if ln:
+                b = np.empty(ln + 64, dtype=np.uint8)
+                bufs.append(b)
+                self.sp.ln_work[w] = <char *> cnp.PyArray_DATA(b)
+                self.sp.ln_work[w] += (64 - (<size_t> self.sp.ln_work[w]) % 64) % 64
+            self.sp.tapes[w].nodes = self.split_nodes + <Py_ssize_t> w * L
+        self.split_bufs = bufs
+        self.split_k_cap = k
+        self.split_rows_cap = rows
+        self.sp.main = &self.p
+        self.sp.is_double = self.is_double
+        self.sp.itemsize = self.itemsize
+        self.sp.n_in0 = self.n_in0
+        self.sp.kout = self.k
+        self.sp.n_params = self.n_params
     property has_python_nodes:
         """Whether the tape has Python nodes (NODE_PYTHON): their calls take the GIL, and a
         call must run them on the calling thread, one batch at a time."""
@@ -933,19 +1717,23 @@ cdef class Engine:
         cdef void **qs = <void **> _ptr(state)
         cdef int ns = _len(state)
         cdef double loss = 0
+        cdef int k
         if n > self.capacity:     # rare: check first, so that bad input never grows the workspace
             with nogil:
                 ok = self._inputs_ok(px, py, n)
             if not ok:
                 return None
             self.ensure_capacity(n)
+        k = 1 if _split_plan(&self.p, n, True) < 2 else self._split_prepare(n, True)
         # the checks and the step share one GIL release (a release / re-acquire pair is a
         # measurable part of a 2 us step)
         with nogil:
             ok = self._inputs_ok(px, py, n)
             if ok:
                 loss = self._run_nogil(px, NULL if labels else py, py if labels else NULL,
-                                       NULL, NULL, n, opt_kind, h, qs, ns, t, True)
+                                       NULL, NULL, n, opt_kind, h, qs, ns, t, True, k)
+        if k > 1:
+            fp_pool_release(self.pool)
         if ok and self.p.refused and self.p.n_python:
             self._python_failed(True)
         return loss if ok else None
@@ -1127,25 +1915,34 @@ cdef class Engine:
                      int opt_kind, const double *h, void **qs, int ns, long long t,
                      bint update) except? -1.0:
         cdef double loss
+        cdef int k
         if self.in_python:
             self._not_in_python()
         if n > self.capacity:
             self.ensure_capacity(n)
+        k = 1 if _split_plan(&self.p, n, True) < 2 else self._split_prepare(n, True)
         with nogil:
-            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update)
+            loss = self._run_nogil(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
+        if k > 1:
+            fp_pool_release(self.pool)
         if self.p.refused and self.p.n_python:
             self._python_failed(True)
         return loss
 
     cdef double _run_nogil(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
                            int n, int opt_kind, const double *h, void **qs, int ns,
-                           long long t, bint update) noexcept nogil:
-        """One step on a workspace of capacity >= n (rows pi of the inputs when pi != NULL)."""
+                           long long t, bint update, int k) noexcept nogil:
+        """One step on a workspace of capacity >= n (rows pi of the inputs when pi != NULL),
+        batch-split over k workers when k > 1 (_split_prepare acquired the pool)."""
         cdef void *pp = self.pdata
         cdef void *pg = self.gdata
         cdef double loss
         cdef unsigned int csr = fp_ftz_begin()
         self.p.csr = csr     # the caller's mode, for Python nodes
+        if k > 1:
+            loss = self._run_split(px, py, pl, pw, pi, n, opt_kind, h, qs, ns, t, update, k)
+            fp_ftz_end(csr)
+            return loss
         if pi != NULL:
             self._gather(px, py, pl, pw, pi, n)
             px = self.p.xb
@@ -1176,6 +1973,26 @@ cdef class Engine:
                 self.last_correct = _count_correct[float](&self.p, <float *> py,
                                                           <long long *> pl, n)
         fp_ftz_end(csr)
+        self.last_refused = self.p.refused
+        return loss
+
+    cdef double _run_split(self, void *px, void *py, void *pl, void *pw, const int64_t *pi,
+                           int n, int opt_kind, const double *h, void **qs, int ns,
+                           long long t, bint update, int k) noexcept nogil:
+        cdef Split *s = &self.sp
+        cdef double loss
+        cdef int w
+        s.k = k
+        s.n = n
+        s.px, s.py, s.pl, s.pw, s.pi = px, py, pl, pw, pi
+        s.params = self.pdata
+        s.grads_out = self.gdata
+        s.count_correct = self.count_correct
+        loss = _split_step(s, self.pool, opt_kind, h, qs, ns, t, update)
+        if self.count_correct:
+            self.last_correct = 0
+            for w in range(k):
+                self.last_correct += s.correct[w]
         self.last_refused = self.p.refused
         return loss
 
@@ -1364,6 +2181,13 @@ cdef class Engine:
         cdef unsigned int csr
         cdef list errors = []
         cdef void *perr = <void *> errors
+        cdef int k = 1 if _split_plan(&self.p, n, False) < 2 else self._split_prepare(n, False)
+        if k > 1:
+            try:
+                self._predict_split(px, pp, pa, pz, n, k, chunk, extra)
+            finally:
+                fp_pool_release(self.pool)
+            return
         with nogil:
             csr = fp_ftz_begin()
             self.p.csr = csr     # the caller's mode, for Python nodes
@@ -1387,3 +2211,26 @@ cdef class Engine:
             raise MemoryError("predict: no memory for the scratch buffers")
         if errors:          # a Python node raised: its exception, unchanged
             raise errors[0]
+
+    cdef _predict_split(self, const void *px, const void *pp, void *pa, void *pz, int n, int k,
+                        int chunk, size_t extra):
+        """predict over k workers of the pool (acquired), each on its rows with its own
+        scratch; BLAS on one thread meanwhile."""
+        cdef Tape tape = self.p
+        cdef PSplit ps
+        cdef Threads th
+        tape.in_split = True
+        ps.tape = &tape
+        ps.px, ps.params, ps.out_a, ps.out_z = px, pp, pa, pz
+        ps.n, ps.k, ps.rows = n, k, chunk
+        ps.row_bytes = <size_t> self.max_width * self.itemsize
+        ps.extra = extra
+        ps.n_in0, ps.kout = self.n_in0, self.k
+        ps.is_double = self.is_double
+        ps.failed = False
+        with nogil:
+            _threads_begin(&th, &self.p, 0)
+            fp_pool_run(self.pool, _predict_task, &ps, k)
+            _threads_end(&th)
+        if ps.failed:
+            raise MemoryError("predict: no memory for the scratch buffers")
