@@ -4,13 +4,15 @@ of its own, the processes interleaved over rounds:
 
 - ``one``: ``n_threads=1`` (the one-thread path);
 - ``blas``: N threads, batch-splitting off (BLAS threads where a layer reaches WORK_MIN);
-- ``split``: N threads, every call batch-split (``set_split_control(0, 1)``).
+- ``split``: N threads, every call batch-split (``set_split_control(0, 1, 2 ** 62)``).
 
     python benchmarks/bench_split.py [--threads 2] [--rounds 3] [--budget 0.3]
+                                     [--nets tiny,digits,small,medium] [--batches 8,16,32,64,128]
 
 Prints median µs per step per mode, the forward multiply-adds of the batch, and the ratios
 one / split and blas / split (> 1: the split is faster). ``fastprop._threads.SPLIT_WORK_MIN``
-and ``SPLIT_ROWS_MIN`` are set from where one / split rises clearly above 1.
+and ``SPLIT_ROWS_MIN`` are set from where one / split rises clearly above 1, ``SPLIT_WORK_MAX``
+from where blas / split falls below 1.
 """
 import argparse
 import json
@@ -22,20 +24,21 @@ import time
 import numpy as np
 
 NETS = {"tiny": [64, 32, 10], "digits": [64, 128, 64, 10], "small": [784, 128, 10],
-        "medium": [784, 256, 256, 10]}
+        "medium": [784, 256, 256, 10], "large": [1024, 1024, 1024, 10]}
 BATCHES = (8, 16, 32, 64, 128)
 
 
-def _worker(mode, threads, budget):
+def _worker(mode, threads, budget, nets, batches):
     import fastprop as fp
     from fastprop import _threads
     if mode == "split":
-        _threads.set_split_control(0, 1)
+        _threads.set_split_control(0, 1, 2 ** 62)
     elif mode == "blas":
         _threads.set_split_control(2 ** 62, 1)
     out = {}
-    for name, sizes in NETS.items():
-        for batch in BATCHES:
+    for name in nets:
+        sizes = NETS[name]
+        for batch in batches:
             layers = [fp.Dense(a, b, activation="softmax" if i == len(sizes) - 2 else "relu")
                       for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
             m = fp.Sequential(layers, loss="cross_entropy", optimizer=fp.optim.SGD(0.01),
@@ -69,17 +72,27 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget", type=float, default=0.3, help="seconds per configuration")
+    p.add_argument("--nets", default="tiny,digits,small,medium",
+                   help=f"comma list of {', '.join(NETS)}")
+    p.add_argument("--batches", default=",".join(map(str, BATCHES)))
     p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    nets = args.nets.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+    unknown = [n for n in nets if n not in NETS]
+    if unknown:
+        p.error(f"unknown nets {unknown}; choose from {', '.join(NETS)}")
     if args.worker:
-        return _worker(args.worker[0], int(args.worker[1]), float(args.worker[2]))
+        return _worker(args.worker[0], int(args.worker[1]), float(args.worker[2]), nets,
+                       batches)
     modes = ("one", "blas", "split")
     samples = {m: {} for m in modes}
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     for r in range(args.rounds):
         for mode in modes:
             out = subprocess.run([sys.executable, __file__, "--worker", mode, str(args.threads),
-                                  str(args.budget)], env=env, check=True,
+                                  str(args.budget), "--nets", args.nets,
+                                  "--batches", args.batches], env=env, check=True,
                                  stdout=subprocess.PIPE, text=True).stdout
             for key, v in json.loads(out.strip().splitlines()[-1]).items():
                 samples[mode].setdefault(key, []).extend(v)

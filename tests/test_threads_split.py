@@ -24,7 +24,7 @@ N_IN, N_OUT = 12, 4
 
 @pytest.fixture
 def split_all():
-    old = _threads.set_split_control(0, 1)
+    old = _threads.set_split_control(0, 1, 2 ** 62)
     yield
     _threads.set_split_control(*old)
 
@@ -245,14 +245,42 @@ def test_rows_min_and_work_min_pick_the_split():
     assert m._engine.split_plan(10 ** 6) == 1         # one thread: never split
 
 
+def test_work_max_leaves_large_training_steps_to_blas_threads():
+    """Above SPLIT_WORK_MAX a training step whose layers reach WORK_MIN runs on BLAS threads
+    (measured faster there); predict still splits; below WORK_MIN the step still splits."""
+    big = _threaded(fp.Sequential([fp.Dense(512, 512, activation="relu"), fp.Dense(512, 4)],
+                                  loss="mse", dtype="float32"), 2)
+    n = _threads.WORK_MIN // (512 * 512) + 64          # the first layer reaches WORK_MIN
+    old = _threads.set_split_control(0, 1, 2 ** 62)
+    try:
+        assert big._engine.split_plan(n) == 2
+        _threads.set_split_control(None, None, 1)
+        assert big._engine.split_plan(n) == 1          # training: BLAS threads
+        assert big._engine.split_plan(n, False) == 2   # predict: split rows
+        assert big._engine.split_plan(8) == 2          # no layer reaches WORK_MIN: split
+        assert _threads.set_split_control()[2] == 1
+    finally:
+        _threads.set_split_control(*old)
+    assert _threads.set_split_control() == old
+    with pytest.raises(ValueError, match="work_max"):
+        _threads.set_split_control(work_max=-5)
+
+
 def test_default_cost_model_splits_the_small_net_not_the_tiny_one():
     small = _threaded(fp.Sequential([fp.Dense(784, 128, activation="relu"),
                                      fp.Dense(128, 10, activation="softmax")]), 2)
     tiny = _threaded(fp.Sequential([fp.Dense(64, 32, activation="relu"),
                                     fp.Dense(32, 10, activation="softmax")]), 2)
-    assert small._engine.split_plan(32) == 2
-    assert tiny._engine.split_plan(32) == 1
-    assert small._engine.split_plan(8) == 1           # 4 rows per thread
+    assert small._engine.split_plan(64) == 2
+    assert small._engine.split_plan(128) == 2
+    assert tiny._engine.split_plan(64) == 1           # 151k multiply-adds: too few
+    assert small._engine.split_plan(32) == 1          # 16 rows per thread: too few
+    medium = _threaded(fp.Sequential([fp.Dense(784, 256, activation="relu"),
+                                      fp.Dense(256, 256, activation="relu"),
+                                      fp.Dense(256, 10, activation="softmax")]), 2)
+    assert medium._engine.split_plan(64) == 2
+    assert medium._engine.split_plan(128) == 1        # BLAS threads (SPLIT_WORK_MAX)
+    assert medium._engine.split_plan(128, False) == 2  # predict splits rows
 
 
 
@@ -343,7 +371,7 @@ def test_concurrent_predicts_share_the_pool(split_all):
 
 
 def _child_fit(queue):
-    _threads.set_split_control(0, 1)
+    _threads.set_split_control(0, 1, 2 ** 62)
     X, y = _data(np.float64)
     one, many = _pair(lambda: _dense_net(np.float64, [fp.Dense(16, activation="relu")]))
     h1, h2 = _fit_both(one, many, X, y)

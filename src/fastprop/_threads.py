@@ -40,7 +40,7 @@ import warnings
 
 from fastprop._core import _engine
 
-__all__ = ["SPLIT_ROWS_MIN", "SPLIT_WORK_MIN", "WORK_MIN", "available_cpus", "blas_info",
+__all__ = ["SPLIT_ROWS_MIN", "SPLIT_WORK_MAX", "SPLIT_WORK_MIN", "WORK_MIN", "available_cpus", "blas_info",
            "get_num_threads", "set_num_threads", "set_split_control"]
 
 #: Multiply-adds of a call's largest layer below which the call uses one thread. Measured (with
@@ -54,16 +54,27 @@ __all__ = ["SPLIT_ROWS_MIN", "SPLIT_WORK_MIN", "WORK_MIN", "available_cpus", "bl
 WORK_MIN = 4_000_000
 
 #: Forward multiply-adds of a whole call (batch rows x the Dense layers' n_in * n_out) below
-#: which no call is batch-split: a split call pays two to four hand-offs to the pool (a few
-#: microseconds each while its threads are awake), which a step of the tiny 64-32-10 net
-#: (~6 us at batch 32, 76k multiply-adds) cannot repay; the small 32 x 784-128-10 step
-#: (3.2M, ~125-175 us) can. See benchmarks/README.md for the measurements.
-SPLIT_WORK_MIN = 250_000
+#: which no call is batch-split: a split call pays two to four hand-offs to the pool and each
+#: thread packs its own copy of the weights, which small calls cannot repay. Measured on an
+#: idle 2-core Xeon (``python benchmarks/bench_split.py --threads 2 --rounds 3 --budget 0.4
+#: --nets digits,small,medium,large --batches 32,64,128,256``, median us per SGD step, float32,
+#: one / BLAS threads / split): digits 64-128-64-10 at batch 64 (1.1M) 40.9 / 40.3 / 51.0, at
+#: 128 (2.2M) 96.6 / 96.4 / 71.7; small 784-128-10 at 64 (6.5M) 184 / 199 / 171, at 128
+#: 344 / 285 / 262, at 256 (26M) 682 / 478 / 448; medium 784-256-256-10 at 64 (17M) 541 / 487
+#: / 438. See benchmarks/README.md.
+SPLIT_WORK_MIN = 2_000_000
 
 #: Fewest rows per thread of a batch-split call: each thread packs the whole of every weight
-#: matrix for its forward GEMMs, so with a handful of rows the packing outweighs the
-#: multiply-adds and BLAS threads (or one thread) do better.
-SPLIT_ROWS_MIN = 8
+#: matrix for its GEMMs, so with a few rows the packing outweighs the multiply-adds (same run:
+#: small at batch 32, 16 rows per thread, 109 / 109 / 111 us; digits at 64 loses as above).
+SPLIT_ROWS_MIN = 32
+
+#: Forward multiply-adds of a training call from which BLAS threads beat the split when a
+#: layer is large enough for them (``WORK_MIN``): same run, medium at batch 128 (34M)
+#: 991 / 749 / 782 us, at 256 1988 / 1316 / 1391; large 1024-1024-1024-10 at 64 (135M)
+#: 5066 / 2992 / 3805, at 256 (539M) 15636 / 8621 / 9721. ``predict`` keeps splitting rows
+#: (10,000 rows on medium: 1.93x the one-thread time).
+SPLIT_WORK_MAX = 30_000_000
 
 _SETTER = None
 _GETTER = None
@@ -134,23 +145,25 @@ def available_cpus(cgroup_root="/sys/fs/cgroup"):
     return max(1, n)
 
 
-def set_split_control(work_min=None, rows_min=None):
+def set_split_control(work_min=None, rows_min=None, work_max=None):
     """Set the batch-split cost model's thresholds for the whole process (defaults:
-    :data:`SPLIT_WORK_MIN`, :data:`SPLIT_ROWS_MIN`; None keeps the current value). Returns the
-    previous ``(work_min, rows_min)``. ``work_min=0, rows_min=1`` splits every call that has
-    more than one thread and row; a huge ``work_min`` turns batch-splitting off."""
+    :data:`SPLIT_WORK_MIN`, :data:`SPLIT_ROWS_MIN`, :data:`SPLIT_WORK_MAX`; None keeps the
+    current value). Returns the previous ``(work_min, rows_min, work_max)``. ``work_min=0,
+    rows_min=1, work_max=2**62`` splits every call that has more than one thread and row; a
+    huge ``work_min`` turns batch-splitting off."""
     from fastprop._validation import check_size
     old = _engine.split_control()
     work = old[0] if work_min is None else check_size(work_min, "work_min", 0, 2 ** 62)
     rows = old[1] if rows_min is None else check_size(rows_min, "rows_min", 1, 2 ** 30)
-    _engine.set_split_control(work, rows)
+    top = old[2] if work_max is None else check_size(work_max, "work_max", 0, 2 ** 62)
+    _engine.set_split_control(work, rows, top)
     return old
 
 
 def install(work_min=WORK_MIN):
     """Find OpenBLAS's thread setter and hand it to the engine (done at import)."""
     global _SETTER, _GETTER, _LIBRARY
-    _engine.set_split_control(SPLIT_WORK_MIN, SPLIT_ROWS_MIN)
+    _engine.set_split_control(SPLIT_WORK_MIN, SPLIT_ROWS_MIN, SPLIT_WORK_MAX)
     _LIBRARY, _SETTER, _GETTER = _find()
     if _SETTER is None or os.environ.get("FASTPROP_NO_THREAD_CONTROL"):
         _engine.set_thread_control(0, 0, 0)
@@ -207,11 +220,12 @@ def blas_info():
     """A short description of the BLAS the engine calls and its thread control."""
     if _LIBRARY is None:
         return "SciPy's BLAS (not OpenBLAS: thread counts left to it)"
-    work, rows = _engine.split_control()
+    work, rows, top = _engine.split_control()
     return (f"OpenBLAS from SciPy ({os.path.basename(_LIBRARY)}), {get_num_threads()} threads "
             f"configured; calls whose layers are all under {WORK_MIN:,} multiply-adds run on 1 "
             f"BLAS thread; calls of >= {work:,} multiply-adds and >= {rows} rows per thread "
-            f"are batch-split over the engine's threads")
+            f"are batch-split over the engine's threads (training calls only under {top:,} "
+            f"when a layer reaches {WORK_MIN:,})")
 
 
 install()

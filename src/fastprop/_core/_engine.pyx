@@ -724,19 +724,24 @@ cdef enum:
 
 cdef long long _split_work_min = 1 << 62
 cdef int _split_rows_min = 1 << 30
+cdef long long _split_work_max = 1 << 62
 
 
-def set_split_control(long long work_min, int rows_min):
+def set_split_control(long long work_min, int rows_min, long long work_max=-1):
     """Install the cost model's thresholds (fastprop._threads): a call is batch-split when
-    n * (multiply-adds per sample) >= work_min and every worker gets >= rows_min rows."""
-    global _split_work_min, _split_rows_min
+    n * (multiply-adds per sample) >= work_min and every worker gets >= rows_min rows, and a
+    training call also when its multiply-adds stay under work_max or none of its layers would
+    run on BLAS threads (work_max < 0: unchanged)."""
+    global _split_work_min, _split_rows_min, _split_work_max
     _split_work_min = work_min
     _split_rows_min = rows_min if rows_min > 1 else 1
+    if work_max >= 0:
+        _split_work_max = work_max
 
 
 def split_control():
-    """The cost model's thresholds (work_min, rows_min)."""
-    return _split_work_min, _split_rows_min
+    """The cost model's thresholds (work_min, rows_min, work_max)."""
+    return _split_work_min, _split_rows_min, _split_work_max
 
 
 cdef struct Split:
@@ -1224,7 +1229,21 @@ cdef inline int _split_plan(Tape *p, Py_ssize_t n, bint train) noexcept nogil:
         k = T
     if k > 256:
         k = 256
+    if k > 1 and train and <double> n * p.macs >= <double> _split_work_max and \
+            _blas_threads_pay(p, n):
+        return 1            # a large training step: BLAS threads beat the split
     return <int> k if k > 1 else 1
+
+
+cdef inline bint _blas_threads_pay(Tape *p, Py_ssize_t n) noexcept nogil:
+    """Whether an unsplit call over n rows would run its GEMMs on BLAS threads (a layer
+    reaches _thread_work_min, as _threads_begin decides)."""
+    cdef int l
+    for l in range(p.n_dense):
+        if <long long> n * p.nodes[p.dense[l]].n_in * p.nodes[p.dense[l]].n_out >= \
+                _thread_work_min:
+            return True
+    return False
 
 
 cdef struct PSplit:
