@@ -773,7 +773,8 @@ class Sequential:
         ``predict`` / ``evaluate``, large enough (``fastprop._threads.SPLIT_WORK_MIN``
         multiply-adds, ``SPLIT_ROWS_MIN`` rows per thread) is split by rows of the batch
         over the engine's worker threads, each with one-thread GEMMs (not for training
-        steps of a model with a BatchNorm layer); otherwise layers of at least
+        steps of a model with a BatchNorm or Python layer, nor training steps above
+        ``SPLIT_WORK_MAX`` multiply-adds that BLAS threads run faster); otherwise layers of at least
         ``fastprop._threads.WORK_MIN`` multiply-adds use BLAS threads, and smaller calls
         one thread. A split step equals the one-thread step up to the order of a sum (float64
         ~1e-12, float32 ~1e-5 relative) and is bit-identical from run to run with the same

@@ -716,7 +716,9 @@ cdef void _gemms_only(Tape *p, const floating *X, const floating *params, floati
 # forward multiply-adds reach _split_work_min (below, waking a worker costs more than it
 # saves) and each worker gets at least _split_rows_min rows (with fewer, a dW GEMM of a few
 # rows runs at GEMV speed and the reduction of k gradient buffers dominates: BLAS threads, or
-# one thread, as before). Measurements behind the thresholds: fastprop._threads.
+# one thread, as before); a training call of _split_work_max multiply-adds or more whose
+# layers reach _thread_work_min runs on BLAS threads instead (each part re-packs every W:
+# there BLAS threads measured faster). Measurements behind the thresholds: fastprop._threads.
 
 cdef enum:
     _MAX_STATE = 8          # state arrays the update by slices offsets (more: one thread)
