@@ -13,19 +13,7 @@ import pytest
 import fastprop as fp
 from fastprop import reference as R
 
-from conftest import assert_close
-
-
-class Scale(fp.Layer):                                 # the example, verbatim
-    def build(self, n_in):
-        self.add_param("w", (n_in,), init="ones")
-        return n_in
-
-    def forward(self, a_prev, training=False):
-        return a_prev * self.w, a_prev
-
-    def backward(self, da, cache):
-        return da * self.w, (da * cache).sum(0)
+from conftest import Scale, assert_close
 
 
 class Softsign(fp.Layer):

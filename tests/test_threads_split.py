@@ -17,7 +17,7 @@ import pytest
 
 import fastprop as fp
 from fastprop import _threads
-from conftest import assert_close
+from conftest import Scale, assert_close
 
 N_IN, N_OUT = 12, 4
 
@@ -453,20 +453,6 @@ def test_first_layer_by_columns_or_by_rows(split_all, dtype, first, batch):
 # one-thread model over fit (float64 1e-12, float32 1e-5: conftest.assert_close).
 
 
-class _Scale(fp.Layer):
-    """A custom Python layer: one weight per column."""
-
-    def build(self, n_in):
-        self.add_param("w", (n_in,), init="ones")
-        return n_in
-
-    def forward(self, a_prev, training=False):
-        return a_prev * self.w, a_prev
-
-    def backward(self, da, cache):
-        return da * self.w, (da * cache).sum(0)
-
-
 def _frozen_net(dtype, kind, optimizer=None):
     middle = {"dense": lambda: fp.Dense(16, activation="tanh"), "layernorm": fp.LayerNorm,
               "batchnorm": fp.BatchNorm}[kind]
@@ -544,7 +530,7 @@ def test_python_layer_runs_on_one_thread_and_equals(split_all, dtype):
     X, y = _data(dtype)
 
     def make():
-        m = _dense_net(dtype, [fp.Dense(16, activation="tanh"), _Scale(),
+        m = _dense_net(dtype, [fp.Dense(16, activation="tanh"), Scale(),
                                fp.Dense(8, activation="relu")])
         m.layers[1].w[...] = np.linspace(0.5, 1.5, 16)
         return m
@@ -570,7 +556,7 @@ def test_unsplit_features_are_deterministic(split_all, case):
             return _frozen_net(np.float32, "layernorm")
         if case == "penalty":
             return _dense_net(np.float32, [fp.Dense(16, activation="relu", l1=1e-3)])
-        return _dense_net(np.float32, [fp.Dense(16, activation="relu"), _Scale()])
+        return _dense_net(np.float32, [fp.Dense(16, activation="relu"), Scale()])
 
     a, b = _threaded(make()), _threaded(make())
     b.set_weights(a.get_weights())
