@@ -316,8 +316,15 @@ def test_n_threads_bad_values():
         with pytest.raises(ValueError, match="n_threads"):
             m.n_threads = bad
     for bad in (1.5, "2", True):
-        with pytest.raises(TypeError, match="n_threads"):
-            m.n_threads = bad
+        # the contract: ValueError; the library's rule for a wrong type: TypeError
+        for exc in (ValueError, TypeError):
+            with pytest.raises(exc, match="n_threads"):
+                m.n_threads = bad
+        with pytest.raises(ValueError, match="n_threads"):
+            fp.Sequential([fp.Dense(2, 2)], loss="mse", n_threads=bad)
+        with pytest.raises(ValueError, match="n must be an integer"):
+            fp.set_num_threads(bad)
+    assert m.n_threads is None
     with pytest.raises(ValueError, match="n_threads"):
         fp.Sequential([fp.Dense(2, 2)], n_threads=0)
 

@@ -208,8 +208,8 @@ def set_num_threads(n):
 
     ``n`` above the CPUs this process may use (:func:`available_cpus`) is capped to them, with a
     ``RuntimeWarning`` the first time: more threads than CPUs only adds contention."""
-    from fastprop._validation import check_size
-    n = capped(check_size(n, "n"), "set_num_threads(n)")
+    from fastprop._validation import check_threads
+    n = capped(check_threads(n, "n"), "set_num_threads(n)")
     if _SETTER is None:
         return False
     _SETTER(n)

@@ -56,6 +56,20 @@ def check_size(value, name, minimum=1, maximum=_INT_MAX):
     return v
 
 
+class NotAnIntegerError(TypeError, ValueError):
+    """A count that is not an integer: a ``TypeError`` by the library's rule and a
+    ``ValueError`` as the thread-count contract promises (``n_threads`` < 1 or not an
+    integer -> ``ValueError``)."""
+
+
+def check_threads(value, name="n_threads"):
+    """A thread count: an int >= 1; a non-integer raises :class:`NotAnIntegerError`."""
+    try:
+        return check_size(value, name)
+    except TypeError as e:
+        raise NotAnIntegerError(str(e)) from None
+
+
 def check_seed(value, name="seed"):
     """A seed: None, or an int >= 0 of any size (numpy.random.default_rng takes them all)."""
     return None if value is None else check_size(value, name, minimum=0, maximum=None)

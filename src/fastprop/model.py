@@ -291,7 +291,9 @@ class Sequential:
         Seeds dropout masks and the shuffling of ``fit``; the same seed (and the same layer
         weights) give the same training run.
     n_threads : int, optional
-        BLAS threads for this model's large layers (see :attr:`n_threads`).
+        Threads for this model's compiled calls (see :attr:`n_threads`); < 1 or not an
+        integer raises ``ValueError`` (the non-integer error is a ``TypeError`` too); more
+        than the CPUs this process may use is capped with a warning.
     metrics : list of str, optional
         Extra metrics reported by ``fit`` (History) and ``evaluate``: ``accuracy``
         (classification losses report it anyway), ``mae``, ``mse`` (see :meth:`compile`).
@@ -335,7 +337,7 @@ class Sequential:
             # Keras-style: compiled once every width is known
             seed = V.check_seed(seed)
             if n_threads is not None:
-                n_threads = V.check_size(n_threads, "n_threads")
+                n_threads = V.check_threads(n_threads)
             if not empty:         # a list given: complete (Sequential() is filled by add)
                 self._check_spec(layers, loss, metrics)
             opt = get_optimizer(optimizer if optimizer is not None else "adam")
@@ -568,7 +570,7 @@ class Sequential:
         self._optimizer = opt
         seed = V.check_seed(seed)
         if n_threads is not None:   # checked before the layers are bound to this model
-            n_threads = V.check_size(n_threads, "n_threads")
+            n_threads = V.check_threads(n_threads)
         self.seed = seed
         for layer in layers:      # a layer of another live model: ValueError, nothing bound
             layer._claim(self)
@@ -788,7 +790,7 @@ class Sequential:
 
     @n_threads.setter
     def n_threads(self, value):
-        n = None if value is None else V.check_size(value, "n_threads")
+        n = None if value is None else V.check_threads(value)
         if self._pending is not None:      # set on the engine when the model is built
             self._pending["n_threads"] = n
             return
