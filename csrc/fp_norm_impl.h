@@ -32,6 +32,26 @@ static void FN(fp_batchnorm_update_running)(ptrdiff_t w, const double *stats, do
     }
 }
 
+/* x_hat = (x - mean) * is (in double, rounded to TYPE), y = x_hat * gamma + beta, per column,
+ * over n rows of width w: the normalization both BatchNorm forwards share (inlined into
+ * each ISA clone of its callers). */
+static inline void FN(fp_batchnorm_apply)(ptrdiff_t n, ptrdiff_t w, const TYPE *x,
+                                          const double *mean, const double *is,
+                                          const TYPE *gamma, const TYPE *beta, TYPE *x_hat,
+                                          TYPE *y)
+{
+    ptrdiff_t i, j;
+    for (i = 0; i < n; i++) {
+        const TYPE *xi = x + i * w;
+        TYPE *hi = x_hat + i * w, *yi = y + i * w;
+        for (j = 0; j < w; j++) {
+            TYPE h = (TYPE)(((double)xi[j] - mean[j]) * is[j]);
+            hi[j] = h;
+            yi[j] = h * gamma[j] + beta[j];
+        }
+    }
+}
+
 /* BatchNorm1d forward, training mode, over a batch of n >= 2 rows of width w:
  *   mean_j = sum_i x_ij / n,  var_j = sum_i (x_ij - mean_j)^2 / n  (biased; two passes),
  *   inv_std_j = 1 / sqrt(var_j + eps),  x_hat = (x - mean) * inv_std,  y = x_hat * gamma + beta.
@@ -65,15 +85,7 @@ static FP_CLONES void FN(fp_batchnorm_train_forward)(
         inv_std[j] = (TYPE)is[j];
         ssq[j] /= (double)(n - 1);               /* from here on: the unbiased variance */
     }
-    for (i = 0; i < n; i++) {
-        const TYPE *xi = x + i * w;
-        TYPE *hi = x_hat + i * w, *yi = y + i * w;
-        for (j = 0; j < w; j++) {
-            TYPE h = (TYPE)(((double)xi[j] - mean[j]) * is[j]);
-            hi[j] = h;
-            yi[j] = h * gamma[j] + beta[j];
-        }
-    }
+    FN(fp_batchnorm_apply)(n, w, x, mean, is, gamma, beta, x_hat, y);
     if (running_mean != NULL && running_var != NULL)
         FN(fp_batchnorm_update_running)(w, work, momentum, running_mean, running_var);
 }
@@ -92,15 +104,7 @@ static FP_CLONES void FN(fp_batchnorm_eval_forward)(
         is[j] = 1.0 / sqrt((double)running_var[j] + eps);
         inv_std[j] = (TYPE)is[j];
     }
-    for (i = 0; i < n; i++) {
-        const TYPE *xi = x + i * w;
-        TYPE *hi = x_hat + i * w, *yi = y + i * w;
-        for (j = 0; j < w; j++) {
-            TYPE h = (TYPE)(((double)xi[j] - mean[j]) * is[j]);
-            hi[j] = h;
-            yi[j] = h * gamma[j] + beta[j];
-        }
-    }
+    FN(fp_batchnorm_apply)(n, w, x, mean, is, gamma, beta, x_hat, y);
 }
 
 /* BatchNorm1d backward. sums: s_b = sum_i dy_ij, s_g = sum_i dy_ij * x_hat_ij (double);

@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 
 from fastprop import _threads, _validation as V, io
+from fastprop._numdiff import block_error
 from fastprop._validation import raise_refused as _raise_refused
 from fastprop._core import _engine, _loss as _closs
 from fastprop.activations import ACTIVATIONS
@@ -1598,21 +1599,8 @@ def gradcheck(model, X, y=None, sample_weight=None, eps=1e-6, max_params=None, s
             blocks.append((off, off + size))
             off += size
     for start, stop in blocks:
-        idx = np.arange(start, stop)
-        if max_params is not None and idx.size > max_params:
-            idx = rng.choice(idx, size=max_params, replace=False)
-        num = np.empty(idx.size)
-        for j, i in enumerate(idx):
-            old = m.params[i]
-            m.params[i] = old + eps
-            lp = loss_at()
-            m.params[i] = old - eps
-            lm = loss_at()
-            m.params[i] = old
-            num[j] = (lp - lm) / (2 * eps)
-        ana = g[idx]
-        err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
-        worst = max(worst, float(err))
+        worst = max(worst, block_error(m.params[start:stop], g[start:stop], loss_at, eps,
+                                       max_params, rng))
     return worst
 
 

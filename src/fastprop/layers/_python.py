@@ -28,6 +28,7 @@ import copy
 import numpy as np
 
 from fastprop import _validation as V
+from fastprop._numdiff import block_error
 from fastprop.layers._base import Layer
 
 __all__ = ["is_python_layer", "build_python_layer", "python_widths", "PythonNodes",
@@ -214,19 +215,5 @@ def gradcheck_layer(layer, X, eps, max_params, seed):
         if gflat.size != flat.size:
             raise ValueError(f"{type(layer).__name__}.backward gave a gradient of {gflat.size} "
                              f"values for an array of {flat.size}")
-        idx = np.arange(flat.size)
-        if max_params is not None and idx.size > max_params:
-            idx = rng.choice(idx, size=max_params, replace=False)
-        num = np.empty(idx.size)
-        for j, k in enumerate(idx):
-            old = flat[k]
-            flat[k] = old + eps
-            lp = loss()
-            flat[k] = old - eps
-            lm = loss()
-            flat[k] = old
-            num[j] = (lp - lm) / (2 * eps)
-        ana = gflat[idx]
-        err = np.linalg.norm(ana - num) / max(np.linalg.norm(ana) + np.linalg.norm(num), 1e-30)
-        worst = max(worst, float(err))
+        worst = max(worst, block_error(flat, gflat, loss, eps, max_params, rng))
     return worst

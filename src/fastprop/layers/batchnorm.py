@@ -4,9 +4,16 @@ import numpy as np
 from fastprop import _validation as V
 from fastprop._core import _norm
 from fastprop.layers._base import register_layer
-from fastprop.layers.layernorm import NormCache, _AffineNorm
+from fastprop.layers.layernorm import NormCache, _AffineNorm, vector_property
 
 __all__ = ["BatchNorm"]
+
+
+def _check_variance(arr, name):
+    """ValueError naming ``name`` unless every value of ``arr`` is >= 0."""
+    if (arr < 0).any():
+        raise ValueError(f"{name} must hold values >= 0 (a variance)")
+    return arr
 
 
 @register_layer
@@ -68,38 +75,18 @@ class BatchNorm(_AffineNorm):
         """Weight of each batch in the running statistics (read-only)."""
         return self._momentum
 
-    @property
-    def running_mean(self):
-        """Running mean of the features, (width,); assigning copies into the buffer."""
-        return self._array("running_mean")
-
-    @running_mean.setter
-    def running_mean(self, value):
-        self._array("running_mean")[...] = self._vector(value, "running_mean")
-
-    @property
-    def running_var(self):
-        """Running (unbiased) variance of the features, (width,), values >= 0; assigning
-        copies into the buffer."""
-        return self._array("running_var")
-
-    @running_var.setter
-    def running_var(self, value):
-        self._array("running_var")[...] = self._variance(self._vector(value, "running_var"),
-                                                         "running_var")
-
-    @staticmethod
-    def _variance(arr, name):
-        if (arr < 0).any():
-            raise ValueError(f"{name} must hold values >= 0 (a variance)")
-        return arr
+    running_mean = vector_property("running_mean", "Running mean of the features, (width,); "
+                                                   "assigning copies into the buffer.")
+    running_var = vector_property("running_var", "Running (unbiased) variance of the features, "
+                                                 "(width,), values >= 0; assigning copies into "
+                                                 "the buffer.", check=_check_variance)
 
     def set_weights(self, weights):
         """Copy ``[gamma, beta, running_mean, running_var]`` into the layer (count, shapes,
         finite values and ``running_var >= 0`` checked before anything is written)."""
         if isinstance(weights, (list, tuple)) and len(weights) == 4 and self.built:
-            self._variance(self._vector(weights[3], "weights[3] (BatchNorm.running_var)"),
-                           "weights[3] (BatchNorm.running_var)")
+            _check_variance(self._vector(weights[3], "weights[3] (BatchNorm.running_var)"),
+                            "weights[3] (BatchNorm.running_var)")
         super().set_weights(weights)
 
     def get_config(self):

@@ -24,6 +24,21 @@ class NormCache:
         inv_std.flags.writeable = False
 
 
+def vector_property(name, doc, check=None):
+    """A (width,) buffer of a norm layer as a property: reading gives the layer's array,
+    assigning copies into it after the shape, dtype and finiteness checks (``_vector``) and
+    ``check(arr, name)`` when given."""
+    def get(self):
+        return self._array(name)
+
+    def put(self, value):
+        arr = self._vector(value, name)
+        if check is not None:
+            check(arr, name)
+        self._array(name)[...] = arr
+    return property(get, put, doc=doc)
+
+
 class _AffineNorm(Layer):
     """Shared part of BatchNorm and LayerNorm: ``eps``, the dtype, the width inferred at
     :meth:`build` (``gamma`` ones, ``beta`` zeros, then the kind's state from
@@ -100,23 +115,10 @@ class _AffineNorm(Layer):
                              f"build(n_in) or forward first")
         return getattr(self, "_" + name)
 
-    @property
-    def gamma(self):
-        """The scale, (width,); assigning copies into the existing buffer."""
-        return self._array("gamma")
-
-    @gamma.setter
-    def gamma(self, value):
-        self._array("gamma")[...] = self._vector(value, "gamma")
-
-    @property
-    def beta(self):
-        """The shift, (width,); assigning copies into the existing buffer."""
-        return self._array("beta")
-
-    @beta.setter
-    def beta(self, value):
-        self._array("beta")[...] = self._vector(value, "beta")
+    gamma = vector_property("gamma", "The scale, (width,); assigning copies into the existing "
+                                     "buffer.")
+    beta = vector_property("beta", "The shift, (width,); assigning copies into the existing "
+                                   "buffer.")
 
     def zero_grad(self):
         """Set ``dgamma`` and ``dbeta`` to zero (where they exist)."""
